@@ -1,0 +1,31 @@
+"""edgekeras: from a Keras model to a measured, compressed, verified edge file.
+
+    import edgekeras
+    report = edgekeras.compress("model.h5", ["int8"], calib="calib.npz", eval="test.npz", onnx=True)
+    model = edgekeras.train.build("small_cnn", (28, 28, 1), num_classes=10)
+
+Importing edgekeras is cheap: TensorFlow is imported only when a function that needs it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .card import ModelCard
+from .errors import (BadInput, EdgeKerasError, MissingWeights, OutputError, ParityError, UnsafeModel,
+                     UnsupportedModel)
+
+__version__ = "0.1.0"
+
+_SUBPACKAGES = ("compress", "train", "export", "runtime", "report", "demo")
+
+
+def __getattr__(name: str):
+    # `edgekeras.compress` is a callable package: edgekeras.compress(...) runs the pipeline.
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'edgekeras' has no attribute {name!r}")
+
+
+__all__ = ["ModelCard", "EdgeKerasError", "BadInput", "UnsafeModel", "UnsupportedModel", "ParityError",
+           "OutputError", "MissingWeights", "compress", "train", "export", "runtime", "__version__"]

@@ -1,0 +1,36 @@
+"""The one place that selects the Keras API: tf_keras (Keras 2), which tfmot requires.
+
+Every module that needs Keras or TensorFlow does `from ._keras import keras, tf`. Importing this
+module costs seconds (TensorFlow): the CLI, `edgekeras.card`, `edgekeras.errors` and
+`edgekeras.runtime` never import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+# Must be set before TensorFlow is first imported: tfmot and tf.lite then use tf_keras.
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# TensorFlow's C++ logging (including the CUDA probe on machines without a GPU) is noise for our
+# users; EDGEKERAS_DEBUG or an explicit TF_CPP_MIN_LOG_LEVEL keeps it.
+if not os.environ.get("EDGEKERAS_DEBUG"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+if not os.environ.get("EDGEKERAS_DEBUG"):
+    tf.get_logger().setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover - absl ships with TensorFlow
+        pass
+    # Keras 2 nags about the HDF5 format on every save; .h5 is what our users ship.
+    warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy.*")
+    warnings.filterwarnings("ignore", message=".*Statistics for quantized inputs were expected.*")
+
+__all__ = ["keras", "tf"]

@@ -1,0 +1,228 @@
+"""The `edgekeras` command. Each command: options -> one library call -> a printed report.
+
+Only this module prints for humans. It imports no TensorFlow at import time, so `edgekeras --help`
+answers at once; commands import the library when they run. Errors print one message and exit 1
+without a traceback (`--debug` shows it, and TensorFlow's own log, which is otherwise kept in a
+temporary file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import click
+
+from . import __version__
+from .errors import EdgeKerasError
+
+_state = {"debug": False}
+
+
+class _Handler(logging.Handler):
+    """edgekeras log records -> the terminal: progress dimmed, warnings loud."""
+
+    def __init__(self, stream):
+        super().__init__(logging.INFO)
+        self.stream = stream
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            text = click.style("WARNING: ", fg="yellow", bold=True) + msg
+        else:
+            text = click.style(f"  {msg}", dim=True)
+        click.echo(text, file=self.stream, color=self.stream.isatty() if hasattr(self.stream, "isatty") else None)
+
+
+@contextlib.contextmanager
+def _terminal():
+    """Route TensorFlow's native stderr to a log file; yield the stream for our own messages."""
+    logger = logging.getLogger("edgekeras")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if _state["debug"]:
+        handler = _Handler(sys.stderr)
+        logger.addHandler(handler)
+        try:
+            yield sys.stderr, None
+        finally:
+            logger.removeHandler(handler)
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    native = tempfile.NamedTemporaryFile(prefix="edgekeras-native-", suffix=".log", delete=False)
+    ours = os.fdopen(os.dup(saved), "w", buffering=1)
+    os.dup2(native.fileno(), 2)
+    handler = _Handler(ours)
+    logger.addHandler(handler)
+    ok = False
+    try:
+        yield ours, native.name
+        ok = True
+    finally:
+        logger.removeHandler(handler)
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        ours.close()
+        native.close()
+        if ok:
+            os.unlink(native.name)
+        else:
+            _state["native_log"] = native.name
+
+
+def _debug_option(f):
+    """--debug on every command (also accepted before the command name)."""
+
+    def set_debug(ctx, param, value):
+        if value:
+            _state["debug"] = True
+            os.environ["EDGEKERAS_DEBUG"] = "1"
+        return value
+
+    return click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=set_debug,
+                        help="Show tracebacks and TensorFlow's own log.")(f)
+
+
+def _run(f):
+    """Run a command body: library errors -> one message and exit 1; bugs -> a short note, or the traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            with _terminal() as (stream, _):
+                return f(stream, *args, **kwargs)
+        except EdgeKerasError as e:
+            click.echo(click.style("error: ", fg="red", bold=True) + str(e), err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was written", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:
+            if _state["debug"]:
+                raise
+            log = _state.get("native_log")
+            click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {e}\n"
+                       "This is a bug in edgekeras (nothing was written). Rerun with --debug for the traceback"
+                       + (f"; TensorFlow's log is in {log}" if log else "") + ".", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgekeras")
+@_debug_option
+def main():
+    """From a Keras model to a small, fast, verified .tflite/.onnx file.
+
+    \b
+    Start with:   edgekeras demo
+    Headline:     edgekeras compress model.h5 --int8 --calib calib.npz --eval test.npz --onnx
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--int8", "int8", is_flag=True, help="Full integer: int8 weights, activations, input and output.")
+@click.option("--float-io", is_flag=True, help="With --int8: keep float32 input and output.")
+@click.option("--float16", is_flag=True, help="float16 weights, float32 compute.")
+@click.option("--dynamic", is_flag=True, help="int8 weights, float activations (no calibration data needed).")
+@click.option("--int16x8", is_flag=True, help="int16 activations, int8 weights (accurate but slow on CPU).")
+@click.option("--calib", type=click.Path(path_type=str),
+              help="Calibration data: .npy, .npz (key x) or an image folder.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Use at most this many calibration samples.")
+@click.option("--preprocess", type=click.Choice(["raw", "unit", "signed", "imagenet", "caffe", "identity"]),
+              help="How image pixels are scaled for this model (default: from its model card, or a Rescaling "
+                   "input layer).")
+@click.option("--onnx", is_flag=True, help="Also export ONNX (float32, and int8 QDQ with --int8).")
+@click.option("--eval", "eval_", type=click.Path(path_type=str),
+              help="Labelled data (.npz with x, y, or an image folder of class subfolders) for accuracy.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=str), help="Output folder (default: the model's).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--custom-objects", type=click.Path(path_type=str), help="A .py file defining custom layers.")
+@click.option("--trust-model", is_flag=True, help="Allow Lambda layers (loading them runs code from the file).")
+@click.option("--allow-float-fallback", is_flag=True,
+              help="Integer modes: keep ops that have no integer kernel in float instead of failing.")
+@click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Without --eval: calibration samples the parity check runs on.")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Tolerance of float32 files against Keras (max |diff|).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@_debug_option
+@_run
+def compress(stream, model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, onnx,
+             eval_, output_dir, force, custom_objects, trust_model, allow_float_fallback, parity_samples, atol,
+             as_json):
+    """Compress MODEL (.h5, .keras or SavedModel folder) into verified .tflite/.onnx files.
+
+    A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
+    and compared with the Keras model; each gets a model card <file>.edgekeras.json.
+    """
+    from .errors import BadInput
+
+    modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic), ("int16x8", int16x8)) if on]
+    if float_io and not int8:
+        raise BadInput("--float-io only applies to --int8", fix="add --int8 or drop --float-io")
+    from .compress import compress as run
+
+    report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, onnx=onnx,
+                 eval=eval_, output_dir=output_dir, force=force, float_io=float_io, custom_objects=custom_objects,
+                 trust_model=trust_model, allow_float_fallback=allow_float_fallback, parity_samples=parity_samples,
+                 atol=atol)
+    _print_report(report, as_json, note=None if modes else
+                  "no compression mode chosen (--int8, --float16, --dynamic, --int16x8): wrote the float32 baseline")
+
+
+def _print_report(report, as_json: bool, note: str | None = None) -> None:
+    from .report import compress_table
+
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(compress_table(report))
+    if report.keras_accuracy is not None:
+        a = report.keras_accuracy
+        click.echo(f"\naccuracy: {a.metric} on {a.samples} samples of {a.data}")
+    if report.calibration:
+        c = report.calibration
+        click.echo(f"calibration: {c['source']}" + ("   <-- SYNTHETIC, see warning" if c["synthetic"] else ""))
+    if note:
+        click.echo(note)
+    if report.warnings:
+        click.echo(f"{len(report.warnings)} warning(s), also in the report and the model cards")
+    click.echo(f"report: {report.report}   ({report.seconds:.1f} s)")
+
+
+@main.command()
+@click.option("-o", "--output-dir", type=click.Path(path_type=str), default="edgekeras-demo", show_default=True,
+              help="Where to write the model, the data and the compressed files.")
+@click.option("--force", is_flag=True, help="Overwrite the files of an earlier demo run.")
+@click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True, help="Training epochs.")
+@_debug_option
+@_run
+def demo(stream, output_dir, force, epochs):
+    """Train a small CNN on scikit-learn's digits (no download), then compress it to int8 and ONNX.
+
+    Runs the same code as `edgekeras compress model.h5 --int8 --onnx --calib ... --eval ...`.
+    """
+    from .demo import run_demo
+
+    result = run_demo(output_dir, force=force, epochs=epochs)
+    click.echo(f"trained {result.model} ({result.params:,} weights) in {result.train_seconds:.1f} s; "
+               f"same as: {result.command}\n")
+    _print_report(result.report, as_json=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

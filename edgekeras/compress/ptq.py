@@ -1,0 +1,153 @@
+"""Post-training quantization with the TFLite converter: float32, dynamic, float16, int8, int16x8.
+
+Support table (what each mode stores and computes):
+
+| mode     | weights | activations | input/output             | calibration data |
+|----------|---------|-------------|--------------------------|------------------|
+| float32  | float32 | float32     | float32                  | no               |
+| dynamic  | int8    | float32     | float32                  | no               |
+| float16  | float16 | float32     | float32                  | no               |
+| int8     | int8    | int8        | int8 (float32 with float_io) | yes          |
+| int16x8  | int8    | int16       | float32                  | yes              |
+
+TF 2.21's converter keeps ops without an integer kernel in float *silently*, even when only
+`TFLITE_BUILTINS_INT8` is allowed. `convert` inspects the produced graph and refuses such a file in
+the integer modes unless `allow_float_fallback` is set.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._keras import tf
+from ..data import Dataset
+from ..errors import BadInput, UnsupportedModel
+from ..modelfile import SourceModel
+from ..runtime.session import float_ops
+
+MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
+INTEGER_MODES = ("int8", "int16x8")
+
+
+@dataclass
+class Converted:
+    """A converted flatbuffer and how it was made."""
+
+    mode: str
+    data: bytes
+    settings: dict
+    seconds: float
+    float_ops: list[str] = field(default_factory=list)
+
+
+def check_modes(modes) -> list[str]:
+    """Validate mode names; return them in canonical order without duplicates.
+
+    Raises:
+        BadInput: an unknown mode; the message lists the valid ones.
+    """
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise BadInput(f"unknown compression mode(s) {unknown}; valid: {', '.join(MODES)}")
+    return [m for m in MODES if m in modes]
+
+
+def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = None, float_io: bool = False,
+            allow_float_fallback: bool = False) -> Converted:
+    """Convert `source` to a .tflite flatbuffer in `mode`.
+
+    Args:
+        source: the loaded model.
+        mode: one of MODES.
+        calibration: representative inputs (needed by int8 and int16x8).
+        float_io: int8 only: keep float32 input and output (quantize/dequantize inside the file).
+        allow_float_fallback: integer modes: accept ops that stay in float (else UnsupportedModel).
+
+    Returns:
+        A `Converted` with the bytes and the resolved settings.
+
+    Raises:
+        UnsupportedModel: the converter fails, or an op cannot be integer and fallback is not allowed.
+    """
+    check_modes([mode])
+    if mode in INTEGER_MODES and (calibration is None or len(calibration) == 0):
+        raise BadInput(f"{mode} needs calibration data")
+    conv = source.tflite_converter()
+    settings: dict = {"mode": mode, "converter": "tf.lite.TFLiteConverter", "tensorflow": tf.__version__}
+    if mode != "float32":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        settings["optimizations"] = ["DEFAULT"]
+    if mode == "float16":
+        conv.target_spec.supported_types = [tf.float16]
+        settings["supported_types"] = ["float16"]
+    if mode in INTEGER_MODES:
+        conv.representative_dataset = _representative(source, calibration)
+        settings["calibration_samples"] = len(calibration)
+        if mode == "int8":
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if allow_float_fallback:
+                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+            if not float_io:
+                conv.inference_input_type = tf.int8
+                conv.inference_output_type = tf.int8
+            settings["inference_input_type"] = settings["inference_output_type"] = "float32" if float_io else "int8"
+        else:
+            ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            if allow_float_fallback:
+                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+            settings["inference_input_type"] = settings["inference_output_type"] = "float32"
+        conv.target_spec.supported_ops = ops
+        settings["supported_ops"] = [o.name for o in ops]
+        settings["allow_float_fallback"] = bool(allow_float_fallback)
+    t0 = time.perf_counter()
+    try:
+        data = conv.convert()
+    except Exception as e:  # ConverterError and friends; mapped to a message below
+        raise _conversion_error(e, mode) from None
+    seconds = time.perf_counter() - t0
+    found = float_ops(data) if mode in INTEGER_MODES else []
+    if found and not allow_float_fallback:
+        raise UnsupportedModel(
+            f"this model cannot be fully {mode}: {len(found)} op(s) have no {mode} kernel and stayed in float: "
+            f"{', '.join(found)}",
+            fix="pass --allow-float-fallback (allow_float_fallback=True) to keep them in float (the file then "
+                "mixes integer and float ops and dequantizes around them), or replace those layers "
+                "(e.g. ELU -> ReLU) and retrain")
+    return Converted(mode=mode, data=bytes(data), settings=settings, seconds=seconds, float_ops=found)
+
+
+def _representative(source: SourceModel, calibration: Dataset):
+    arrays = [calibration.x[t.name] for t in source.inputs]
+
+    def gen():
+        for i in range(len(calibration)):
+            yield [a[i:i + 1].astype(np.float32, copy=False) for a in arrays]
+
+    return gen
+
+
+def _conversion_error(e: Exception, mode: str) -> UnsupportedModel:
+    text = str(e)
+    m = re.search(r"TF Select ops: ([^\n]+)", text)
+    if m:
+        return UnsupportedModel(
+            f"TFLite has no builtin kernel for TensorFlow op(s) {m.group(1).strip()} used by this model",
+            fix="replace the layers that use them with layers TFLite supports "
+                "(https://www.tensorflow.org/lite/guide/ops_compatibility)")
+    if "tensor list ops" in text.lower():
+        return UnsupportedModel(
+            "the model has a recurrent layer (LSTM/GRU/RNN) whose loop TFLite cannot lower with builtin ops",
+            fix="build the recurrent layers with unroll=True and a fixed sequence length, then save the model again")
+    m = re.search(r"Quantization not yet supported for op: '?([\w.]+)", text)
+    if m:
+        return UnsupportedModel(f"op {m.group(1)} has no {mode} kernel",
+                                fix="pass --allow-float-fallback to keep it in float, or replace the layer")
+    errors = [line.strip() for line in text.splitlines() if "error:" in line]
+    first = errors[0].split("error:", 1)[1].strip() if errors else (text.strip().splitlines() or [type(e).__name__])[0]
+    return UnsupportedModel(f"TFLite conversion ({mode}) failed: {first[:400]}",
+                            fix="rerun with --debug for the converter's full log")

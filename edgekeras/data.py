@@ -1,0 +1,333 @@
+"""Calibration and evaluation data: `.npy`, `.npz` or image folders -> checked numpy arrays by input name.
+
+Every check that can fail does so with a message naming the input, what was found and what the
+model expects. Checks that only make results worse (values in the wrong range, few samples) are
+returned as warnings.
+
+Example:
+    ds = load_data("calib.npz", model.inputs, purpose="calibration", limit=200)
+    warnings = check_inputs(ds, model.inputs, preprocessing)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .card import Preprocessing, TensorSpec
+from .errors import BadInput
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MIN_CALIBRATION_SAMPLES = 20
+
+
+@dataclass
+class Dataset:
+    """Inputs by name (one array per model input, batch first), optional labels, and provenance.
+
+    Attributes:
+        x: {input name: array}.
+        y: labels (class indices, one-hot rows, or targets), or None.
+        class_names: for image folders, the subfolder name of each class index.
+        source: where the data came from, e.g. "calib/ (image folder, 120 of 400 images)".
+        warnings: problems found while reading (e.g. unreadable images skipped).
+    """
+
+    x: dict[str, np.ndarray]
+    y: np.ndarray | None = None
+    class_names: list[str] | None = None
+    source: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.x.values())))
+
+    def take(self, n: int) -> "Dataset":
+        """The first n samples."""
+        return Dataset({k: v[:n] for k, v in self.x.items()}, None if self.y is None else self.y[:n],
+                       self.class_names, self.source, self.warnings)
+
+
+def load_data(path: str | Path, inputs: list[TensorSpec], *, purpose: str,
+              preprocessing: Preprocessing | None = None, labels: list[str] | None = None,
+              limit: int | None = None, seed: int = 0) -> Dataset:
+    """Read calibration or evaluation data for a model with `inputs`.
+
+    Args:
+        path: `.npy` (inputs only), `.npz` (`x`, and `y` for evaluation; a multi-input model takes one
+            key per input name), or a folder of images (evaluation: one subfolder per class).
+        inputs: the model's inputs.
+        purpose: "calibration" or "evaluation" (evaluation needs labels).
+        preprocessing: how image pixels become model inputs (needed for image folders).
+        labels: the model's class names; an evaluation folder's subfolders are matched to them by name.
+        limit: keep at most this many samples (a seeded random choice, so large sets stay fast).
+        seed: seed of that choice.
+
+    Raises:
+        BadInput: missing path, unknown format, missing keys, no readable images, no labels for evaluation.
+    """
+    path = Path(path)
+    flag = "--calib" if purpose == "calibration" else "--eval"
+    if not path.exists():
+        raise BadInput(f"{flag} {path} does not exist", fix=_formats_help(purpose))
+    if path.is_dir():
+        return _load_image_folder(path, inputs, purpose, preprocessing, labels, limit, seed)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if purpose == "evaluation":
+            raise BadInput(f"--eval {path} is a .npy file, which holds no labels",
+                           fix="save inputs and labels together: np.savez('eval.npz', x=x, y=y)")
+        if len(inputs) != 1:
+            raise BadInput(f"{flag} {path}: a .npy file holds one array but the model has {len(inputs)} inputs",
+                           fix=f"use a .npz with one key per input: {', '.join(t.name for t in inputs)}")
+        x = {inputs[0].name: _load_npy(path, flag)}
+        ds = Dataset(x, source=f"{path.name}")
+    elif suffix == ".npz":
+        ds = _load_npz(path, inputs, purpose, flag)
+    else:
+        raise BadInput(f"{flag} {path}: unknown data format {suffix or '(no suffix)'!r}", fix=_formats_help(purpose))
+    return _subset(ds, limit, seed)
+
+
+def _formats_help(purpose: str) -> str:
+    if purpose == "calibration":
+        return "pass a .npy of inputs, a .npz with key 'x', or a folder of images"
+    return "pass a .npz with keys 'x' and 'y', or a folder of images with one subfolder per class"
+
+
+def _load_npy(path: Path, flag: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise BadInput(f"{flag} {path} cannot be read without unpickling ({e})",
+                       fix="save plain numeric arrays (np.save / np.savez without object dtype)") from None
+    except (OSError, EOFError) as e:
+        raise BadInput(f"{flag} {path} is not a readable .npy file ({e})") from None
+
+
+def _load_npz(path: Path, inputs: list[TensorSpec], purpose: str, flag: str) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        raise BadInput(f"{flag} {path} cannot be read without unpickling ({e})",
+                       fix="save plain numeric arrays (np.savez without object dtype)") from None
+    except (OSError, EOFError, Exception) as e:  # zipfile errors come in several types
+        raise BadInput(f"{flag} {path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    if len(inputs) == 1 and "x" in arrays:
+        x = {inputs[0].name: arrays["x"]}
+    elif all(t.name in arrays for t in inputs):
+        x = {t.name: arrays[t.name] for t in inputs}
+    else:
+        want = "'x'" if len(inputs) == 1 else ", ".join(repr(t.name) for t in inputs)
+        raise BadInput(f"{flag} {path} has keys {sorted(arrays)}; expected {want}",
+                       fix=f"save it with np.savez(path, {'x=x' if len(inputs) == 1 else '<input name>=array, ...'}"
+                           f"{', y=y' if purpose == 'evaluation' else ''})")
+    y = arrays.get("y")
+    if purpose == "evaluation" and y is None:
+        raise BadInput(f"--eval {path} has no 'y' (labels)", fix="save it with np.savez(path, x=x, y=y)")
+    return Dataset(x, y=y, source=path.name)
+
+
+def _subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:
+    n = len(ds)
+    if limit is None or n <= limit:
+        return ds
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    ds.source += f" ({limit} of {n} samples, seeded choice)"
+    return Dataset({k: v[idx] for k, v in ds.x.items()}, None if ds.y is None else ds.y[idx],
+                   ds.class_names, ds.source, ds.warnings)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, in a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def image_input(inputs: list[TensorSpec], where: str) -> tuple[TensorSpec, int, int, int]:
+    """The model's single image input and its (height, width, channels), or BadInput."""
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[3] not in (1, 3):
+        shapes = ", ".join(f"{t.name} {t.shape}" for t in inputs)
+        raise BadInput(f"{where} is an image folder, but the model's input is not one image "
+                       f"(height, width, 1 or 3 channels): {shapes}", fix="pass a .npy or .npz of inputs instead")
+    t = inputs[0]
+    return t, int(t.shape[1]), int(t.shape[2]), int(t.shape[3])
+
+
+def read_image(path: Path, height: int, width: int, channels: int) -> np.ndarray:
+    """One image as float32 pixels 0-255, resized to (height, width), RGB or grayscale."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("L" if channels == 1 else "RGB")
+        if im.size != (width, height):
+            im = im.resize((width, height), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.float32)
+    return a[..., None] if channels == 1 else a
+
+
+def apply_preprocessing(pixels: np.ndarray, p: Preprocessing) -> np.ndarray:
+    """Pixels 0-255 (batch, h, w, c) in RGB -> model input, as the card's preprocessing says."""
+    x = pixels
+    if p.channel_order == "bgr" and x.shape[-1] == 3:
+        x = x[..., ::-1]
+    mean = np.asarray(p.mean, np.float32)
+    std = np.asarray(p.std, np.float32)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: Preprocessing | None,
+                       labels: list[str] | None, limit: int | None, seed: int) -> Dataset:
+    flag = "--calib" if purpose == "calibration" else "--eval"
+    spec, h, w, c = image_input(inputs, f"{flag} {folder}")
+    if p is None:
+        raise BadInput(f"{flag} {folder} is an image folder, but edgekeras does not know how this model expects "
+                       "its pixels to be scaled (no model card beside the model, and no Rescaling layer at its input)",
+                       fix="pass --preprocess raw|unit|signed|imagenet|caffe (raw: pixels 0-255 as they are; "
+                           "unit: /255; signed: /127.5 - 1)")
+    files = list_images(folder)
+    if not files:
+        raise BadInput(f"{flag} {folder} contains no images (looked for {', '.join(IMAGE_SUFFIXES)})",
+                       fix="put images in the folder, or pass a .npy/.npz file")
+    y = None
+    class_names = None
+    if purpose == "evaluation":
+        classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        files = [f for f in files if f.parent != folder]
+        if not classes or not files:
+            raise BadInput(f"--eval {folder} has no class subfolders with images",
+                           fix="put the images of each class in a subfolder named after the class")
+        if labels:
+            unknown = [cname for cname in classes if cname not in labels]
+            if unknown:
+                raise BadInput(f"--eval {folder} has class folders {unknown} that are not among the model's "
+                               f"labels {labels}", fix="name each subfolder after one of the model's labels")
+            index = {name: i for i, name in enumerate(labels)}
+            class_names = list(labels)
+        else:
+            index = {name: i for i, name in enumerate(classes)}
+            class_names = classes
+        y_all = np.array([index[f.relative_to(folder).parts[0]] for f in files], dtype=np.int64)
+    total = len(files)
+    if limit is not None and total > limit:
+        idx = np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False))
+        files = [files[i] for i in idx]
+        if purpose == "evaluation":
+            y_all = y_all[idx]
+    images, keep, bad = [], [], []
+    for i, f in enumerate(files):
+        try:
+            images.append(read_image(f, h, w, c))
+            keep.append(i)
+        except Exception as e:  # PIL raises many types for broken files
+            bad.append(f"{f.relative_to(folder)} ({type(e).__name__})")
+    warnings = []
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warnings.append(f"{flag} {folder}: skipped {len(bad)} unreadable image(s): {shown}")
+    if not images:
+        raise BadInput(f"{flag} {folder}: none of its {len(files)} image(s) could be read ({', '.join(bad[:3])})",
+                       fix="check that the files are valid images")
+    x = apply_preprocessing(np.stack(images), p)
+    if purpose == "evaluation":
+        y = y_all[keep]
+    source = f"{folder.name}/ (image folder, {len(images)} of {total} images, preprocessing '{p.name}')"
+    return Dataset({spec.name: x}, y=y, class_names=class_names, source=source, warnings=warnings)
+
+
+def check_inputs(ds: Dataset, inputs: list[TensorSpec], preprocessing: Preprocessing | None, *,
+                 purpose: str) -> list[str]:
+    """Check data against the model's inputs before it is used.
+
+    Raises:
+        BadInput: no samples; wrong shape or dtype; NaN or infinite values; labels that do not match.
+
+    Returns:
+        Warnings: values outside the range the model expects; too few calibration samples.
+    """
+    flag = "--calib" if purpose == "calibration" else "--eval"
+    warnings = list(ds.warnings)
+    n = len(ds)
+    if n == 0:
+        raise BadInput(f"{flag} data ({ds.source}) has no samples", fix="pass data with at least one sample")
+    for t in inputs:
+        a = ds.x[t.name]
+        if len(a) != n:
+            raise BadInput(f"{flag} data ({ds.source}): input {t.name!r} has {len(a)} samples, others have {n}")
+        want = tuple(t.shape[1:])
+        if tuple(a.shape[1:]) != want:
+            hint = ""
+            if a.ndim == len(want) and tuple(a.shape) == want:
+                hint = "it looks like one sample without the batch axis: use x[None]"
+            elif a.shape[1:] + (1,) == want:
+                hint = "add the channel axis: x[..., None]"
+            raise BadInput(f"{flag} data ({ds.source}): input {t.name!r} has shape {tuple(a.shape)} but the model "
+                           f"takes (N, {', '.join(map(str, want))})",
+                           fix=hint or f"reshape or resize the data to (N, {', '.join(map(str, want))})")
+        kind = a.dtype.kind
+        model_int = np.dtype(t.dtype).kind in "iu"
+        if kind not in "biuf" or (model_int and kind not in "iub"):
+            raise BadInput(f"{flag} data ({ds.source}): input {t.name!r} has dtype {a.dtype} but the model takes "
+                           f"{t.dtype}", fix=f"convert it, e.g. x.astype('{t.dtype}')")
+        if kind == "f":
+            bad = ~np.isfinite(a)
+            if bad.any():
+                first = int(np.argwhere(bad.reshape(n, -1).any(axis=1))[0][0])
+                raise BadInput(f"{flag} data ({ds.source}): input {t.name!r} has {int(bad.sum())} NaN or infinite "
+                               f"value(s), the first in sample {first}", fix="remove or repair those samples")
+        if not model_int:
+            ds.x[t.name] = a.astype(np.float32, copy=False)
+        rng = preprocessing.input_range if preprocessing is not None else None
+        if rng is not None and kind in "iuf" and not model_int:
+            w = _range_warning(ds.x[t.name], rng, preprocessing.name, t.name, flag, ds.source)
+            if w:
+                warnings.append(w)
+    if purpose == "calibration" and n < MIN_CALIBRATION_SAMPLES:
+        warnings.append(f"--calib data has only {n} sample(s); int8 scales from so few samples are unreliable "
+                        "(100-500 representative samples are typical)")
+    if purpose == "evaluation":
+        if ds.y is None:
+            raise BadInput(f"--eval data ({ds.source}) has no labels")
+        if len(ds.y) != n:
+            raise BadInput(f"--eval data ({ds.source}) has {n} inputs but {len(ds.y)} labels",
+                           fix="give one label per sample")
+        if ds.y.dtype.kind not in "biuf":
+            raise BadInput(f"--eval data ({ds.source}): labels have dtype {ds.y.dtype}; expected numbers "
+                           "(class indices, one-hot rows or regression targets)")
+    return warnings
+
+
+def _range_warning(a: np.ndarray, rng: list[float], pname: str, name: str, flag: str, source: str) -> str | None:
+    lo, hi = float(a.min()), float(a.max())
+    elo, ehi = rng
+    span = ehi - elo
+    if hi > ehi + span or lo < elo - span:
+        return (f"{flag} data ({source}): input {name!r} spans [{lo:g}, {hi:g}] but the model expects about "
+                f"[{elo:g}, {ehi:g}] (preprocessing '{pname}'); are these 0-255 pixels for a model that takes "
+                "scaled values? Results will be poor: scale the data as the model was trained")
+    if (hi - lo) < 0.05 * span and span >= 10:
+        return (f"{flag} data ({source}): input {name!r} spans only [{lo:g}, {hi:g}] but the model expects about "
+                f"[{elo:g}, {ehi:g}] (preprocessing '{pname}'); are these scaled values for a model that takes "
+                "0-255 pixels? Results will be poor: feed the data as the model was trained")
+    return None
+
+
+def synthetic_inputs(inputs: list[TensorSpec], preprocessing: Preprocessing | None, n: int, seed: int = 0) -> Dataset:
+    """Random inputs in the range the model expects (uniform), for calibration without real data.
+
+    Raises:
+        BadInput: an integer input (token ids cannot be invented).
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = (preprocessing.input_range if preprocessing and preprocessing.input_range else (0.0, 1.0))
+    x = {}
+    for t in inputs:
+        if np.dtype(t.dtype).kind in "iu":
+            raise BadInput(f"input {t.name!r} takes {t.dtype} values, which edgekeras cannot invent for calibration",
+                           fix="pass --calib with real inputs")
+        x[t.name] = rng.uniform(lo, hi, size=(n, *t.shape[1:])).astype(np.float32)
+    where = f"synthetic: {n} uniform random samples in [{lo:g}, {hi:g}]"
+    return Dataset(x, source=where)

@@ -1,0 +1,57 @@
+"""Errors raised by edgekeras.
+
+Every error message says what happened, what was expected, and how to fix it.
+The command line prints `str(error)` and exits non-zero, without a traceback.
+This module imports nothing but the standard library (the runtime uses it on
+devices without TensorFlow).
+"""
+
+from __future__ import annotations
+
+
+class EdgeKerasError(Exception):
+    """Base class of every error edgekeras raises on purpose.
+
+    Args:
+        message: what happened and what was expected.
+        fix: how the user can fix it (optional), shown on its own line.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None):
+        self.message = message
+        self.fix = fix
+        super().__init__(message if not fix else f"{message}\nHow to fix: {fix}")
+
+
+class BadInput(EdgeKerasError):
+    """A file, data set or option given by the user cannot be used."""
+
+
+class UnsafeModel(BadInput):
+    """Loading the model would run code stored in the file (a `Lambda` layer)."""
+
+
+class UnsupportedModel(EdgeKerasError):
+    """The model is valid but cannot be processed as asked (e.g. an op with no int8 kernel)."""
+
+
+class ParityError(EdgeKerasError):
+    """An exported file does not compute what the Keras model computes.
+
+    Attributes:
+        path: the exported file.
+        max_abs_diff: {output name: max |exported - keras|} for each output.
+    """
+
+    def __init__(self, message: str, *, path: str, max_abs_diff: dict[str, float], fix: str | None = None):
+        self.path = path
+        self.max_abs_diff = dict(max_abs_diff)
+        super().__init__(message, fix=fix)
+
+
+class OutputError(EdgeKerasError):
+    """An output cannot be written (it exists, or the folder is not writable)."""
+
+
+class MissingWeights(BadInput):
+    """Pretrained weights were asked for but are not on this machine (nothing downloads)."""

@@ -1,0 +1,55 @@
+"""Plain-text tables for the terminal and for the README (Markdown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.23 MB' (SI units, as file managers and app stores show sizes)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.{2 if n < 10 * scale else 1}f} {unit}"
+    return f"{n} B"
+
+
+def _parity(f) -> str:
+    p = f.parity
+    if f.mode == "float32":
+        worst = max(o.max_abs_diff for o in p.outputs.values())
+        return f"max|d| {worst:.1e}"
+    agreements = [o.top1_agreement for o in p.outputs.values() if o.top1_agreement is not None]
+    mean = max(o.mean_abs_diff for o in p.outputs.values())
+    text = f"top1 {min(agreements):.1%}" if agreements else f"mean|d| {mean:.2g}"
+    return text + ("" if p.passed else " !")
+
+
+def _accuracy(a) -> str:
+    if a is None:
+        return "-"
+    return f"{a.value:.3f}" if a.metric != "mae" else f"mae {a.value:.3g}"
+
+
+def compress_table(report, markdown: bool = False) -> str:
+    """The table `edgekeras compress` prints: one row per file."""
+    header = ["file", "mode", "size", "gzip", "x f32", "parity vs keras", "accuracy", "time"]
+    rows = []
+    for f in report.files:
+        kernels = "" if f.parity.kernels in ("xnnpack", "cpu") else f" [{f.parity.kernels}]"
+        rows.append([Path(f.path).name, f.mode, human_bytes(f.bytes), human_bytes(f.gzip_bytes), f"{f.ratio:.2f}",
+                     _parity(f) + kernels, _accuracy(f.accuracy), f"{f.seconds:.1f} s"])
+    if report.keras_accuracy is not None:
+        rows.append(["(keras model)", "", "", "", "", "", _accuracy(report.keras_accuracy), ""])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    right = {2, 3, 4, 6, 7}
+
+    def fmt(r):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""Run an exported file with LiteRT (.tflite) or ONNX Runtime (.onnx), without TensorFlow.
+
+A `Session` takes float inputs by name, quantizes them when the file takes integers, runs the file,
+and returns outputs by name, dequantized to float32. It records which kernels ran: LiteRT's default
+XNNPACK delegate refuses some integer graphs ("failed to prepare"); the session then reruns them
+with LiteRT's builtin kernels and says so in `note`.
+
+Needs numpy plus ai-edge-litert and/or onnxruntime; never TensorFlow.
+
+Example:
+    s = open_session("digits.int8.tflite")
+    probs = s.run({"image": x})["probs"]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..card import Quantization, TensorSpec
+from ..errors import BadInput, UnsupportedModel
+
+_INT_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.uint8, np.int16, np.int32)}
+
+
+def _default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def quantize(x: np.ndarray, dtype: np.dtype, q: Quantization | None) -> np.ndarray:
+    """Float values -> the file's input dtype, with its affine quantization when it has one."""
+    dtype = np.dtype(dtype)
+    if q is None or q.scale == 0 or dtype.kind == "f":
+        return np.asarray(x).astype(dtype, copy=False)
+    lo, hi = _INT_RANGES[dtype]
+    return np.clip(np.round(np.asarray(x, np.float32) / q.scale) + q.zero_point, lo, hi).astype(dtype)
+
+
+def dequantize(x: np.ndarray, q: Quantization | None) -> np.ndarray:
+    """An output in the file's dtype -> float32."""
+    if q is None or q.scale == 0:
+        return np.asarray(x).astype(np.float32, copy=False)
+    return ((np.asarray(x).astype(np.float32) - q.zero_point) * q.scale).astype(np.float32)
+
+
+class Session:
+    """A loaded model file. Subclasses: `LiteRTSession`, `OrtSession`.
+
+    Attributes:
+        path: the file.
+        runtime: "litert" or "onnxruntime".
+        kernels: "xnnpack" or "builtin" (LiteRT), "cpu" (ONNX Runtime).
+        note: why the kernels differ from the default, or "".
+        inputs, outputs: `TensorSpec` of each, in the file's order.
+    """
+
+    path: Path
+    runtime: str
+    kernels: str
+    note: str = ""
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run a batch: float inputs by name -> float32 outputs by name."""
+        missing = [t.name for t in self.inputs if t.name not in feeds]
+        if missing:
+            raise BadInput(f"{self.path.name} needs inputs {[t.name for t in self.inputs]}; missing {missing}")
+        n = {len(feeds[t.name]) for t in self.inputs}
+        if len(n) != 1:
+            raise BadInput(f"inputs of {self.path.name} have different batch sizes: {sorted(n)}")
+        qfeeds = {t.name: quantize(feeds[t.name], np.dtype(t.dtype), t.quantization) for t in self.inputs}
+        raw = self.run_raw(qfeeds)
+        return {t.name: dequantize(raw[t.name], t.quantization) for t in self.outputs}
+
+    def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run a batch of inputs already in the file's dtypes; outputs in the file's dtypes."""
+        raise NotImplementedError
+
+
+class LiteRTSession(Session):
+    """A .tflite file on LiteRT (ai_edge_litert). Runs one sample at a time, as a device does."""
+
+    runtime = "litert"
+
+    def __init__(self, path: Path, threads: int | None = None, kernels: str = "auto"):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.path = Path(path)
+        threads = threads or _default_threads()
+        if kernels not in ("auto", "xnnpack", "builtin"):
+            raise BadInput(f"unknown kernels {kernels!r}; valid: auto, xnnpack, builtin")
+        self.note = ""
+        if kernels in ("auto", "xnnpack"):
+            try:
+                self._interp = Interpreter(model_path=str(self.path), num_threads=threads)
+                self._interp.allocate_tensors()
+                self.kernels = "xnnpack"
+            except (RuntimeError, ValueError) as e:
+                if kernels == "xnnpack":
+                    raise UnsupportedModel(f"LiteRT's XNNPACK delegate cannot run {self.path.name}: {e}") from None
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                self.note = f"XNNPACK refused the graph ({first}); ran with LiteRT's builtin kernels"
+                kernels = "builtin"
+        if kernels == "builtin":
+            try:
+                self._interp = Interpreter(model_path=str(self.path), num_threads=threads,
+                                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                self._interp.allocate_tensors()
+            except (RuntimeError, ValueError) as e:
+                raise UnsupportedModel(f"LiteRT cannot run {self.path.name}: {e}") from None
+            self.kernels = "builtin"
+
+        sigs = self._interp.get_signature_list()
+        if sigs:
+            key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
+            self._runner = self._interp.get_signature_runner(key)
+            ind, outd = self._runner.get_input_details(), self._runner.get_output_details()
+            # keep the signature's declared order
+            self.inputs = [_spec_from_detail(n, ind[n]) for n in sigs[key]["inputs"]]
+            self.outputs = [_spec_from_detail(n, outd[n]) for n in sigs[key]["outputs"]]
+        else:
+            self._runner = None
+            self.inputs = [_spec_from_detail(d["name"], d) for d in self._interp.get_input_details()]
+            self.outputs = [_spec_from_detail(d["name"], d) for d in self._interp.get_output_details()]
+            self._in_idx = {d["name"]: d["index"] for d in self._interp.get_input_details()}
+            self._out_idx = {d["name"]: d["index"] for d in self._interp.get_output_details()}
+
+    def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(feeds.values())))
+        results: dict[str, list[np.ndarray]] = {t.name: [] for t in self.outputs}
+        for i in range(n):
+            sample = {k: np.ascontiguousarray(v[i:i + 1]) for k, v in feeds.items()}
+            if self._runner is not None:
+                out = self._runner(**sample)
+            else:
+                for k, v in sample.items():
+                    self._interp.set_tensor(self._in_idx[k], v)
+                self._interp.invoke()
+                out = {k: self._interp.get_tensor(i) for k, i in self._out_idx.items()}
+            for k in results:
+                results[k].append(np.array(out[k]))
+        return {k: np.concatenate(v, axis=0) for k, v in results.items()}
+
+
+def _spec_from_detail(name: str, d: dict) -> TensorSpec:
+    sig = d.get("shape_signature")
+    shape = [int(s) for s in (sig if sig is not None and len(sig) else d["shape"])]
+    scale, zp = d.get("quantization", (0.0, 0))
+    q = Quantization(scale=float(scale), zero_point=int(zp)) if scale else None
+    return TensorSpec(name=name, shape=[None if s < 0 else s for s in shape],
+                      dtype=np.dtype(d["dtype"]).name, quantization=q)
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+              "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
+
+
+class OrtSession(Session):
+    """An .onnx file on ONNX Runtime's CPU execution provider."""
+
+    runtime = "onnxruntime"
+    kernels = "cpu"
+
+    def __init__(self, path: Path, threads: int | None = None, batch_size: int = 32):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.note = ""
+        self._batch = batch_size
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or _default_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self._sess = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise UnsupportedModel(f"ONNX Runtime cannot load {self.path.name}: {e}") from None
+        self.inputs = [TensorSpec(i.name, [d if isinstance(d, int) else None for d in i.shape],
+                                  _ORT_TYPES.get(i.type, i.type)) for i in self._sess.get_inputs()]
+        self.outputs = [TensorSpec(o.name, [d if isinstance(d, int) else None for d in o.shape],
+                                   _ORT_TYPES.get(o.type, o.type)) for o in self._sess.get_outputs()]
+
+    def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(feeds.values())))
+        names = [t.name for t in self.outputs]
+        parts: list[list[np.ndarray]] = []
+        for s in range(0, n, self._batch):
+            parts.append(self._sess.run(names, {k: v[s:s + self._batch] for k, v in feeds.items()}))
+        return {name: np.concatenate([p[j] for p in parts], axis=0) for j, name in enumerate(names)}
+
+
+def open_session(path: str | os.PathLike, *, threads: int | None = None, kernels: str = "auto") -> Session:
+    """Open a .tflite or .onnx file for inference.
+
+    Args:
+        path: the file.
+        threads: CPU threads (default: up to 4).
+        kernels: LiteRT only: "auto" (XNNPACK, else builtin), "xnnpack" or "builtin".
+
+    Raises:
+        BadInput: not a .tflite/.onnx file, or missing.
+        UnsupportedModel: the runtime refuses the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"model file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return LiteRTSession(path, threads=threads, kernels=kernels)
+    if suffix == ".onnx":
+        return OrtSession(path, threads=threads)
+    raise BadInput(f"{path.name}: unknown model format {suffix!r}; the runtime runs .tflite and .onnx files")
+
+
+def tflite_ops(model: str | os.PathLike | bytes) -> list[dict]:
+    """The ops of a .tflite graph (a path or the file's bytes), before any delegate, with their dtypes.
+
+    Returns:
+        [{"op": "CONV_2D", "inputs": ["int8", ...], "outputs": ["int8"], "tensor": "<first output name>"}]
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    source = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    it = Interpreter(**source, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+
+    def dtypes(idx):
+        return [np.dtype(tensors[i]["dtype"]).name for i in idx if i >= 0 and i in tensors]
+
+    ops = []
+    for op in it._get_ops_details():  # stable since TF 2.4; the public API has no op list
+        outs = [i for i in op["outputs"] if i >= 0]
+        ops.append({"op": op["op_name"], "inputs": dtypes(op["inputs"]), "outputs": dtypes(op["outputs"]),
+                    "tensor": tensors[outs[0]]["name"] if outs and outs[0] in tensors else ""})
+    return ops
+
+
+def float_ops(model: str | os.PathLike | bytes) -> list[str]:
+    """Ops of an integer .tflite file that compute in float (QUANTIZE/DEQUANTIZE excepted).
+
+    Returns names like "ELU (model/elu/Elu)": the op and the tensor it writes, which names the layer.
+    """
+    found = []
+    for op in tflite_ops(model):
+        if op["op"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        if "float32" in op["inputs"] or "float32" in op["outputs"]:
+            found.append(f"{op['op']} ({op['tensor']})" if op["tensor"] else op["op"])
+    return found

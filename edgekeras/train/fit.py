@@ -1,0 +1,372 @@
+"""`fit()`: train a model, keep the best checkpoint as `.h5` with its model card, resume, pick devices.
+
+Devices: "auto" trains on the GPU when TensorFlow sees one (several GPUs: MirroredStrategy), else on
+the CPU. A `TF_CONFIG` naming several workers selects MultiWorkerMirroredStrategy (the standard way
+to train across machines); worker 0 (or the chief) writes the files. Distributed training builds
+the model inside the strategy, so pass the arch name (or a function that builds the model) then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .._files import atomic_path, atomic_write_text, check_writable_dir, refuse_existing
+from .._keras import keras, tf
+from ..card import Accuracy, ModelCard, Preprocessing, Step, TensorSpec, card_path, producer_info
+from ..errors import BadInput
+from .data import TrainData, load_training_data
+from .models import ARCHS, build, preprocessing_of
+
+log = logging.getLogger("edgekeras.train")
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclass
+class FitResult:
+    """What `fit` did.
+
+    Attributes:
+        model: the trained model, with the best weights.
+        history: {metric: [value per epoch]} over every epoch, resumed ones included.
+        checkpoint: the best checkpoint `.h5` (None without `out`).
+        card: its model card path.
+        curves: the learning-curves PNG.
+        metrics: the best epoch's metrics.
+        device: what trained it, e.g. "CPU" or "MirroredStrategy over 2 GPUs".
+        params: number of weights.
+        epochs_run: epochs done in total.
+        seconds: wall time of this call.
+        warnings: e.g. skipped images.
+    """
+
+    model: Any
+    history: dict[str, list[float]]
+    checkpoint: Path | None
+    card: Path | None
+    curves: Path | None
+    metrics: dict[str, float]
+    device: str
+    params: int
+    epochs_run: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Devices:
+    strategy: Any
+    description: str
+    is_chief: bool
+    distributed: bool  # the model must be built inside `strategy.scope()`
+    on_gpu: bool
+
+
+def select_devices(device: str = "auto") -> _Devices:
+    """Choose the distribution strategy for `device` ("auto" | "cpu" | "gpu") and `TF_CONFIG`.
+
+    Raises:
+        BadInput: unknown device, or "gpu" with no GPU visible.
+    """
+    if device not in DEVICES:
+        raise BadInput(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    workers = config.get("cluster", {}).get("worker", [])
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise BadInput("device='gpu' but TensorFlow sees no GPU on this machine",
+                       fix="use device='auto' or 'cpu', or install a CUDA build of TensorFlow "
+                           "(pip install 'tensorflow[and-cuda]') on a machine with a GPU")
+    use_gpu = bool(gpus) and device != "cpu"
+    if len(workers) + len(config.get("cluster", {}).get("chief", [])) > 1:
+        if device == "cpu" and gpus:
+            tf.config.set_visible_devices([], "GPU")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        task = config.get("task", {})
+        has_chief = bool(config["cluster"].get("chief"))
+        is_chief = task.get("type") == "chief" or (not has_chief and task.get("type") == "worker"
+                                                   and int(task.get("index", 0)) == 0)
+        desc = (f"MultiWorkerMirroredStrategy: {task.get('type', 'worker')} {task.get('index', 0)} of "
+                f"{strategy.num_replicas_in_sync} replicas ({'GPU' if use_gpu else 'CPU'})")
+        return _Devices(strategy, desc, is_chief, True, use_gpu)
+    if use_gpu and len(gpus) > 1:
+        s = tf.distribute.MirroredStrategy()
+        return _Devices(s, f"MirroredStrategy over {len(gpus)} GPUs", True, True, True)
+    if device == "cpu" and gpus:
+        return _Devices(tf.distribute.OneDeviceStrategy("/cpu:0"), "CPU (GPUs ignored)", True, True, False)
+    default = tf.distribute.get_strategy()
+    return _Devices(default, "GPU:0" if use_gpu else "CPU", True, False, use_gpu)
+
+
+def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, out: str | Path | None = None,
+        resume: bool = False, seed: int | None = None, early_stopping: int | None = 5, augment: bool = False,
+        device: str = "auto", mixed_precision: bool = False, labels: list[str] | None = None,
+        preprocess: str | None = None, image_size=None, target: str | None = None,
+        arch_options: dict | None = None, force: bool = False, verbose: int = 0,
+        callbacks: list | None = None) -> FitResult:
+    """Train a model and save its best checkpoint (`.h5`) with a model card.
+
+    Args:
+        model: a compiled tf_keras model; an arch name for `edgekeras.train.build` (its input shape and
+            classes come from the data); or a function returning a compiled model. Distributed
+            training (several GPUs or workers) needs the name or the function.
+        data: (x, y) arrays, a `.npz` (x, y), a `.csv` (regression), or an image folder (class subfolders).
+        epochs: total epochs (with `resume`, training continues up to this number).
+        batch_size: global batch size.
+        validation: fraction split off with the seed, (x_val, y_val), a path, or None.
+        out: the `.h5` to write the best model to; also writes `<out>.edgekeras.json` (its card),
+            `<stem>.curves.png`, and `<out>.resume/` (the last epoch, for `resume`).
+        resume: continue from `<out>.resume/` when it exists.
+        seed: seeds Python, NumPy and TensorFlow, the validation split and shuffling.
+        early_stopping: stop after this many epochs without improvement (None: never).
+        augment: image folders: random flips, rotations and zooms.
+        device: "auto", "cpu" or "gpu".
+        mixed_precision: float16 compute with float32 weights (for GPUs; slow on CPUs). The saved
+            model is float32.
+        labels: class names for the card (default: subfolder names, or "0".."k-1").
+        preprocess: the card's preprocessing preset (default: the arch's; images built here take raw pixels).
+        image_size: (height, width) for image folders (default: the model's input, else 224x224).
+        target: CSV target column.
+        arch_options: options for `build` when `model` is an arch name.
+        force: overwrite an existing `out` when not resuming.
+        verbose: Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        callbacks: extra Keras callbacks.
+
+    Returns:
+        A `FitResult`.
+
+    Raises:
+        BadInput: bad data or options; OutputError: `out` exists (without force/resume) or is not writable.
+
+    Example:
+        result = fit("small_cnn", "digits.npz", epochs=10, out="digits.h5", seed=0)
+    """
+    t0 = time.perf_counter()
+    if not isinstance(epochs, int) or epochs < 1:
+        raise BadInput(f"epochs must be a positive integer, got {epochs!r}")
+    if early_stopping is not None and (not isinstance(early_stopping, int) or early_stopping < 1):
+        raise BadInput(f"early_stopping must be a positive integer (patience in epochs) or None, got {early_stopping!r}")
+    if isinstance(model, str) and model not in ARCHS:
+        raise BadInput(f"unknown arch {model!r}; valid: {', '.join(ARCHS)}")
+    out = Path(out) if out is not None else None
+    resume_dir = Path(str(out) + ".resume") if out else None
+    curves = out.with_name(out.stem + ".curves.png") if out else None
+    if out is not None:
+        if out.suffix.lower() != ".h5":
+            raise BadInput(f"out must be a .h5 path, got {out}", fix="name the output like model.h5")
+        check_writable_dir(out.parent)
+        state_exists = resume_dir.is_dir() and (resume_dir / "state.json").is_file()
+        if not (resume and state_exists):
+            refuse_existing([out, card_path(out), curves], force)
+    elif resume:
+        raise BadInput("resume=True needs out=... (the checkpoint to continue from)")
+
+    devices = select_devices(device)  # before any other TensorFlow work (MultiWorker needs that)
+    log.info("training on %s", devices.description)
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    warnings: list[str] = []
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed_precision:
+        if not devices.on_gpu:
+            warnings.append("mixed precision on a CPU is slow; it pays off on GPUs")
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        if image_size is None and isinstance(model, keras.Model) and len(model.input_shape) == 4:
+            image_size = model.input_shape[1:3]
+        td = load_training_data(data, batch_size=batch_size, validation=validation, seed=seed or 0,
+                                image_size=image_size, target=target, augment=augment)
+        warnings += td.warnings
+        for w in td.warnings:
+            log.warning(w)
+        with devices.strategy.scope():
+            model, arch, initial_epoch, history, best = _prepare_model(model, td, devices, arch_options or {},
+                                                                       resume, resume_dir, warnings)
+        monitor = "val_loss" if td.val is not None else "loss"
+        cbs = list(callbacks or [])
+        ckpt = _Checkpoints(out, resume_dir, monitor, devices.is_chief, best, history, mixed_precision)
+        cbs.append(ckpt)
+        if early_stopping:
+            cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping))
+        if initial_epoch < epochs:
+            log.info("fitting %s on %d samples (%d for validation), epochs %d..%d", arch or model.name, td.n_train,
+                     td.n_val, initial_epoch + 1, epochs)
+            model.fit(td.train, validation_data=td.val, epochs=epochs, initial_epoch=initial_epoch,
+                      callbacks=cbs, verbose=verbose)
+        else:
+            log.info("already trained %d epochs; nothing to do", initial_epoch)
+        if ckpt.best_weights is not None:
+            model.set_weights(ckpt.best_weights)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    history = ckpt.history
+    epochs_run = len(next(iter(history.values()))) if history else initial_epoch
+    best_metrics = ckpt.best_logs or {}
+    card_file = None
+    if out is not None and devices.is_chief:
+        pre = (Preprocessing.preset(preprocess, list(td.input_shape[:2]) if td.is_image else None) if preprocess
+               else preprocessing_of(arch, td.input_shape) if arch else None)
+        if not out.is_file():  # no epoch improved on a resumed run: save what we have
+            _save_h5(model, out, mixed_precision)
+        card = _card(model, out, td, arch, pre, labels or td.class_names, best_metrics,
+                     dict(arch=arch, epochs=epochs, epochs_run=epochs_run, batch_size=batch_size, seed=seed,
+                          device=devices.description, mixed_precision=mixed_precision, augment=augment,
+                          validation=validation if isinstance(validation, (int, float, type(None))) else "given",
+                          early_stopping=early_stopping, data=td.source, n_train=td.n_train, n_val=td.n_val,
+                          optimizer=type(model.optimizer).__name__ if model.optimizer else None,
+                          learning_rate=_learning_rate(model)))
+        card_file = card.write(card_path(out))
+        _plot_curves(history, curves)
+    return FitResult(model=model, history=history, checkpoint=out if devices.is_chief else None, card=card_file,
+                     curves=curves if card_file else None, metrics=best_metrics, device=devices.description,
+                     params=int(model.count_params()), epochs_run=epochs_run, seconds=time.perf_counter() - t0,
+                     warnings=warnings)
+
+
+def _prepare_model(model, td: TrainData, devices: _Devices, arch_options: dict, resume: bool,
+                   resume_dir: Path | None, warnings: list[str]):
+    """Build or load the model inside the strategy scope; return (model, arch, initial_epoch, history, best)."""
+    arch = model if isinstance(model, str) else None
+    if resume and resume_dir is not None and (resume_dir / "state.json").is_file():
+        state = json.loads((resume_dir / "state.json").read_text())
+        loaded = keras.models.load_model(str(resume_dir / "last.h5"))
+        log.info("resuming after epoch %d from %s", state["epoch"], resume_dir)
+        return loaded, state.get("arch", arch), int(state["epoch"]), state.get("history", {}), state.get("best")
+    if resume:
+        warnings.append(f"resume=True but {resume_dir} has no checkpoint yet: starting from scratch")
+        log.warning(warnings[-1])
+    if arch is not None:
+        model = build(arch, td.input_shape, td.num_classes, **arch_options)
+    elif callable(model) and not isinstance(model, keras.Model):
+        model = model()
+        if not isinstance(model, keras.Model):
+            raise BadInput("the model function must return a tf_keras Model")
+    elif isinstance(model, keras.Model):
+        if devices.distributed:
+            raise BadInput(f"training on {devices.description} needs the model built inside the distribution "
+                           "strategy", fix="pass the arch name, or a function that builds and compiles the model")
+    else:
+        raise BadInput(f"model must be a tf_keras Model, an arch name or a function, got {type(model).__name__}")
+    if not model.optimizer:
+        raise BadInput("the model is not compiled", fix="call model.compile(optimizer, loss) first")
+    if tuple(model.input_shape[1:]) != tuple(td.input_shape):
+        raise BadInput(f"the model takes inputs of shape {tuple(model.input_shape[1:])} but the data has "
+                       f"{tuple(td.input_shape)}", fix="build the model for the data's shape")
+    return model, arch, 0, {}, None
+
+
+class _Checkpoints(keras.callbacks.Callback):
+    """Keeps the best weights in memory and on disk (`out`), and the last epoch in `out.resume/`."""
+
+    def __init__(self, out, resume_dir, monitor, is_chief, best, history, mixed_precision):
+        super().__init__()
+        self.out, self.resume_dir, self.monitor, self.is_chief = out, resume_dir, monitor, is_chief
+        self.best = best
+        self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.mixed = mixed_precision
+        self.best_weights = None
+        self.best_logs = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+        value = logs.get(self.monitor)
+        improved = value is not None and np.isfinite(value) and (self.best is None or value < self.best)
+        if improved:
+            self.best = value
+            self.best_weights = self.model.get_weights()
+            self.best_logs = dict(logs, epoch=epoch + 1)
+        if self.out is None or not self.is_chief:
+            return
+        if improved:
+            _save_h5(self.model, self.out, self.mixed)
+        self.resume_dir.mkdir(exist_ok=True)
+        _save_h5(self.model, self.resume_dir / "last.h5", False, include_optimizer=True)
+        atomic_write_text(self.resume_dir / "state.json", json.dumps(
+            {"epoch": epoch + 1, "best": self.best, "monitor": self.monitor, "history": self.history,
+             "arch": getattr(self.model, "name", None)}, indent=1))
+
+
+def _save_h5(model, path: Path, as_float32: bool, include_optimizer: bool = False) -> None:
+    """Save `model` to `path` atomically; a mixed-precision model is saved as a float32 copy."""
+    if as_float32:
+        with _float32_policy():
+            clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        model = clone
+    with atomic_path(path, suffix=".h5") as tmp:
+        model.save(tmp, include_optimizer=include_optimizer, save_format="h5")
+
+
+class _float32_policy:
+    """Build layers in float32 inside this block (the global policy is restored after)."""
+
+    def __enter__(self):
+        self.prev = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float32")
+
+    def __exit__(self, *exc):
+        keras.mixed_precision.set_global_policy(self.prev)
+
+
+def _learning_rate(model) -> float | None:
+    try:
+        return float(f"{float(keras.backend.get_value(model.optimizer.learning_rate)):.6g}")
+    except Exception:
+        return None
+
+
+def _card(model, out: Path, td: TrainData, arch, pre, labels, best: dict, settings: dict) -> ModelCard:
+    inputs = [TensorSpec(n, [None if d is None else int(d) for d in t.shape], t.dtype.name)
+              for n, t in zip(model.input_names, model.inputs)]
+    outputs = [TensorSpec(n, [None if d is None else int(d) for d in t.shape], "float32")
+               for n, t in zip(model.output_names, model.outputs)]
+    accuracy = None
+    for metric in ("val_accuracy", "val_mae", "accuracy", "mae"):
+        if metric in best:
+            accuracy = Accuracy(metric=metric.removeprefix("val_"), value=best[metric], keras=best[metric],
+                                samples=td.n_val if metric.startswith("val_") else td.n_train,
+                                data=f"{'validation' if metric.startswith('val_') else 'training'} split of "
+                                     f"{td.source}, best epoch {best.get('epoch')}")
+            break
+    return ModelCard(file=out.name, format="keras-h5", mode="float32", inputs=inputs, outputs=outputs,
+                     preprocessing=pre, labels=list(labels) if labels and td.num_classes else None,
+                     task="classification" if td.num_classes else "regression",
+                     steps=[Step("train", settings)], size={"bytes": out.stat().st_size}, accuracy=accuracy,
+                     producer=producer_info())
+
+
+def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and metric per epoch, training and validation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [k for k in history if not k.startswith("val_")]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        epochs = range(1, len(history[m]) + 1)
+        ax.plot(epochs, history[m], marker="o", label="train")
+        if f"val_{m}" in history:
+            ax.plot(epochs, history[f"val_{m}"], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(m)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
+    finally:
+        plt.close(fig)
