@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+import traceback
 
 import click
 
@@ -78,6 +79,16 @@ def _terminal():
             _state["native_log"] = native.name
 
 
+def _discard_native_log() -> None:
+    """Our own errors explain themselves: TensorFlow's log of that run is not needed."""
+    log = _state.pop("native_log", None)
+    if log:
+        try:
+            os.unlink(log)
+        except OSError:
+            pass
+
+
 def _debug_option(f):
     """--debug on every command (also accepted before the command name)."""
 
@@ -100,6 +111,9 @@ def _run(f):
             with _terminal() as (stream, _):
                 return f(stream, *args, **kwargs)
         except EdgeKerasError as e:
+            if _state["debug"]:
+                traceback.print_exc()
+            _discard_native_log()
             click.echo(click.style("error: ", fg="red", bold=True) + str(e), err=True)
             sys.exit(1)
         except KeyboardInterrupt:
@@ -110,7 +124,7 @@ def _run(f):
         except Exception as e:
             if _state["debug"]:
                 raise
-            log = _state.get("native_log")
+            log = _state.pop("native_log", None)
             click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {e}\n"
                        "This is a bug in edgekeras (nothing was written). Rerun with --debug for the traceback"
                        + (f"; TensorFlow's log is in {log}" if log else "") + ".", err=True)
@@ -200,7 +214,10 @@ def _print_report(report, as_json: bool, note: str | None = None) -> None:
     if note:
         click.echo(note)
     if report.warnings:
-        click.echo(f"{len(report.warnings)} warning(s), also in the report and the model cards")
+        click.echo(click.style(f"{len(report.warnings)} warning(s)", fg="yellow", bold=True)
+                   + " (also in the report and the model cards):")
+        for w in report.warnings:
+            click.echo(f"  - {w}")
     click.echo(f"report: {report.report}   ({report.seconds:.1f} s)")
 
 
