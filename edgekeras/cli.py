@@ -222,6 +222,72 @@ def _print_report(report, as_json: bool, note: str | None = None) -> None:
 
 
 @main.command()
+@click.option("--arch", required=True, type=click.Choice(["linear", "mlp", "small_cnn", "mobilenet_v2",
+                                                          "vgg19_transfer"]), help="Model to build.")
+@click.option("--data", required=True, type=click.Path(path_type=str),
+              help="Training data: .npz (x, y), .csv (regression) or an image folder (one subfolder per class).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=str), help="The .h5 to write (best epoch).")
+@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+              help="Fraction of the data held out for validation (seeded).")
+@click.option("--test", type=click.Path(path_type=str), help="Held-out data to evaluate the best model on.")
+@click.option("--resume", is_flag=True, help="Continue from the last epoch saved beside --out.")
+@click.option("--seed", type=int, help="Seed for reproducible runs.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--mixed-precision", is_flag=True, help="float16 compute on GPUs (the saved model is float32).")
+@click.option("--early-stopping", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Stop after this many epochs without improvement (0: never).")
+@click.option("--augment", is_flag=True, help="Image folders: random flips, rotations and zooms.")
+@click.option("--image-size", type=str, help="Image folders: HEIGHTxWIDTH (or one number) to resize to "
+                                              "[default: 224].")
+@click.option("--weights", type=str, help="mobilenet_v2/vgg19_transfer: 'imagenet' (from the Keras cache; "
+                                           "nothing downloads) or a local .h5.")
+@click.option("--fine-tune-from", type=str, help="vgg19_transfer: unfreeze from this layer (e.g. block5_conv1).")
+@click.option("--learning-rate", type=float, help="Override the arch's learning rate.")
+@click.option("--target", type=str, help="CSV: the target column (default: the last one).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
+@_debug_option
+@_run
+def train(stream, arch, data, epochs, batch_size, out, validation, test, resume, seed, device, mixed_precision,
+          early_stopping, augment, image_size, weights, fine_tune_from, learning_rate, target, force):
+    """Train a model on DATA and save the best epoch as an .h5 with its model card and learning curves."""
+    from .errors import BadInput
+
+    size = None
+    if image_size:
+        try:
+            parts = [int(p) for p in image_size.lower().split("x")]
+            size = (parts[0], parts[-1]) if len(parts) in (1, 2) else None
+        except ValueError:
+            size = None
+        if size is None:
+            raise BadInput(f"--image-size {image_size!r}: expected HEIGHTxWIDTH or one number, e.g. 224x224")
+    options = {k: v for k, v in (("weights", weights), ("fine_tune_from", fine_tune_from),
+                                 ("learning_rate", learning_rate)) if v is not None}
+    from .train import fit
+
+    result = fit(arch, data, epochs=epochs, batch_size=batch_size, validation=validation or None, out=out,
+                 resume=resume, seed=seed, early_stopping=early_stopping or None, augment=augment, device=device,
+                 mixed_precision=mixed_precision, image_size=size, target=target, arch_options=options, test=test,
+                 force=force, verbose=1 if sys.stdout.isatty() else 2)
+    best = result.metrics
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "epoch")
+    click.echo(f"\ntrained {arch} ({result.params:,} weights) on {result.device} for {result.epochs_run} epochs "
+               f"in {result.seconds:.1f} s")
+    if best:
+        click.echo(f"best epoch {best.get('epoch')}: {shown}")
+    if result.test_metrics:
+        t = result.test_metrics
+        click.echo("test: " + "  ".join(f"{k} {v:.4f}" for k, v in t.items() if k not in ("samples", "data"))
+                   + f"  on {t['samples']} samples of {t['data']}")
+    for w in result.warnings:
+        click.echo(click.style("WARNING: ", fg="yellow", bold=True) + w)
+    click.echo(f"saved: {result.checkpoint}  (card: {result.card}, curves: {result.curves})")
+    click.echo(f"next:  edgekeras compress {result.checkpoint} --int8 --calib <data> --eval <data> --onnx")
+
+
+@main.command()
 @click.option("-o", "--output-dir", type=click.Path(path_type=str), default="edgekeras-demo", show_default=True,
               help="Where to write the model, the data and the compressed files.")
 @click.option("--force", is_flag=True, help="Overwrite the files of an earlier demo run.")

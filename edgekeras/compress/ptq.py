@@ -122,11 +122,12 @@ def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = Non
 
 
 def _representative(source: SourceModel, calibration: Dataset):
-    arrays = [calibration.x[t.name] for t in source.inputs]
+    """Samples keyed by input name: the converter's input order need not be the model's."""
+    names = [t.name for t in source.inputs]
 
     def gen():
         for i in range(len(calibration)):
-            yield [a[i:i + 1].astype(np.float32, copy=False) for a in arrays]
+            yield {n: calibration.x[n][i:i + 1].astype(np.float32, copy=False) for n in names}
 
     return gen
 

@@ -63,8 +63,11 @@ def compare(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], *, exa
                 failed[name] = op.max_abs_diff
         elif op.top1_agreement is not None:
             if op.top1_agreement < MIN_AGREEMENT:
-                warnings.append(f"{file}: output {name!r} agrees with Keras on top-1 for {op.top1_agreement:.1%} of "
-                                f"{n} samples (below {MIN_AGREEMENT:.0%}); mean |diff| {op.mean_abs_diff:.3g}")
+                agree = int(round(op.top1_agreement * n))
+                warnings.append(f"{file}: output {name!r} agrees with Keras on top-1 for {agree} of {n} samples "
+                                f"({op.top1_agreement:.1%}, below {MIN_AGREEMENT:.0%}); mean |diff| "
+                                f"{op.mean_abs_diff:.3g}" + ("" if n >= 200 else
+                                "; check on more data with --eval (or --parity-samples)"))
         else:
             spread = float(ref.std()) or 1.0
             if op.mean_abs_diff > MAX_RELATIVE_MEAN_DIFF * spread:

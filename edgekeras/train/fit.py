@@ -46,6 +46,7 @@ class FitResult:
         epochs_run: epochs done in total.
         seconds: wall time of this call.
         warnings: e.g. skipped images.
+        test_metrics: metrics of the best model on `test` data, with "samples" and "data".
     """
 
     model: Any
@@ -59,6 +60,7 @@ class FitResult:
     epochs_run: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    test_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,7 +112,7 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
         resume: bool = False, seed: int | None = None, early_stopping: int | None = 5, augment: bool = False,
         device: str = "auto", mixed_precision: bool = False, labels: list[str] | None = None,
         preprocess: str | None = None, image_size=None, target: str | None = None,
-        arch_options: dict | None = None, force: bool = False, verbose: int = 0,
+        arch_options: dict | None = None, test=None, force: bool = False, verbose: int = 0,
         callbacks: list | None = None) -> FitResult:
     """Train a model and save its best checkpoint (`.h5`) with a model card.
 
@@ -136,6 +138,7 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
         image_size: (height, width) for image folders (default: the model's input, else 224x224).
         target: CSV target column.
         arch_options: options for `build` when `model` is an arch name.
+        test: held-out data (same forms as `data`) to evaluate the best model on; the card records it.
         force: overwrite an existing `out` when not resuming.
         verbose: Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
         callbacks: extra Keras callbacks.
@@ -211,13 +214,14 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
     history = ckpt.history
     epochs_run = len(next(iter(history.values()))) if history else initial_epoch
     best_metrics = ckpt.best_logs or {}
+    test_metrics = _evaluate(model, test, td, batch_size, target) if test is not None else {}
     card_file = None
     if out is not None and devices.is_chief:
         pre = (Preprocessing.preset(preprocess, list(td.input_shape[:2]) if td.is_image else None) if preprocess
                else preprocessing_of(arch, td.input_shape) if arch else None)
         if not out.is_file():  # no epoch improved on a resumed run: save what we have
             _save_h5(model, out, mixed_precision)
-        card = _card(model, out, td, arch, pre, labels or td.class_names, best_metrics,
+        card = _card(model, out, td, arch, pre, labels or td.class_names, best_metrics, test_metrics,
                      dict(arch=arch, epochs=epochs, epochs_run=epochs_run, batch_size=batch_size, seed=seed,
                           device=devices.description, mixed_precision=mixed_precision, augment=augment,
                           validation=validation if isinstance(validation, (int, float, type(None))) else "given",
@@ -229,7 +233,7 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
     return FitResult(model=model, history=history, checkpoint=out if devices.is_chief else None, card=card_file,
                      curves=curves if card_file else None, metrics=best_metrics, device=devices.description,
                      params=int(model.count_params()), epochs_run=epochs_run, seconds=time.perf_counter() - t0,
-                     warnings=warnings)
+                     warnings=warnings, test_metrics=test_metrics)
 
 
 def _prepare_model(model, td: TrainData, devices: _Devices, arch_options: dict, resume: bool,
@@ -326,13 +330,34 @@ def _learning_rate(model) -> float | None:
         return None
 
 
-def _card(model, out: Path, td: TrainData, arch, pre, labels, best: dict, settings: dict) -> ModelCard:
+def _evaluate(model, test, td: TrainData, batch_size: int, target) -> dict:
+    """Metrics of `model` on held-out `test` data, checked to have the training data's shape and classes."""
+    tt = load_training_data(test, batch_size=batch_size, validation=None, image_size=td.input_shape[:2]
+                            if td.is_image else None, target=target,
+                            task="classification" if td.num_classes else "regression")
+    if tuple(tt.input_shape) != tuple(td.input_shape):
+        raise BadInput(f"test data has samples of shape {tt.input_shape}, training data {td.input_shape}")
+    if td.is_image and td.class_names and tt.class_names != td.class_names:
+        raise BadInput(f"test folder classes {tt.class_names} differ from the training classes {td.class_names}",
+                       fix="give the test folder the same class subfolders")
+    values = model.evaluate(tt.train, verbose=0, return_dict=True)
+    return {**{k: float(v) for k, v in values.items()}, "samples": tt.n_train, "data": tt.source}
+
+
+def _card(model, out: Path, td: TrainData, arch, pre, labels, best: dict, test: dict,
+          settings: dict) -> ModelCard:
     inputs = [TensorSpec(n, [None if d is None else int(d) for d in t.shape], t.dtype.name)
               for n, t in zip(model.input_names, model.inputs)]
     outputs = [TensorSpec(n, [None if d is None else int(d) for d in t.shape], "float32")
                for n, t in zip(model.output_names, model.outputs)]
     accuracy = None
+    for metric in ("accuracy", "mae"):
+        if metric in test:
+            accuracy = Accuracy(metric=metric, value=test[metric], keras=test[metric], samples=test["samples"],
+                                data=f"test data: {test['data']}")
     for metric in ("val_accuracy", "val_mae", "accuracy", "mae"):
+        if accuracy is not None:
+            break
         if metric in best:
             accuracy = Accuracy(metric=metric.removeprefix("val_"), value=best[metric], keras=best[metric],
                                 samples=td.n_val if metric.startswith("val_") else td.n_train,

@@ -1,0 +1,84 @@
+"""The runtime runs exported files without TensorFlow, quantizes by the file, and survives XNNPACK refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgekeras
+from edgekeras.card import Quantization
+from edgekeras.runtime import dequantize, open_session, quantize
+
+
+@pytest.fixture(scope="module")
+def files(digits_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rt")
+    edgekeras.compress(digits_model["model"], ["int8"], calib=digits_model["calib"], onnx=True, output_dir=out)
+    return out
+
+
+def test_runtime_never_imports_tensorflow(files, digits_model):
+    code = (
+        "import sys, numpy as np\n"
+        "from edgekeras.runtime import open_session\n"
+        "from edgekeras import ModelCard\n"
+        f"x = np.load(r'{digits_model['eval']}')['x'][:4]\n"
+        f"for name in ('digits.int8.tflite', 'digits.float32.tflite', 'digits.onnx', 'digits.int8.onnx'):\n"
+        f"    card = ModelCard.read(r'{files}/' + name + '.edgekeras.json')\n"
+        f"    out = open_session(r'{files}/' + name).run({{'image': x}})['probs']\n"
+        "    assert out.shape == (4, 10)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'tf2onnx')]\n"
+        "print('TF_MODULES', bad)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "TF_MODULES []" in p.stdout
+
+
+def test_quantize_round_trip_and_clipping():
+    q = Quantization(scale=0.5, zero_point=-10)
+    x = np.array([0.0, 1.0, -200.0, 200.0], np.float32)
+    xq = quantize(x, np.int8, q)
+    assert xq.tolist() == [-10, -8, -128, 127]
+    assert dequantize(xq, q).tolist() == [0.0, 1.0, -59.0, 68.5]
+
+
+def test_session_reports_int8_io_and_runs_by_name(files):
+    s = open_session(files / "digits.int8.tflite")
+    assert [t.name for t in s.inputs] == ["image"] and s.inputs[0].dtype == "int8"
+    assert s.inputs[0].shape == [None, 8, 8, 1]
+    assert s.kernels == "xnnpack" and s.note == ""
+
+
+def test_xnnpack_refusal_falls_back_to_builtin_kernels(files, monkeypatch):
+    """LiteRT's XNNPACK refuses some int8 graphs at allocate time; the session must rerun on builtin kernels."""
+    import ai_edge_litert.interpreter as litert
+
+    real = litert.Interpreter
+
+    class Refusing(real):
+        def __init__(self, *a, **kw):
+            self._refuse = "experimental_op_resolver_type" not in kw
+            super().__init__(*a, **kw)
+
+        def allocate_tensors(self):
+            if self._refuse:
+                raise RuntimeError("Node number 3 (TfLiteXNNPackDelegate) failed to prepare.")
+            return super().allocate_tensors()
+
+    monkeypatch.setattr(litert, "Interpreter", Refusing)
+    s = open_session(files / "digits.int8.tflite")
+    assert s.kernels == "builtin" and "XNNPACK refused" in s.note and "failed to prepare" in s.note
+    x = np.zeros((2, 8, 8, 1), np.float32)
+    assert s.run({"image": x})["probs"].shape == (2, 10)
+
+
+def test_unknown_format_and_missing_input(files, tmp_path):
+    (tmp_path / "m.pt").write_bytes(b"x")
+    with pytest.raises(edgekeras.BadInput, match="runs .tflite and .onnx"):
+        open_session(tmp_path / "m.pt")
+    s = open_session(files / "digits.onnx")
+    with pytest.raises(edgekeras.BadInput, match="missing"):
+        s.run({"img": np.zeros((1, 8, 8, 1), np.float32)})

@@ -1,0 +1,56 @@
+"""The command line answers help without TensorFlow, and reports what it did."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from edgekeras import cli
+
+NO_TF = ("import sys, runpy; sys.argv = ['edgekeras'] + sys.argv[1:]\n"
+         "try:\n    runpy.run_module('edgekeras.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+         "heavy = [m for m in ('tensorflow', 'tf_keras', 'onnxruntime', 'ai_edge_litert') if m in sys.modules]\n"
+         "print('HEAVY', heavy)")
+
+
+def test_help_does_not_import_tensorflow():
+    for args in (["--help"], ["compress", "--help"], ["train", "--help"], ["--version"]):
+        p = subprocess.run([sys.executable, "-c", NO_TF, *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert "HEAVY []" in p.stdout, (args, p.stdout)
+        assert "Usage:" in p.stdout or "version" in p.stdout, (args, p.stdout)
+
+
+def test_compress_help_lists_the_modes():
+    out = CliRunner().invoke(cli.main, ["compress", "--help"]).output
+    for flag in ("--int8", "--float-io", "--float16", "--dynamic", "--int16x8", "--calib", "--calib-samples",
+                 "--onnx", "--eval", "--output-dir", "--force", "--custom-objects", "--trust-model",
+                 "--allow-float-fallback"):
+        assert flag in out
+
+
+def test_compress_prints_one_table_and_json(digits_model, tmp_path):
+    cli._state.update(debug=False)
+    r = CliRunner().invoke(cli.main, ["compress", str(digits_model["model"]), "--int8", "--calib",
+                                      str(digits_model["calib"]), "--eval", str(digits_model["eval"]),
+                                      "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    header = r.output.splitlines()[0].split()
+    assert header == ["file", "mode", "size", "gzip", "x", "f32", "parity", "vs", "keras", "accuracy", "time"]
+    assert "digits.int8.tflite" in r.output and "top1" in r.output and "(keras model)" in r.output
+    r = CliRunner().invoke(cli.main, ["compress", str(digits_model["model"]), "--dynamic", "--json",
+                                      "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert [f["mode"] for f in report["files"]] == ["float32", "dynamic"]
+
+
+def test_no_mode_writes_the_float32_baseline(digits_model, tmp_path):
+    cli._state.update(debug=False)
+    r = CliRunner().invoke(cli.main, ["compress", str(digits_model["model"]), "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "wrote the float32 baseline" in r.output
+    assert (tmp_path / "digits.float32.tflite").is_file()

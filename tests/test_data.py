@@ -1,0 +1,103 @@
+"""Calibration/evaluation data: formats, checks and warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekeras import BadInput
+from edgekeras.card import Preprocessing, TensorSpec
+from edgekeras.data import check_inputs, load_data, synthetic_inputs
+from conftest import make_image_folder
+
+IMG = [TensorSpec("image", [None, 8, 8, 3], "float32")]
+
+
+def test_seeded_subset_is_reproducible(tmp_path):
+    np.save(tmp_path / "c.npy", np.arange(500 * 3, dtype=np.float32).reshape(500, 3))
+    spec = [TensorSpec("x", [None, 3], "float32")]
+    a = load_data(tmp_path / "c.npy", spec, purpose="calibration", limit=50, seed=1)
+    b = load_data(tmp_path / "c.npy", spec, purpose="calibration", limit=50, seed=1)
+    assert len(a) == 50 and np.array_equal(a.x["x"], b.x["x"])
+    assert "50 of 500 samples" in a.source
+
+
+@pytest.mark.parametrize("scale,phrase", [(255.0, "are these 0-255 pixels"), (1 / 255, None)])
+def test_range_warning_for_a_model_that_takes_unit_values(tmp_path, scale, phrase):
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).uniform(0, 1, (30, 8, 8, 3)).astype(np.float32) * scale)
+    ds = load_data(tmp_path / "c.npy", IMG, purpose="calibration")
+    warnings = check_inputs(ds, IMG, Preprocessing.preset("unit"), purpose="calibration")
+    if phrase:
+        assert any(phrase in w and "expects about [0, 1]" in w for w in warnings)
+    else:
+        assert not any("expects about" in w for w in warnings)
+
+
+def test_few_calibration_samples_warn(tmp_path):
+    np.save(tmp_path / "c.npy", np.zeros((5, 8, 8, 3), np.float32))
+    ds = load_data(tmp_path / "c.npy", IMG, purpose="calibration")
+    assert any("only 5 sample(s)" in w for w in check_inputs(ds, IMG, None, purpose="calibration"))
+
+
+def test_one_sample_without_batch_axis_gets_a_hint(tmp_path):
+    np.save(tmp_path / "c.npy", np.zeros((8, 8, 3), np.float32))
+    ds = load_data(tmp_path / "c.npy", IMG, purpose="calibration")
+    with pytest.raises(BadInput, match=r"x\[None\]"):
+        check_inputs(ds, IMG, None, purpose="calibration")
+
+
+def test_image_folder_is_resized_and_preprocessed(tmp_path):
+    folder = make_image_folder(tmp_path / "i", per_class=3, size=(20, 30))
+    ds = load_data(folder, IMG, purpose="calibration", preprocessing=Preprocessing.preset("unit"))
+    assert ds.x["image"].shape == (6, 8, 8, 3) and ds.x["image"].max() <= 1.0
+
+
+def test_image_folder_needs_known_preprocessing(tmp_path):
+    folder = make_image_folder(tmp_path / "i", per_class=2)
+    with pytest.raises(BadInput, match="--preprocess raw"):
+        load_data(folder, IMG, purpose="calibration", preprocessing=None)
+
+
+def test_unreadable_images_are_skipped_with_their_names(tmp_path):
+    folder = make_image_folder(tmp_path / "i", per_class=2)
+    (folder / "cat" / "broken.png").write_bytes(b"not a png")
+    ds = load_data(folder, IMG, purpose="calibration", preprocessing=Preprocessing.preset("raw"))
+    assert len(ds) == 4 and any("cat/broken.png" in w for w in ds.warnings)
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.jpg").write_bytes(b"")
+    with pytest.raises(BadInput, match="none of its 1 image"):
+        load_data(only_bad, IMG, purpose="calibration", preprocessing=Preprocessing.preset("raw"))
+
+
+def test_eval_folder_maps_class_names_to_the_model_labels(tmp_path):
+    folder = make_image_folder(tmp_path / "i", classes=("dog", "cat"), per_class=2)
+    ds = load_data(folder, IMG, purpose="evaluation", preprocessing=Preprocessing.preset("raw"),
+                   labels=["dog", "bird", "cat"])
+    names = [["dog", "bird", "cat"][i] for i in ds.y]
+    assert sorted(names) == ["cat", "cat", "dog", "dog"]
+    with pytest.raises(BadInput, match=r"class folders \['cat'\]"):
+        load_data(folder, IMG, purpose="evaluation", preprocessing=Preprocessing.preset("raw"), labels=["dog"])
+
+
+def test_eval_needs_labels(tmp_path):
+    np.save(tmp_path / "e.npy", np.zeros((3, 8, 8, 3), np.float32))
+    with pytest.raises(BadInput, match="holds no labels"):
+        load_data(tmp_path / "e.npy", IMG, purpose="evaluation")
+    np.savez(tmp_path / "e.npz", x=np.zeros((3, 8, 8, 3), np.float32), y=np.zeros(2))
+    ds = load_data(tmp_path / "e.npz", IMG, purpose="evaluation")
+    with pytest.raises(BadInput, match="3 inputs but 2 labels"):
+        check_inputs(ds, IMG, None, purpose="evaluation")
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(BadInput, match="without unpickling"):
+        load_data(tmp_path / "o.npy", IMG, purpose="calibration")
+
+
+def test_synthetic_inputs_follow_the_expected_range():
+    ds = synthetic_inputs(IMG, Preprocessing.preset("raw"), 10)
+    assert ds.x["image"].min() >= 0 and ds.x["image"].max() <= 255 and ds.x["image"].max() > 100
+    with pytest.raises(BadInput, match="cannot invent"):
+        synthetic_inputs([TensorSpec("ids", [None, 5], "int32")], None, 3)
