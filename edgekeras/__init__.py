@@ -24,8 +24,12 @@ def __getattr__(name: str):
     # `edgekeras.compress` is a callable package: edgekeras.compress(...) runs the pipeline.
     if name in _SUBPACKAGES:
         return importlib.import_module(f".{name}", __name__)
+    if name == "keras":  # tf_keras, the Keras edgekeras and tfmot use (imports TensorFlow)
+        from ._keras import keras
+
+        return keras
     raise AttributeError(f"module 'edgekeras' has no attribute {name!r}")
 
 
 __all__ = ["ModelCard", "EdgeKerasError", "BadInput", "UnsafeModel", "UnsupportedModel", "ParityError",
-           "OutputError", "MissingWeights", "compress", "train", "export", "runtime", "__version__"]
+           "OutputError", "MissingWeights", "compress", "train", "export", "runtime", "keras", "__version__"]

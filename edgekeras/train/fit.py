@@ -304,23 +304,31 @@ class _Checkpoints(keras.callbacks.Callback):
 def _save_h5(model, path: Path, as_float32: bool, include_optimizer: bool = False) -> None:
     """Save `model` to `path` atomically; a mixed-precision model is saved as a float32 copy."""
     if as_float32:
-        with _float32_policy():
-            clone = keras.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-        model = clone
+        model = _float32_copy(model)
     with atomic_path(path, suffix=".h5") as tmp:
         model.save(tmp, include_optimizer=include_optimizer, save_format="h5")
 
 
-class _float32_policy:
-    """Build layers in float32 inside this block (the global policy is restored after)."""
+def _float32_copy(model):
+    """The same model and weights with every layer computing in float32 (for export after mixed precision)."""
+    config = model.get_config()
 
-    def __enter__(self):
-        self.prev = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy("float32")
+    def to_float32(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                is_policy = isinstance(value, dict) and value.get("class_name") in ("Policy", "DTypePolicy")
+                if key == "dtype" and (is_policy or value in ("mixed_float16", "mixed_bfloat16")):
+                    node[key] = "float32"
+                else:
+                    to_float32(value)
+        elif isinstance(node, list):
+            for value in node:
+                to_float32(value)
 
-    def __exit__(self, *exc):
-        keras.mixed_precision.set_global_policy(self.prev)
+    to_float32(config)
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _learning_rate(model) -> float | None:

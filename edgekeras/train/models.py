@@ -194,10 +194,9 @@ def _build_vgg19_transfer(input_shape, num_classes, weights=None, pooling="avg",
     flip = np.zeros((1, 1, 3, 3), np.float32)
     for i in range(3):
         flip[0, 0, i, 2 - i] = 1.0
-    pre = keras.layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False,
-                              kernel_initializer=keras.initializers.Constant(flip),
-                              bias_initializer=keras.initializers.Constant(-np.array(_CAFFE_MEAN_BGR, np.float32)))
+    pre = keras.layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
     x = pre(inputs)
+    pre.set_weights([flip, -np.array(_CAFFE_MEAN_BGR, np.float32)])  # weights, not config: the .h5 stays plain
     base = keras.applications.VGG19(include_top=False, weights=None, input_shape=input_shape)
     _load_pretrained(base, weights, "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
     base.trainable = False
