@@ -4,7 +4,7 @@ The run, in order:
 1. plan the output names and refuse to overwrite (before any slow work);
 2. load the model (refusing unsafe files), resolve its preprocessing and labels;
 3. read and check calibration and evaluation data;
-4. compute the Keras reference outputs once;
+4. compute the Keras reference outputs once (beside the float32 conversion, which uses one core);
 5. convert each mode (float32 first, always) and export ONNX if asked;
 6. verify every file on its runtime (LiteRT / ONNX Runtime) against the Keras outputs, measure
    size, accuracy and parity, and write its card. Verification is TensorFlow-free, so it runs in a
@@ -189,13 +189,6 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
     else:
         parity_ds = synthetic_inputs(source.inputs, preprocessing, parity_samples, seed)
         parity_data = parity_ds.source
-    log.info("computing Keras reference outputs on %d samples", len(parity_ds))
-    reference = source.predict(parity_ds.x)
-    keras_accuracy = None
-    if eval_ds is not None:
-        metric, value = score(reference[source.outputs[0].name], eval_ds.y)
-        keras_accuracy = Accuracy(metric=metric, value=value, keras=value, samples=len(eval_ds), data=eval_ds.source)
-
     base_steps = list(source.card.steps) if source.card else []
     base_steps.append(Step("load", {"source": model_path.name, "format": source.format, "sha256": source.sha256,
                                     "params": source.params}))
@@ -205,12 +198,14 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
               "allow_float_fallback": allow_float_fallback, "trust_model": trust_model,
               "custom_objects": str(custom_objects) if isinstance(custom_objects, (str, Path)) else None,
               "parity_samples": parity_samples, "atol": atol, "seed": seed}
-    check = _Verifier(source=source, parity_ds=parity_ds, parity_data=parity_data, reference=reference,
-                      eval_y=None if eval_ds is None else eval_ds.y, eval_source=eval_ds.source if eval_ds else "",
-                      keras_accuracy=keras_accuracy, atol=atol, preprocessing=preprocessing, labels=labels,
-                      task=task, base_steps=base_steps, out_dir=out_dir)
-
     with Staging(out_dir) as stage, ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekeras-verify") as pool:
+        # The Keras reference runs on the worker thread beside the float32 conversion, which uses one core;
+        # the verifications queue behind it on the same thread.
+        log.info("computing Keras reference outputs on %d samples", len(parity_ds))
+        check = _Verifier(source=source, parity_ds=parity_ds, parity_data=parity_data,
+                          reference_task=pool.submit(source.predict, parity_ds.x), eval_ds=eval_ds, atol=atol,
+                          preprocessing=preprocessing, labels=labels, task=task, base_steps=base_steps,
+                          out_dir=out_dir)
         pending: list[Future] = []
 
         def submit(fmt: str, mode: str, settings: dict, seconds: float, file_warnings: list[str],
@@ -260,6 +255,7 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
             results.append(result)
             for w in file_warnings:
                 warn(w)
+        keras_accuracy = check.keras_accuracy()
         base = {fmt: next(r.bytes for r in results if r.format == fmt and r.mode == "float32")
                 for fmt in {r.format for r in results}}
         for r in results:
@@ -300,10 +296,8 @@ class _Verifier:
     source: SourceModel
     parity_ds: Dataset
     parity_data: str
-    reference: dict[str, np.ndarray]
-    eval_y: np.ndarray | None
-    eval_source: str
-    keras_accuracy: Accuracy | None
+    reference_task: Future  # -> Keras outputs on parity_ds, by output name
+    eval_ds: Dataset | None
     atol: float
     preprocessing: Preprocessing | None
     labels: list[str] | None
@@ -315,13 +309,13 @@ class _Verifier:
                file_warnings: list[str], float_ops: list[str]) -> tuple[FileResult, list[str]]:
         session = open_session(path)
         got = session.run(self.parity_ds.x)
-        parity, parity_warnings = compare(self.reference, got, exact=(mode == "float32"), file=name,
+        parity, parity_warnings = compare(self.reference_task.result(), got, exact=(mode == "float32"), file=name,
                                           runtime=session.runtime, kernels=session.kernels, data=self.parity_data,
                                           note=session.note, atol=self.atol)
         accuracy = None
-        if self.eval_y is not None:
-            accuracy = accuracy_entry(got[self.source.outputs[0].name], self.eval_y,
-                                      self.keras_accuracy.value if self.keras_accuracy else None, self.eval_source)
+        if self.eval_ds is not None:
+            accuracy = accuracy_entry(got[self.source.outputs[0].name], self.eval_ds.y, self.keras_accuracy().value,
+                                      self.eval_ds.source)
         data = path.read_bytes()
         size = {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6, mtime=0))}
         del data
@@ -335,6 +329,14 @@ class _Verifier:
         result = FileResult(path=str(self.out_dir / name), card=str(card_path(self.out_dir / name)), format=fmt, mode=mode, bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0,
                             parity=parity, accuracy=accuracy, seconds=seconds, float_ops=float_ops)
         return result, parity_warnings + ([session.note] if session.note else [])
+
+
+    def keras_accuracy(self) -> Accuracy | None:
+        """The Keras model's own metric on the evaluation data (parity ran on all of it)."""
+        if self.eval_ds is None:
+            return None
+        metric, value = score(self.reference_task.result()[self.source.outputs[0].name], self.eval_ds.y)
+        return Accuracy(metric=metric, value=value, keras=value, samples=len(self.eval_ds), data=self.eval_ds.source)
 
 
 def _resolve_metadata(source: SourceModel, preprocess: str | None) -> tuple[Preprocessing | None, list | None, str | None]:
