@@ -207,7 +207,7 @@ def _print_report(report, as_json: bool, note: str | None = None) -> None:
     click.echo(compress_table(report))
     if report.keras_accuracy is not None:
         a = report.keras_accuracy
-        click.echo(f"\naccuracy: {a.metric} on {a.samples} samples of {a.data}")
+        click.echo(f"\n{a.metric}: measured on {a.samples} samples of {a.data}")
     if report.calibration:
         c = report.calibration
         click.echo(f"calibration: {c['source']}" + ("   <-- SYNTHETIC, see warning" if c["synthetic"] else ""))
