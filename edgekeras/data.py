@@ -315,6 +315,22 @@ def _range_warning(a: np.ndarray, rng: list[float], pname: str, name: str, flag:
     return None
 
 
+def range_mismatches(calib: Dataset, evaluation: Dataset, inputs: list[TensorSpec]) -> list[str]:
+    """Warnings for inputs whose calibration and evaluation values live on different scales (e.g. 0-255 vs 0-1)."""
+    warnings = []
+    for t in inputs:
+        a, b = calib.x[t.name], evaluation.x[t.name]
+        if a.dtype.kind not in "iuf" or b.dtype.kind not in "iuf":
+            continue
+        ra = float(np.max(np.abs(a))) if a.size else 0.0
+        rb = float(np.max(np.abs(b))) if b.size else 0.0
+        if min(ra, rb) > 0 and max(ra, rb) / min(ra, rb) > 10:
+            warnings.append(f"input {t.name!r}: calibration values reach {ra:g} but evaluation values reach {rb:g}; "
+                            "one of the two is scaled differently from the other (0-255 vs 0-1?), so the int8 "
+                            "scales or the accuracy will be wrong: scale both as the model was trained")
+    return warnings
+
+
 def synthetic_inputs(inputs: list[TensorSpec], preprocessing: Preprocessing | None, n: int, seed: int = 0) -> Dataset:
     """Random inputs in the range the model expects (uniform), for calibration without real data.
 

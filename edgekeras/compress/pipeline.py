@@ -26,7 +26,7 @@ import numpy as np
 
 from .._files import Staging, atomic_write_text, check_writable_dir, refuse_existing
 from ..card import Accuracy, ModelCard, Parity, Preprocessing, Step, card_path, producer_info
-from ..data import Dataset, check_inputs, load_data, synthetic_inputs
+from ..data import Dataset, check_inputs, load_data, range_mismatches, synthetic_inputs
 from ..errors import BadInput
 from ..export import onnx as onnx_export
 from ..export.parity import DEFAULT_ATOL, compare
@@ -177,6 +177,12 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
         warn(f"NO CALIBRATION DATA: {', '.join(m for m in modes if m in ptq.INTEGER_MODES)} scales come from "
              f"{calib_ds.source}; accuracy may suffer badly. Pass --calib with 100-500 real samples "
              "(a .npy, a .npz with key 'x', or an image folder)")
+    if calib is not None and eval_ds is not None:
+        for w in range_mismatches(calib_ds, eval_ds, source.inputs):
+            warn(w)
+    if preprocessing is None and any(len(t.shape) == 4 and t.shape[-1] in (1, 3) for t in source.inputs):
+        warn("the model cards cannot say how to scale pixels for this image model (no card beside the model, no "
+             "Rescaling input layer): pass --preprocess raw|unit|signed|imagenet|caffe so apps feed it correctly")
     if "int16x8" in modes:
         warn("int16x8 runs far slower than int8 on CPU kernels (about 38x on a small CNN); choose it only where "
              "int8 accuracy is not enough")

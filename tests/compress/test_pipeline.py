@@ -162,3 +162,22 @@ def test_eval_image_folder_with_labels_from_folder_names(tmp_path, keras):
     assert card.labels == ["a", "b"] and card.preprocessing.name == "raw"
     assert card.preprocessing.image_size == [12, 12]
     assert report.keras_accuracy.samples == 10
+
+
+def test_calibration_and_evaluation_on_different_scales_warn(digits_model, tmp_path):
+    unit = tmp_path / "calib01.npy"
+    np.save(unit, np.load(digits_model["calib"])["x"][:60] / 255.0)
+    report = edgekeras.compress(digits_model["model"], ["dynamic"], calib=unit, eval=digits_model["eval"],
+                                output_dir=tmp_path / "o")
+    assert any("calibration values reach 1 but evaluation values reach 255" in w for w in report.warnings)
+
+
+def test_image_model_without_known_preprocessing_warns(tmp_path, keras):
+    inputs = keras.Input((8, 8, 3), name="image")
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    keras.Model(inputs, out).save(tmp_path / "bare.h5")
+    report = edgekeras.compress(tmp_path / "bare.h5", [], output_dir=tmp_path / "o")
+    assert any("pass --preprocess" in w for w in report.warnings)
+    report = edgekeras.compress(tmp_path / "bare.h5", [], output_dir=tmp_path / "p", preprocess="unit")
+    assert not any("pass --preprocess" in w for w in report.warnings)
+    assert ModelCard.read(tmp_path / "p" / "bare.float32.tflite.edgekeras.json").preprocessing.name == "unit"
