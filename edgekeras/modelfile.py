@@ -85,7 +85,8 @@ class SourceModel:
         return tf.lite.TFLiteConverter.from_saved_model(str(self.path), signature_keys=["serving_default"])
 
     def tf_function(self) -> tuple[Callable, list]:
-        """A tf.function returning {output name: tensor}, and its input signature (dynamic batch)."""
+        """A tf.function returning a tuple of outputs in `self.outputs` order, and its input signature
+        (dynamic batch)."""
         spec = [tf.TensorSpec([None] + list(t.shape[1:]), t.dtype, name=t.name) for t in self.inputs]
         names = [t.name for t in self.outputs]
         if self.keras_model is not None:
@@ -93,14 +94,13 @@ class SourceModel:
 
             def call(*xs):
                 out = model(list(xs) if len(xs) > 1 else xs[0], training=False)
-                out = out if isinstance(out, (list, tuple)) else [out]
-                return {n: o for n, o in zip(names, out)}
+                return tuple(out) if isinstance(out, (list, tuple)) else (out,)
         else:
             sig, in_names = self._signature, [t.name for t in self.inputs]
 
             def call(*xs):
                 res = sig(**dict(zip(in_names, xs)))
-                return {n: res[n] for n in names}
+                return tuple(res[n] for n in names)
         return tf.function(call, input_signature=spec), spec
 
 

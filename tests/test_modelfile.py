@@ -119,3 +119,33 @@ def test_plain_sequential_model(keras, tmp_path):
     assert report.file("float32").parity.passed and report.file("float32", "onnx").parity.passed
     agreement = next(iter(report.file("int8").parity.outputs.values())).top1_agreement
     assert agreement >= 0.9
+
+
+def test_normalization_layer_exports_to_onnx_with_one_input(keras, tmp_path):
+    """Keras' Normalization (as in EfficientNet) reaches tf2onnx as captured eager tensors; freezing keeps them."""
+    inputs = keras.Input((6,), name="features")
+    x = keras.layers.Normalization(mean=[1.0] * 6, variance=[4.0] * 6)(inputs)
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probs")(x)).save(tmp_path / "norm.h5")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(1, 2, (40, 6)).astype(np.float32))
+    report = edgekeras.compress(tmp_path / "norm.h5", ["int8"], calib=tmp_path / "calib.npy", onnx=True,
+                                output_dir=tmp_path / "o")
+    import onnx
+
+    assert [i.name for i in onnx.load(tmp_path / "o" / "norm.onnx").graph.input] == ["features"]
+    assert report.file("float32", "onnx").parity.outputs["probs"].max_abs_diff < 1e-5
+    assert report.file("int8", "onnx").parity.outputs["probs"].top1_agreement >= 0.9
+
+
+def test_integer_token_inputs_keep_their_dtype(keras, tmp_path):
+    inputs = keras.Input((12,), dtype="int32", name="tokens")
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(100, 8)(inputs))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probs")(x)).save(tmp_path / "tok.h5")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).integers(0, 100, (40, 12)).astype(np.int32))
+    report = edgekeras.compress(tmp_path / "tok.h5", ["int8"], calib=tmp_path / "calib.npy", onnx=True,
+                                output_dir=tmp_path / "o")
+    card = ModelCard.read(tmp_path / "o" / "tok.int8.tflite.edgekeras.json")
+    assert card.inputs[0].dtype == "int32" and card.inputs[0].quantization is None
+    assert {f.mode for f in report.files} == {"float32", "int8"}
+    with pytest.raises(BadInput, match="dtype float32 but the model takes int32"):
+        np.save(tmp_path / "floats.npy", np.zeros((4, 12), np.float32))
+        edgekeras.compress(tmp_path / "tok.h5", ["int8"], calib=tmp_path / "floats.npy", output_dir=tmp_path / "p")

@@ -251,7 +251,7 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
                 log.info("quantizing ONNX (int8 QDQ)")
                 t0 = time.perf_counter()
                 qsettings = onnx_export.quantize_int8(float_onnx, stage.path(names[("onnx", "int8")]), calib_ds,
-                                                      [t.name for t in source.inputs])
+                                                      source.inputs)
                 qsettings["calibration"] = calibration_info
                 w = ["calibrated on synthetic data: accuracy may suffer"] if calibration_info["synthetic"] else []
                 submit("onnx", "int8", qsettings, time.perf_counter() - t0, w)

@@ -123,11 +123,11 @@ def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = Non
 
 def _representative(source: SourceModel, calibration: Dataset):
     """Samples keyed by input name: the converter's input order need not be the model's."""
-    names = [t.name for t in source.inputs]
+    dtypes = {t.name: np.dtype(t.dtype) for t in source.inputs}
 
     def gen():
         for i in range(len(calibration)):
-            yield {n: calibration.x[n][i:i + 1].astype(np.float32, copy=False) for n in names}
+            yield {n: calibration.x[n][i:i + 1].astype(d, copy=False) for n, d in dtypes.items()}
 
     return gen
 

@@ -1,8 +1,8 @@
 """ONNX export: float32 with tf2onnx, int8 (QDQ, per-channel) with ONNX Runtime's static quantizer.
 
-tf2onnx's `from_keras` is unreliable on TF 2.21; `from_function` on a tf.function with an input
-signature works on every model we tried, so that is the path used. Inputs keep the Keras input
-names, outputs the Keras output names, and the batch dimension stays dynamic.
+tf2onnx's `from_keras` is unreliable on TF 2.21. edgekeras traces a tf.function with an input signature
+(dynamic batch), freezes it, and converts the frozen graph; inputs keep the Keras input names and
+outputs the Keras output names.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..card import TensorSpec
 from ..data import Dataset
 from ..errors import UnsupportedModel
 from ..modelfile import SourceModel
@@ -30,12 +31,21 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
         UnsupportedModel: tf2onnx cannot convert the model.
     """
     import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     fn, spec = source.tf_function()
     t0 = time.perf_counter()
     try:
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+        # Freeze first: tf2onnx's from_function leaves captured eager tensors (e.g. the mean and variance of a
+        # Keras Normalization layer, as in EfficientNet) as graph inputs with no value; freezing makes every
+        # capture a constant, so the only inputs left are the model's own.
+        frozen = convert_variables_to_constants_v2(fn.get_concrete_function(*spec))
+        inputs = [t.name for t in frozen.inputs]
+        outputs = {t.name: o.name for t, o in zip(frozen.outputs, source.outputs)}  # fn returns them in order
+        rename = {**dict(zip(inputs, [t.name for t in source.inputs])), **outputs}
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
+                                                  output_names=list(outputs), opset=opset, tensors_to_rename=rename)
     except Exception as e:  # tf2onnx raises many types
         raise UnsupportedModel(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                                fix="rerun with --debug for details, or export TFLite only (without --onnx)") from None
@@ -43,12 +53,16 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
     if len(data) >= 2 ** 31:
         raise UnsupportedModel("the ONNX model is larger than 2 GB, which needs external data files; "
                                "edgekeras writes single-file ONNX only", fix="export TFLite only (without --onnx)")
-    settings = {"mode": "float32", "converter": "tf2onnx.convert.from_function", "tf2onnx": tf2onnx.__version__,
+    names = [i.name for i in proto.graph.input]
+    if names != [t.name for t in source.inputs]:
+        raise UnsupportedModel(f"ONNX export produced inputs {names}, expected {[t.name for t in source.inputs]}",
+                               fix="export TFLite only (without --onnx) and report this model")
+    settings = {"mode": "float32", "converter": "tf2onnx (frozen graph_def)", "tf2onnx": tf2onnx.__version__,
                 "opset": opset, "dynamic_batch": True, "seconds": round(time.perf_counter() - t0, 3)}
     return data, settings
 
 
-def quantize_int8(float_path: Path, out_path: Path, calibration: Dataset, input_names: list[str]) -> dict:
+def quantize_int8(float_path: Path, out_path: Path, calibration: Dataset, inputs: list[TensorSpec]) -> dict:
     """Quantize a float ONNX file to int8 QDQ (per-channel weights, int8 activations) with calibration data.
 
     Returns:
@@ -62,7 +76,7 @@ def quantize_int8(float_path: Path, out_path: Path, calibration: Dataset, input_
     pre = out_path.with_name(out_path.name + ".pre.onnx")
     try:
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out_path), _reader(calibration, input_names), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(str(pre), str(out_path), _reader(calibration, inputs), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     except Exception as e:
@@ -76,9 +90,12 @@ def quantize_int8(float_path: Path, out_path: Path, calibration: Dataset, input_
             "calibration_samples": len(calibration), "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _reader(ds: Dataset, names: list[str]):
-    """An ONNX Runtime CalibrationDataReader over `ds`, one sample per call."""
+def _reader(ds: Dataset, inputs: list[TensorSpec]):
+    """An ONNX Runtime CalibrationDataReader over `ds`, one sample per call, in each input's dtype."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    names = [t.name for t in inputs]
+    dtypes = {t.name: np.dtype(t.dtype) for t in inputs}
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -88,7 +105,7 @@ def _reader(ds: Dataset, names: list[str]):
             if self.i >= len(ds):
                 return None
             i, self.i = self.i, self.i + 1
-            return {n: ds.x[n][i:i + 1].astype(np.float32, copy=False) for n in names}
+            return {n: ds.x[n][i:i + 1].astype(dtypes[n], copy=False) for n in names}
 
         def rewind(self):
             self.i = 0

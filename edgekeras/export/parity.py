@@ -17,6 +17,15 @@ from ..errors import ParityError
 DEFAULT_ATOL = 1e-4
 MIN_AGREEMENT = 0.99
 MAX_RELATIVE_MEAN_DIFF = 0.05
+NEAR_TIE = 0.01
+
+
+def _near_ties(ref: np.ndarray, out: np.ndarray) -> int:
+    """Disagreeing samples whose Keras top-2 margin is under NEAR_TIE of the largest output (coin tosses)."""
+    disagree = out.argmax(axis=1) != ref.argmax(axis=1)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    scale = float(np.abs(ref).max()) or 1.0
+    return int(np.sum(disagree & ((top2[:, 1] - top2[:, 0]) < NEAR_TIE * scale)))
 
 
 def is_class_scores(a: np.ndarray) -> bool:
@@ -64,10 +73,13 @@ def compare(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], *, exa
         elif op.top1_agreement is not None:
             if op.top1_agreement < MIN_AGREEMENT:
                 agree = int(round(op.top1_agreement * n))
+                ties = _near_ties(ref, out)
                 warnings.append(f"{file}: output {name!r} agrees with Keras on top-1 for {agree} of {n} samples "
                                 f"({op.top1_agreement:.1%}, below {MIN_AGREEMENT:.0%}); mean |diff| "
-                                f"{op.mean_abs_diff:.3g}" + ("" if n >= 200 else
-                                "; check on more data with --eval (or --parity-samples)"))
+                                f"{op.mean_abs_diff:.3g}"
+                                + (f"; {ties} of the {n - agree} disagreements are near-ties (Keras' top two "
+                                   f"scores within {NEAR_TIE:.0%} of its largest output)" if ties else "")
+                                + ("" if n >= 200 else "; check on more data with --eval (or --parity-samples)"))
         else:
             spread = float(ref.std()) or 1.0
             if op.mean_abs_diff > MAX_RELATIVE_MEAN_DIFF * spread:

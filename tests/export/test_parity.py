@@ -59,3 +59,12 @@ def test_quantized_regression_output_judged_by_mean_difference():
 def test_shape_mismatch_is_a_parity_error():
     with pytest.raises(ParityError, match="has shape"):
         run({"p": scores()}, {"p": scores()[:, :3]}, exact=False)
+
+
+def test_disagreements_on_near_ties_are_called_so():
+    ref = np.full((100, 4), 0.25, np.float32)
+    ref[:, 0] += 0.001  # an untrained model: every output nearly uniform
+    got = ref.copy()
+    got[:10, 1] += 0.002  # ten samples flip between two almost equal classes
+    _, warnings = run({"probs": ref}, {"probs": got}, exact=False)
+    assert "10 of the 10 disagreements are near-ties" in warnings[0]
