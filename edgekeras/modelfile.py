@@ -47,7 +47,7 @@ class SourceModel:
         inputs, outputs: name, shape (None = any size) and dtype of each, in the model's order.
         sha256: hash of the file (of `saved_model.pb` and the variables for a folder).
         params: number of weights (None for a SavedModel).
-        card: the model card beside the file (`model.h5.edgekeras.json`), when there is one.
+        card: the model card beside the file or folder (`model.h5.edgekeras.json`), when there is one.
         keras_model: the tf_keras model (None for a SavedModel).
     """
 
@@ -326,4 +326,4 @@ def _load_savedmodel(path: Path) -> SourceModel:
             raise UnsupportedModel(f"input {t.name!r} of {path} has shape {t.shape}: only the batch dimension may "
                                    "be of any size for edge export", fix="export it with a fixed input shape")
     return SourceModel(path=path, format="savedmodel", inputs=inputs, outputs=outputs, sha256=_sha256(path),
-                       params=None, card=None, _signature=sig, _loaded=loaded)
+                       params=None, card=ModelCard.find(path), _signature=sig, _loaded=loaded)
