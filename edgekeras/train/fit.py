@@ -195,7 +195,7 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
                                                                        resume, resume_dir, warnings)
         monitor = "val_loss" if td.val is not None else "loss"
         cbs = list(callbacks or [])
-        ckpt = _Checkpoints(out, resume_dir, monitor, devices.is_chief, best, history, mixed_precision)
+        ckpt = _Checkpoints(out, resume_dir, monitor, devices.is_chief, best, history, mixed_precision, arch)
         cbs.append(ckpt)
         if early_stopping:
             cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping))
@@ -244,7 +244,7 @@ def _prepare_model(model, td: TrainData, devices: _Devices, arch_options: dict, 
         state = json.loads((resume_dir / "state.json").read_text())
         loaded = keras.models.load_model(str(resume_dir / "last.h5"))
         log.info("resuming after epoch %d from %s", state["epoch"], resume_dir)
-        return loaded, state.get("arch", arch), int(state["epoch"]), state.get("history", {}), state.get("best")
+        return loaded, state.get("arch") or arch, int(state["epoch"]), state.get("history", {}), state.get("best")
     if resume:
         warnings.append(f"resume=True but {resume_dir} has no checkpoint yet: starting from scratch")
         log.warning(warnings[-1])
@@ -271,8 +271,9 @@ def _prepare_model(model, td: TrainData, devices: _Devices, arch_options: dict, 
 class _Checkpoints(keras.callbacks.Callback):
     """Keeps the best weights in memory and on disk (`out`), and the last epoch in `out.resume/`."""
 
-    def __init__(self, out, resume_dir, monitor, is_chief, best, history, mixed_precision):
+    def __init__(self, out, resume_dir, monitor, is_chief, best, history, mixed_precision, arch):
         super().__init__()
+        self.arch = arch
         self.out, self.resume_dir, self.monitor, self.is_chief = out, resume_dir, monitor, is_chief
         self.best = best
         self.history = {k: list(v) for k, v in (history or {}).items()}
@@ -298,7 +299,7 @@ class _Checkpoints(keras.callbacks.Callback):
         _save_h5(self.model, self.resume_dir / "last.h5", False, include_optimizer=True)
         atomic_write_text(self.resume_dir / "state.json", json.dumps(
             {"epoch": epoch + 1, "best": self.best, "monitor": self.monitor, "history": self.history,
-             "arch": getattr(self.model, "name", None)}, indent=1))
+             "arch": self.arch}, indent=1))
 
 
 def _save_h5(model, path: Path, as_float32: bool, include_optimizer: bool = False) -> None:
