@@ -67,38 +67,67 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def check_writable_dir(folder: Path) -> Path:
-    """Create `folder` if needed and check that files can be created in it.
+def check_writable_dir(folder: Path, flag: str = "-o/--output-dir") -> Path:
+    """Check that files can be written in `folder`, or in the folder that would hold it. Creates nothing.
 
     Raises:
-        OutputError: the folder cannot be created or written to.
+        OutputError: the folder (or its nearest existing parent) is a file or is not writable.
     """
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"output folder {folder} is a file, not a folder",
-                          fix="pass -o/--output-dir with a folder path")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"output folder {folder}: {existing} is a file, not a folder",
+                          fix=f"pass {flag} with a folder path")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".edgekeras-probe-", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".edgekeras-probe-", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         raise OutputError(f"output folder {folder} is not writable ({e.strerror})",
-                          fix="pass -o/--output-dir with a folder you can write to") from None
+                          fix=f"pass {flag} with a folder you can write to") from None
     return folder
 
 
-def refuse_existing(paths: list[Path], force: bool) -> None:
+@contextlib.contextmanager
+def output_folder(folder: str | os.PathLike):
+    """Create `folder` (and missing parents) for a block; if the block fails, remove the ones it created.
+
+    Folders that hold files by then (e.g. training checkpoints) are kept.
+    """
+    folder = Path(folder)
+    created = []
+    p = folder
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {folder} ({e.strerror})") from None
+    try:
+        yield folder
+    except BaseException:
+        for d in created:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def refuse_existing(paths: list[Path], force: bool, flag: str = "-o/--output-dir") -> None:
     """Raise OutputError listing the paths that already exist, unless `force`."""
     existing = [p for p in paths if p.exists()]
     if existing and not force:
         names = ", ".join(str(p) for p in existing)
         raise OutputError(f"output already exists: {names}; edgekeras does not overwrite files unless asked",
-                          fix="pass --force (force=True) to overwrite, or choose another -o/--output-dir")
+                          fix=f"pass --force (force=True) to overwrite, or choose another {flag}")
     for p in existing:
         if p.is_dir():
             raise OutputError(f"{p} is a folder where edgekeras must write a file",
-                              fix="remove it or choose another -o/--output-dir")
+                              fix=f"remove it or choose another {flag}")
 
 
 class Staging:

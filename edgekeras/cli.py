@@ -20,7 +20,7 @@ import traceback
 import click
 
 from . import __version__
-from .errors import EdgeKerasError
+from .errors import BadInput, EdgeKerasError
 
 _state = {"debug": False}
 
@@ -43,50 +43,47 @@ class _Handler(logging.Handler):
 
 @contextlib.contextmanager
 def _terminal():
-    """Route TensorFlow's native stderr to a log file; yield the stream for our own messages."""
+    """Our log lines to the terminal; TensorFlow's native stderr to a temporary log file (unless --debug).
+
+    On an internal error the log is kept and its path left in _state["native_log"]; otherwise it is deleted.
+    """
     logger = logging.getLogger("edgekeras")
+    saved_logger = (logger.level, logger.propagate)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    native = saved = ours = None
     if _state["debug"]:
         handler = _Handler(sys.stderr)
-        logger.addHandler(handler)
-        try:
-            yield sys.stderr, None
-        finally:
-            logger.removeHandler(handler)
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    native = tempfile.NamedTemporaryFile(prefix="edgekeras-native-", suffix=".log", delete=False)
-    ours = os.fdopen(os.dup(saved), "w", buffering=1)
-    os.dup2(native.fileno(), 2)
-    handler = _Handler(ours)
+    else:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        native = tempfile.NamedTemporaryFile(prefix="edgekeras-native-", suffix=".log", delete=False)
+        ours = os.fdopen(os.dup(saved), "w", buffering=1)
+        os.dup2(native.fileno(), 2)
+        handler = _Handler(ours)
     logger.addHandler(handler)
-    ok = False
+    keep = False
     try:
-        yield ours, native.name
-        ok = True
+        yield
+    except EdgeKerasError:
+        raise
+    except Exception:
+        keep = True
+        raise
     finally:
         logger.removeHandler(handler)
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        ours.close()
-        native.close()
-        if ok:
-            os.unlink(native.name)
-        else:
-            _state["native_log"] = native.name
-
-
-def _discard_native_log() -> None:
-    """Our own errors explain themselves: TensorFlow's log of that run is not needed."""
-    log = _state.pop("native_log", None)
-    if log:
-        try:
-            os.unlink(log)
-        except OSError:
-            pass
+        logger.setLevel(saved_logger[0])
+        logger.propagate = saved_logger[1]
+        if native is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            ours.close()
+            native.close()
+            if keep:
+                _state["native_log"] = native.name
+            else:
+                os.unlink(native.name)
 
 
 def _debug_option(f):
@@ -102,35 +99,44 @@ def _debug_option(f):
                         help="Show tracebacks and TensorFlow's own log.")(f)
 
 
-def _run(f):
-    """Run a command body: library errors -> one message and exit 1; bugs -> a short note, or the traceback."""
+def _run(on_interrupt: str):
+    """Decorate a command body: our errors -> one message and exit 1; bugs -> a short note (or the traceback).
 
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        try:
-            with _terminal() as (stream, _):
-                return f(stream, *args, **kwargs)
-        except EdgeKerasError as e:
-            if _state["debug"]:
-                traceback.print_exc()
-            _discard_native_log()
-            click.echo(click.style("error: ", fg="red", bold=True) + str(e), err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted; nothing was written", err=True)
-            sys.exit(130)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except Exception as e:
-            if _state["debug"]:
+    `on_interrupt` says what a Ctrl-C leaves behind, for this command.
+    """
+
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            try:
+                with _terminal():
+                    return f(*args, **kwargs)
+            except EdgeKerasError as e:
+                if _state["debug"]:
+                    traceback.print_exc()
+                click.echo(click.style("error: ", fg="red", bold=True) + str(e), err=True)
+                sys.exit(1)
+            except KeyboardInterrupt:
+                click.echo(f"interrupted; {on_interrupt}", err=True)
+                sys.exit(130)
+            except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
                 raise
-            log = _state.pop("native_log", None)
-            click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {e}\n"
-                       "This is a bug in edgekeras (nothing was written). Rerun with --debug for the traceback"
-                       + (f"; TensorFlow's log is in {log}" if log else "") + ".", err=True)
-            sys.exit(1)
+            except Exception as e:
+                if _state["debug"]:
+                    raise
+                log = _state.pop("native_log", None)
+                click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {e}\n"
+                           f"This is a bug in edgekeras ({on_interrupt}). Rerun with --debug for the traceback"
+                           + (f"; TensorFlow's log is in {log}" if log else "") + ".", err=True)
+                sys.exit(1)
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+_NOTHING_WRITTEN = "nothing was written"
+_CHECKPOINTS_KEPT = "the epochs saved so far are kept (--resume continues)"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -174,8 +180,8 @@ def main():
               help="Tolerance of float32 files against Keras (max |diff|).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @_debug_option
-@_run
-def compress(stream, model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, onnx,
+@_run(_NOTHING_WRITTEN)
+def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, onnx,
              eval_, output_dir, force, custom_objects, trust_model, allow_float_fallback, parity_samples, atol,
              as_json):
     """Compress MODEL (.h5, .keras or SavedModel folder) into verified .tflite/.onnx files.
@@ -183,11 +189,7 @@ def compress(stream, model, int8, float_io, float16, dynamic, int16x8, calib, ca
     A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
     and compared with the Keras model; each gets a model card <file>.edgekeras.json.
     """
-    from .errors import BadInput
-
     modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic), ("int16x8", int16x8)) if on]
-    if float_io and not int8:
-        raise BadInput("--float-io only applies to --int8", fix="add --int8 or drop --float-io")
     from .compress import compress as run
 
     report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, onnx=onnx,
@@ -248,12 +250,10 @@ def _print_report(report, as_json: bool, note: str | None = None) -> None:
 @click.option("--target", type=str, help="CSV: the target column (default: the last one).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 @_debug_option
-@_run
-def train(stream, arch, data, epochs, batch_size, out, validation, test, resume, seed, device, mixed_precision,
+@_run(_CHECKPOINTS_KEPT)
+def train(arch, data, epochs, batch_size, out, validation, test, resume, seed, device, mixed_precision,
           early_stopping, augment, image_size, weights, fine_tune_from, learning_rate, target, force):
     """Train a model on DATA and save the best epoch as an .h5 with its model card and learning curves."""
-    from .errors import BadInput
-
     size = None
     if image_size:
         try:
@@ -293,8 +293,8 @@ def train(stream, arch, data, epochs, batch_size, out, validation, test, resume,
 @click.option("--force", is_flag=True, help="Overwrite the files of an earlier demo run.")
 @click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True, help="Training epochs.")
 @_debug_option
-@_run
-def demo(stream, output_dir, force, epochs):
+@_run("what the demo wrote so far stays in its folder (rerun with --force)")
+def demo(output_dir, force, epochs):
     """Train a small CNN on scikit-learn's digits (no download), then compress it to int8 and ONNX.
 
     Runs the same code as `edgekeras compress model.h5 --int8 --onnx --calib ... --eval ...`.

@@ -114,7 +114,7 @@ def _load_npz(path: Path, inputs: list[TensorSpec], purpose: str, flag: str) -> 
     except ValueError as e:
         raise BadInput(f"{flag} {path} cannot be read without unpickling ({e})",
                        fix="save plain numeric arrays (np.savez without object dtype)") from None
-    except (OSError, EOFError, Exception) as e:  # zipfile errors come in several types
+    except Exception as e:  # zipfile, OSError, EOFError...
         raise BadInput(f"{flag} {path} is not a readable .npz file ({type(e).__name__}: {e})") from None
     if len(inputs) == 1 and "x" in arrays:
         x = {inputs[0].name: arrays["x"]}
@@ -131,11 +131,24 @@ def _load_npz(path: Path, inputs: list[TensorSpec], purpose: str, flag: str) -> 
     return Dataset(x, y=y, source=path.name)
 
 
+def seeded_choice(n: int, limit: int, seed: int) -> np.ndarray:
+    """`limit` of `n` indices, chosen at random with `seed`, in increasing order."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def skipped_images(bad: list[str], where: str) -> str:
+    """The warning for unreadable images: how many, and the first few names."""
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return f"{where}: skipped {len(bad)} unreadable image(s): {shown}"
+
+
 def _subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:
+    if any(np.ndim(a) == 0 for a in ds.x.values()):
+        return ds  # a scalar: check_inputs says what is wrong with it
     n = len(ds)
     if limit is None or n <= limit:
         return ds
-    idx = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    idx = seeded_choice(n, limit, seed)
     ds.source += f" ({limit} of {n} samples, seeded choice)"
     return Dataset({k: v[idx] for k, v in ds.x.items()}, None if ds.y is None else ds.y[idx],
                    ds.class_names, ds.source, ds.warnings)
@@ -213,7 +226,7 @@ def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: 
         y_all = np.array([index[f.relative_to(folder).parts[0]] for f in files], dtype=np.int64)
     total = len(files)
     if limit is not None and total > limit:
-        idx = np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False))
+        idx = seeded_choice(total, limit, seed)
         files = [files[i] for i in idx]
         if purpose == "evaluation":
             y_all = y_all[idx]
@@ -224,10 +237,7 @@ def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: 
             keep.append(i)
         except Exception as e:  # PIL raises many types for broken files
             bad.append(f"{f.relative_to(folder)} ({type(e).__name__})")
-    warnings = []
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        warnings.append(f"{flag} {folder}: skipped {len(bad)} unreadable image(s): {shown}")
+    warnings = [skipped_images(bad, f"{flag} {folder}")] if bad else []
     if not images:
         raise BadInput(f"{flag} {folder}: none of its {len(files)} image(s) could be read ({', '.join(bad[:3])})",
                        fix="check that the files are valid images")
@@ -246,10 +256,14 @@ def check_inputs(ds: Dataset, inputs: list[TensorSpec], preprocessing: Preproces
         BadInput: no samples; wrong shape or dtype; NaN or infinite values; labels that do not match.
 
     Returns:
-        Warnings: values outside the range the model expects; too few calibration samples.
+        Warnings: values outside the range the model expects; images that could not be read.
     """
     flag = "--calib" if purpose == "calibration" else "--eval"
     warnings = list(ds.warnings)
+    for t in inputs:
+        if np.ndim(ds.x[t.name]) == 0:
+            raise BadInput(f"{flag} data ({ds.source}): input {t.name!r} is a single number, not a batch of samples",
+                           fix=f"save an array of shape (N, {', '.join(map(str, t.shape[1:]))})")
     n = len(ds)
     if n == 0:
         raise BadInput(f"{flag} data ({ds.source}) has no samples", fix="pass data with at least one sample")
@@ -285,9 +299,6 @@ def check_inputs(ds: Dataset, inputs: list[TensorSpec], preprocessing: Preproces
             w = _range_warning(ds.x[t.name], rng, preprocessing.name, t.name, flag, ds.source)
             if w:
                 warnings.append(w)
-    if purpose == "calibration" and n < MIN_CALIBRATION_SAMPLES:
-        warnings.append(f"--calib data has only {n} sample(s); int8 scales from so few samples are unreliable "
-                        "(100-500 representative samples are typical)")
     if purpose == "evaluation":
         if ds.y is None:
             raise BadInput(f"--eval data ({ds.source}) has no labels")
@@ -331,8 +342,37 @@ def range_mismatches(calib: Dataset, evaluation: Dataset, inputs: list[TensorSpe
     return warnings
 
 
-def synthetic_inputs(inputs: list[TensorSpec], preprocessing: Preprocessing | None, n: int, seed: int = 0) -> Dataset:
-    """Random inputs in the range the model expects (uniform), for calibration without real data.
+def check_labels(ds: Dataset, output: TensorSpec) -> None:
+    """Check evaluation labels against the model's first output (what accuracy is computed on).
+
+    Raises:
+        BadInput: class labels of the wrong shape or out of range for the model's classes.
+    """
+    y, n = ds.y, len(ds)
+    classes = output.shape[-1] if len(output.shape) == 2 else None
+    if classes is not None and classes >= 2:
+        if y.ndim == 2 and y.shape[1] != 1:
+            if y.shape[1] != classes:
+                raise BadInput(f"--eval data ({ds.source}): labels have shape {y.shape}, one-hot rows of {y.shape[1]}, "
+                               f"but the model's output {output.name!r} has {classes} classes",
+                               fix=f"give class indices (shape ({n},)) or one-hot rows of {classes}")
+            return
+        if y.ndim > 2 or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
+            raise BadInput(f"--eval data ({ds.source}): labels must be class indices (shape ({n},)) or one-hot rows "
+                           f"for the model's {classes} classes; got shape {y.shape}, dtype {y.dtype}")
+        flat = y.reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= classes):
+            raise BadInput(f"--eval data ({ds.source}): class indices run from {flat.min():g} to {flat.max():g} but "
+                           f"the model's output {output.name!r} has {classes} classes (0..{classes - 1})",
+                           fix="check that the labels belong to this model")
+    elif y.reshape(n, -1).shape[1] != int(np.prod([d for d in output.shape[1:] if d])):
+        raise BadInput(f"--eval data ({ds.source}): targets have shape {y.shape} but the model's output "
+                       f"{output.name!r} has shape {output.shape}")
+
+
+def synthetic_inputs(inputs: list[TensorSpec], preprocessing: Preprocessing | None, n: int, seed: int = 0,
+                     purpose: str = "calibration") -> Dataset:
+    """Random inputs in the range the model expects (uniform), for calibration or parity without real data.
 
     Raises:
         BadInput: an integer input (token ids cannot be invented).
@@ -342,7 +382,7 @@ def synthetic_inputs(inputs: list[TensorSpec], preprocessing: Preprocessing | No
     x = {}
     for t in inputs:
         if np.dtype(t.dtype).kind in "iu":
-            raise BadInput(f"input {t.name!r} takes {t.dtype} values, which edgekeras cannot invent for calibration",
+            raise BadInput(f"input {t.name!r} takes {t.dtype} values, which edgekeras cannot invent for {purpose}",
                            fix="pass --calib with real inputs")
         x[t.name] = rng.uniform(lo, hi, size=(n, *t.shape[1:])).astype(np.float32)
     where = f"synthetic: {n} uniform random samples in [{lo:g}, {hi:g}]"

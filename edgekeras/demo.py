@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import check_writable_dir, refuse_existing
+from ._files import check_writable_dir, output_folder, refuse_existing
 from .card import card_path
 from .compress.pipeline import CompressReport, compress, plan_outputs
 
@@ -57,16 +57,17 @@ def run_demo(output_dir: str | Path = "edgekeras-demo", *, force: bool = False, 
     refuse_existing([model_path, card_path(model_path), calib_path, test_path]
                     + plan_outputs(model_path, ["int8"], True, out), force)
     x_train, y_train, x_test, y_test = digits_data(seed)
-    t0 = time.perf_counter()
-    result = fit("small_cnn", (x_train, y_train), epochs=epochs, batch_size=32, validation=0.1, out=model_path,
-                 seed=seed, labels=[str(i) for i in range(10)], preprocess="raw", force=force)
-    train_seconds = time.perf_counter() - t0
-    _save_npz(calib_path, x=x_train)
-    _save_npz(test_path, x=x_test, y=y_test)
-    command = (f"edgekeras compress {model_path} --int8 --onnx --calib {calib_path} --eval {test_path}"
-               + (" --force" if force else ""))
-    report = compress(model_path, ["int8"], calib=calib_path, eval=test_path, onnx=True, output_dir=out,
-                      force=force, seed=seed)
+    with output_folder(out):
+        t0 = time.perf_counter()
+        result = fit("small_cnn", (x_train, y_train), epochs=epochs, batch_size=32, validation=0.1, out=model_path,
+                     seed=seed, labels=[str(i) for i in range(10)], preprocess="raw", force=force)
+        train_seconds = time.perf_counter() - t0
+        _save_npz(calib_path, x=x_train)
+        _save_npz(test_path, x=x_test, y=y_test)
+        command = (f"edgekeras compress {model_path} --int8 --onnx --calib {calib_path} --eval {test_path}"
+                   + (" --force" if force else ""))
+        report = compress(model_path, ["int8"], calib=calib_path, eval=test_path, onnx=True, output_dir=out,
+                          force=force, seed=seed)
     return DemoResult(model=str(model_path), params=result.params, train_seconds=train_seconds, command=command,
                       report=report)
 

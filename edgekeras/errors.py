@@ -55,3 +55,9 @@ class OutputError(EdgeKerasError):
 
 class MissingWeights(BadInput):
     """Pretrained weights were asked for but are not on this machine (nothing downloads)."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none (for short messages)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

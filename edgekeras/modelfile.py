@@ -18,6 +18,7 @@ import inspect
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +27,7 @@ import numpy as np
 
 from ._keras import keras, tf
 from .card import ModelCard, TensorSpec
-from .errors import BadInput, UnsafeModel, UnsupportedModel
+from .errors import BadInput, UnsafeModel, UnsupportedModel, first_line
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -45,7 +46,7 @@ class SourceModel:
         path: the file or folder it came from.
         format: "h5", "keras" or "savedmodel".
         inputs, outputs: name, shape (None = any size) and dtype of each, in the model's order.
-        sha256: hash of the file (of `saved_model.pb` and the variables for a folder).
+        sha256: hash of the file (for a folder: of the contents of all its files, in path order).
         params: number of weights (None for a SavedModel).
         card: the model card beside the file or folder (`model.h5.edgekeras.json`), when there is one.
         keras_model: the tf_keras model (None for a SavedModel).
@@ -144,24 +145,27 @@ def load_model(path: str | Path, *, custom_objects: str | Path | dict | None = N
     return _from_keras(model, path, fmt)
 
 
-def from_keras_model(model, path: Path | None = None) -> SourceModel:
-    """Wrap an in-memory tf_keras model (e.g. just trained) as a SourceModel."""
-    return _from_keras(model, Path(path) if path else Path("<memory>"), "memory")
+def keras_io_specs(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Name, shape and dtype of a tf_keras model's inputs and outputs, in the model's order."""
+    inputs = [TensorSpec(name, _shape(t.shape), t.dtype.name) for name, t in zip(model.input_names, model.inputs)]
+    outputs = [TensorSpec(name, _shape(t.shape), "float32") for name, t in zip(model.output_names, model.outputs)]
+    return inputs, outputs
 
 
 def _from_keras(model, path: Path, fmt: str) -> SourceModel:
-    inputs = [TensorSpec(name, _shape(t.shape), t.dtype.name) for name, t in zip(model.input_names, model.inputs)]
-    outputs = [TensorSpec(name, _shape(t.shape), "float32") for name, t in zip(model.output_names, model.outputs)]
+    inputs, outputs = keras_io_specs(model)
+    _require_fixed_shapes(inputs, path)
+    return SourceModel(path=path, format=fmt, inputs=inputs, outputs=outputs, sha256=_sha256(path),
+                       params=int(model.count_params()), card=ModelCard.find(path), keras_model=model)
+
+
+def _require_fixed_shapes(inputs: list[TensorSpec], path: Path) -> None:
     for t in inputs:
         if any(d is None for d in t.shape[1:]):
             raise UnsupportedModel(
-                f"input {t.name!r} has shape {t.shape}: only the batch dimension may be of any size for "
+                f"input {t.name!r} of {path} has shape {t.shape}: only the batch dimension may be of any size for "
                 "edge export (TFLite and calibration need fixed sizes)",
-                fix="rebuild the model with a fixed input shape, e.g. keras.Input((224, 224, 3))")
-    card = ModelCard.find(path) if path.is_file() else None
-    return SourceModel(path=path, format=fmt, inputs=inputs, outputs=outputs,
-                       sha256=_sha256(path) if path.is_file() else "", params=int(model.count_params()),
-                       card=card, keras_model=model)
+                fix="rebuild or export the model with a fixed input shape, e.g. keras.Input((224, 224, 3))")
 
 
 def _shape(shape) -> list[int | None]:
@@ -194,11 +198,9 @@ def _sniff(path: Path) -> str:
     for magic, what in _KNOWN_NOT_MODELS:
         if head.startswith(magic):
             raise BadInput(f"{path} is {what}, not a model", fix=f"pass {_MODEL_FORMATS_HELP}")
-    try:
-        path.read_bytes()[:4096].decode("utf-8")
-        what = "a text file"
-    except UnicodeDecodeError:
-        what = "not a file format edgekeras knows"
+    with open(path, "rb") as f:
+        start = f.read(4096)
+    what = "a text file" if b"\x00" not in start else "not a file format edgekeras knows"
     raise BadInput(f"{path} is {what}, not a model", fix=f"pass {_MODEL_FORMATS_HELP}")
 
 
@@ -230,8 +232,9 @@ def _read_config(path: Path, fmt: str) -> dict:
             config = json.loads(z.read("config.json"))
             if z.testzip() is not None:
                 raise zipfile.BadZipFile("CRC check failed")
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise BadInput(f"{path} is a damaged .keras archive ({e})", fix="save or copy the model again") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:  # ValueError: bad JSON in it
+        raise BadInput(f"{path} is a damaged .keras archive ({type(e).__name__}: {first_line(e)})",
+                       fix="save or copy the model again") from None
     version = str(meta.get("keras_version", ""))
     if version.startswith("3"):
         raise BadInput(
@@ -277,9 +280,8 @@ def _load_error(e: Exception, path: Path) -> BadInput:
             f"{path} uses a custom {kind} {name!r} that edgekeras does not know",
             fix=f"pass --custom-objects module.py (custom_objects=...), a Python file that defines {name}")
     if isinstance(e, OSError) or "truncated" in text.lower() or "unable to" in text.lower():
-        return BadInput(f"{path} is a damaged model file ({text.splitlines()[0] if text else type(e).__name__})",
-                        fix="save or copy the model again")
-    return BadInput(f"could not load {path}: {type(e).__name__}: {text.splitlines()[0] if text else ''}",
+        return BadInput(f"{path} is a damaged model file ({first_line(e)})", fix="save or copy the model again")
+    return BadInput(f"could not load {path}: {type(e).__name__}: {first_line(e)}",
                     fix="check that it was saved with tf_keras (Keras 2); rerun with --debug for details")
 
 
@@ -312,7 +314,7 @@ def _load_savedmodel(path: Path) -> SourceModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:  # TensorFlow raises many types here
-        raise BadInput(f"{path} is a damaged SavedModel: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise BadInput(f"{path} is a damaged SavedModel: {type(e).__name__}: {first_line(e)}") from None
     sig = loaded.signatures.get("serving_default")
     if sig is None:
         raise UnsupportedModel(f"SavedModel {path} has no 'serving_default' signature "
@@ -321,9 +323,6 @@ def _load_savedmodel(path: Path) -> SourceModel:
     _, kwargs = sig.structured_input_signature
     inputs = [TensorSpec(n, _shape(s.shape), s.dtype.name) for n, s in kwargs.items()]
     outputs = [TensorSpec(n, _shape(s.shape), "float32") for n, s in sig.structured_outputs.items()]
-    for t in inputs:
-        if any(d is None for d in t.shape[1:]):
-            raise UnsupportedModel(f"input {t.name!r} of {path} has shape {t.shape}: only the batch dimension may "
-                                   "be of any size for edge export", fix="export it with a fixed input shape")
+    _require_fixed_shapes(inputs, path)
     return SourceModel(path=path, format="savedmodel", inputs=inputs, outputs=outputs, sha256=_sha256(path),
                        params=None, card=ModelCard.find(path), _signature=sig, _loaded=loaded)

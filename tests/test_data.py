@@ -33,10 +33,6 @@ def test_range_warning_for_a_model_that_takes_unit_values(tmp_path, scale, phras
         assert not any("expects about" in w for w in warnings)
 
 
-def test_few_calibration_samples_warn(tmp_path):
-    np.save(tmp_path / "c.npy", np.zeros((5, 8, 8, 3), np.float32))
-    ds = load_data(tmp_path / "c.npy", IMG, purpose="calibration")
-    assert any("only 5 sample(s)" in w for w in check_inputs(ds, IMG, None, purpose="calibration"))
 
 
 def test_one_sample_without_batch_axis_gets_a_hint(tmp_path):

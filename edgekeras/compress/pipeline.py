@@ -19,14 +19,13 @@ import json
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
-from .._files import Staging, atomic_write_text, check_writable_dir, refuse_existing
+from .._files import Staging, check_writable_dir, output_folder, refuse_existing
 from ..card import Accuracy, ModelCard, Parity, Preprocessing, Step, card_path, producer_info
-from ..data import Dataset, check_inputs, load_data, range_mismatches, synthetic_inputs
+from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_labels, load_data, range_mismatches,
+                    synthetic_inputs)
 from ..errors import BadInput
 from ..export import onnx as onnx_export
 from ..export.parity import DEFAULT_ATOL, compare
@@ -52,7 +51,7 @@ class FileResult:
     mode: str
     bytes: int
     gzip_bytes: int
-    ratio: float  # bytes / bytes of the float32 file of the same format
+    ratio: float  # bytes / bytes of the float32 file of the same format (set once all files exist)
     parity: Parity
     accuracy: Accuracy | None
     seconds: float  # conversion (and quantization) time
@@ -133,13 +132,15 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
             raise BadInput(f"{name} must be a positive integer, got {v!r}")
     if not atol > 0:
         raise BadInput(f"atol must be positive, got {atol!r}")
+    if float_io and "int8" not in modes:
+        raise BadInput("float_io (--float-io) only applies to int8", fix="add the int8 mode or drop float_io")
     model_path = Path(model)
     if not model_path.exists():
         raise BadInput(f"model {model_path} does not exist",
                        fix="pass a tf_keras .h5 file, a tf_keras .keras file, or a SavedModel folder")
     out_dir = Path(output_dir) if output_dir is not None else model_path.resolve().parent
     names, report_name = output_names(model_path, modes, onnx)
-    planned = plan_outputs(model_path, modes, onnx, out_dir)
+    planned = _paths(out_dir, names, report_name)
     if model_path.resolve() in [p.resolve() for p in planned]:
         raise BadInput(f"an output would overwrite the input {model_path}", fix="choose another -o/--output-dir")
     check_writable_dir(out_dir)
@@ -160,9 +161,16 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
                             seed=seed)
         for w in check_inputs(eval_ds, source.inputs, preprocessing, purpose="evaluation"):
             warn(w)
+        check_labels(eval_ds, source.outputs[0])
         if labels is None and eval_ds.class_names:
-            labels = eval_ds.class_names
-    needs_calibration = any(m in ptq.INTEGER_MODES for m in modes)
+            classes = source.outputs[0].shape[-1]
+            if len(eval_ds.class_names) == classes:
+                labels = eval_ds.class_names
+            else:
+                warn(f"--eval {eval} has {len(eval_ds.class_names)} class folders but the model outputs {classes} "
+                     "classes: folders were matched to outputs in sorted order, and the cards get no labels; a model "
+                     "card with the labels beside the model makes the match exact")
+    integer_modes = [m for m in modes if m in ptq.INTEGER_MODES]
     calibration_info = None
     calib_ds = None
     if calib is not None:
@@ -170,13 +178,16 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
                              limit=calib_samples, seed=seed)
         for w in check_inputs(calib_ds, source.inputs, preprocessing, purpose="calibration"):
             warn(w)
-        calibration_info = {"source": calib_ds.source, "samples": len(calib_ds), "synthetic": False}
-    elif needs_calibration:
-        calib_ds = synthetic_inputs(source.inputs, preprocessing, SYNTHETIC_SAMPLES, seed)
+        if integer_modes:
+            calibration_info = {"source": calib_ds.source, "samples": len(calib_ds), "synthetic": False}
+            if len(calib_ds) < MIN_CALIBRATION_SAMPLES:
+                warn(f"--calib data has only {len(calib_ds)} sample(s); integer scales from so few samples are "
+                     "unreliable (100-500 representative samples are typical)")
+    elif integer_modes:
+        calib_ds = synthetic_inputs(source.inputs, preprocessing, SYNTHETIC_SAMPLES, seed, purpose="calibration")
         calibration_info = {"source": calib_ds.source, "samples": len(calib_ds), "synthetic": True}
-        warn(f"NO CALIBRATION DATA: {', '.join(m for m in modes if m in ptq.INTEGER_MODES)} scales come from "
-             f"{calib_ds.source}; accuracy may suffer badly. Pass --calib with 100-500 real samples "
-             "(a .npy, a .npz with key 'x', or an image folder)")
+        warn(f"NO CALIBRATION DATA: {', '.join(integer_modes)} scales come from {calib_ds.source}; accuracy may "
+             "suffer badly. Pass --calib with 100-500 real samples (a .npy, a .npz with key 'x', or an image folder)")
     if calib is not None and eval_ds is not None:
         for w in range_mismatches(calib_ds, eval_ds, source.inputs):
             warn(w)
@@ -191,93 +202,96 @@ def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = N
         parity_ds, parity_data = eval_ds, f"evaluation data: {eval_ds.source}"
     elif calib_ds is not None:
         parity_ds = calib_ds.take(parity_samples)
-        parity_data = f"calibration data: {calib_ds.source}, first {len(parity_ds)}"
+        parity_data = f"{'synthetic' if calib is None else 'calibration'} data: {calib_ds.source}, first {len(parity_ds)}"
     else:
-        parity_ds = synthetic_inputs(source.inputs, preprocessing, parity_samples, seed)
+        parity_ds = synthetic_inputs(source.inputs, preprocessing, parity_samples, seed, purpose="the parity check")
         parity_data = parity_ds.source
     base_steps = list(source.card.steps) if source.card else []
-    base_steps.append(Step("load", {"source": model_path.name, "format": source.format, "sha256": source.sha256,
-                                    "params": source.params}))
+    base_steps.append(Step("load", {"source": model_path.resolve().name, "format": source.format,
+                                    "sha256": source.sha256, "params": source.params}))
     recipe = {"model": str(model_path), "modes": modes, "calib": str(calib) if calib else None,
               "calib_samples": calib_samples, "preprocess": preprocessing.name if preprocessing else None,
               "onnx": onnx, "eval": str(eval) if eval else None, "float_io": float_io,
               "allow_float_fallback": allow_float_fallback, "trust_model": trust_model,
               "custom_objects": str(custom_objects) if isinstance(custom_objects, (str, Path)) else None,
               "parity_samples": parity_samples, "atol": atol, "seed": seed}
-    with Staging(out_dir) as stage, ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekeras-verify") as pool:
-        # The Keras reference runs on the worker thread beside the float32 conversion, which uses one core;
-        # the verifications queue behind it on the same thread.
-        log.info("computing Keras reference outputs on %d samples", len(parity_ds))
-        check = _Verifier(source=source, parity_ds=parity_ds, parity_data=parity_data,
-                          reference_task=pool.submit(source.predict, parity_ds.x), eval_ds=eval_ds, atol=atol,
-                          preprocessing=preprocessing, labels=labels, task=task, base_steps=base_steps,
-                          out_dir=out_dir)
-        pending: list[Future] = []
 
-        def submit(fmt: str, mode: str, settings: dict, seconds: float, file_warnings: list[str],
-                   float_ops: list[str] | None = None) -> None:
-            for f in pending:  # fail fast: a parity error stops the run before the next conversion
-                if f.done():
-                    f.result()
-            name = names[(fmt, mode)]
-            pending.append(pool.submit(check.verify, stage.path(name), name, stage.path(card_path(name).name),
-                                       fmt, mode, settings, seconds, file_warnings, float_ops or []))
+    with output_folder(out_dir), Staging(out_dir) as stage, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekeras-verify") as pool:
+        try:
+            # The Keras reference runs on the worker thread beside the float32 conversion, which uses one
+            # core; the verifications queue behind it on the same thread.
+            log.info("computing Keras reference outputs on %d samples", len(parity_ds))
+            check = _Verifier(source=source, parity_ds=parity_ds, parity_data=parity_data,
+                              reference_task=pool.submit(source.predict, parity_ds.x), eval_ds=eval_ds, atol=atol,
+                              preprocessing=preprocessing, labels=labels, task=task, base_steps=base_steps,
+                              out_dir=out_dir)
+            pending: list[Future] = []
 
-        for mode in modes:
-            log.info("converting %s", mode)
-            conv = ptq.convert(source, mode, calibration=calib_ds if mode in ptq.INTEGER_MODES else None,
-                               float_io=float_io, allow_float_fallback=allow_float_fallback)
-            settings = dict(conv.settings)
-            file_warnings = []
-            if mode in ptq.INTEGER_MODES:
-                settings["calibration"] = calibration_info
-                if calibration_info["synthetic"]:
-                    file_warnings.append("calibrated on synthetic data: accuracy may suffer")
-            if conv.float_ops:
-                warn(f"{names[('tflite', mode)]} keeps {len(conv.float_ops)} op(s) in float "
-                     f"(--allow-float-fallback): {', '.join(conv.float_ops)}")
-                file_warnings.append(f"ops kept in float: {', '.join(conv.float_ops)}")
-            stage.path(names[("tflite", mode)]).write_bytes(conv.data)
-            submit("tflite", mode, settings, conv.seconds, file_warnings, conv.float_ops)
-            del conv
-        if onnx:
-            log.info("exporting ONNX (float32)")
-            t0 = time.perf_counter()
-            data, settings = onnx_export.to_onnx(source)
-            float_onnx = stage.path(names[("onnx", "float32")])
-            float_onnx.write_bytes(data)
-            submit("onnx", "float32", settings, time.perf_counter() - t0, [])
-            if "int8" in modes:
-                log.info("quantizing ONNX (int8 QDQ)")
+            def submit(fmt: str, mode: str, settings: dict, seconds: float, file_warnings: list[str],
+                       float_ops: list[str]) -> None:
+                for f in pending:  # a verification that already failed stops the run before the next conversion
+                    if f.done():
+                        f.result()
+                name = names[(fmt, mode)]
+                pending.append(pool.submit(check.verify, stage.path(name), name, stage.path(card_path(name).name),
+                                           fmt, mode, settings, seconds, file_warnings, float_ops))
+
+            synthetic = ["calibrated on synthetic data: accuracy may suffer"] if calib is None else []
+            for mode in modes:
+                log.info("converting %s", mode)
+                conv = ptq.convert(source, mode, calibration=calib_ds if mode in ptq.INTEGER_MODES else None,
+                                   float_io=float_io, allow_float_fallback=allow_float_fallback)
+                settings = dict(conv.settings)
+                file_warnings = []
+                if mode in ptq.INTEGER_MODES:
+                    settings["calibration"] = calibration_info
+                    file_warnings += synthetic
+                if conv.float_ops:
+                    warn(f"{names[('tflite', mode)]} keeps {len(conv.float_ops)} op(s) in float "
+                         f"(--allow-float-fallback): {', '.join(conv.float_ops)}")
+                    file_warnings.append(f"ops kept in float: {', '.join(conv.float_ops)}")
+                stage.path(names[("tflite", mode)]).write_bytes(conv.data)
+                submit("tflite", mode, settings, conv.seconds, file_warnings, conv.float_ops)
+                del conv
+            if onnx:
+                log.info("exporting ONNX (float32)")
                 t0 = time.perf_counter()
-                qsettings = onnx_export.quantize_int8(float_onnx, stage.path(names[("onnx", "int8")]), calib_ds,
-                                                      source.inputs)
-                qsettings["calibration"] = calibration_info
-                w = ["calibrated on synthetic data: accuracy may suffer"] if calibration_info["synthetic"] else []
-                submit("onnx", "int8", qsettings, time.perf_counter() - t0, w)
-        results: list[FileResult] = []
-        for f in pending:
-            result, file_warnings = f.result()
-            results.append(result)
-            for w in file_warnings:
-                warn(w)
-        keras_accuracy = check.keras_accuracy()
-        base = {fmt: next(r.bytes for r in results if r.format == fmt and r.mode == "float32")
-                for fmt in {r.format for r in results}}
-        for r in results:
-            r.ratio = r.bytes / base[r.format]
+                data, settings = onnx_export.to_onnx(source)
+                float_onnx = stage.path(names[("onnx", "float32")])
+                float_onnx.write_bytes(data)
+                submit("onnx", "float32", settings, time.perf_counter() - t0, [], [])
+                if "int8" in modes:
+                    log.info("quantizing ONNX (int8 QDQ)")
+                    t0 = time.perf_counter()
+                    qsettings = onnx_export.quantize_int8(float_onnx, stage.path(names[("onnx", "int8")]), calib_ds,
+                                                          source.inputs)
+                    qsettings["calibration"] = calibration_info
+                    submit("onnx", "int8", qsettings, time.perf_counter() - t0, list(synthetic), [])
+            results: list[FileResult] = []
+            for f in pending:
+                result, file_warnings = f.result()
+                results.append(result)
+                for w in file_warnings:
+                    warn(w)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # queued verifications are not worth waiting for
+            raise
+        base = {r.format: r.bytes for r in results if r.mode == "float32"}
+        results = [replace(r, ratio=r.bytes / base[r.format]) for r in results]
         report = CompressReport(model=str(model_path), output_dir=str(out_dir), files=results,
-                                keras_accuracy=keras_accuracy, calibration=calibration_info, warnings=warnings,
-                                recipe=recipe, seconds=time.perf_counter() - t_start,
+                                keras_accuracy=check.keras_accuracy(), calibration=calibration_info,
+                                warnings=warnings, recipe=recipe, seconds=time.perf_counter() - t_start,
                                 report=str(out_dir / report_name))
-        atomic_write_text(stage.path(report_name), json.dumps(report.to_dict(), indent=2) + "\n")
+        stage.path(report_name).write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
         stage.commit()
     log.info("done in %.1f s", report.seconds)
     return report
 
 
 def output_names(model: Path, modes: list[str], onnx: bool) -> tuple[dict[tuple[str, str], str], str]:
-    """{(format, mode): file name} and the report's name, for a model path."""
+    """{(format, mode): file name} and the report's name, for a model path (a file or a SavedModel folder)."""
+    model = Path(model).resolve()  # "." names its folder
     stem = model.name if model.is_dir() else model.stem
     names = {("tflite", m): f"{stem}.{m}.tflite" for m in modes}
     if onnx:
@@ -287,12 +301,14 @@ def output_names(model: Path, modes: list[str], onnx: bool) -> tuple[dict[tuple[
     return names, f"{stem}.report.json"
 
 
+def _paths(out: Path, names: dict, report_name: str) -> list[Path]:
+    return [out / n for n in names.values()] + [card_path(out / n) for n in names.values()] + [out / report_name]
+
+
 def plan_outputs(model: str | Path, modes, onnx: bool, output_dir: str | Path) -> list[Path]:
     """Every path `compress` would write for these settings (files, their cards, the report)."""
     modes = ptq.check_modes(["float32", *([modes] if isinstance(modes, str) else modes)])
-    names, report_name = output_names(Path(model), modes, onnx)
-    out = Path(output_dir)
-    return [out / n for n in names.values()] + [card_path(out / n) for n in names.values()] + [out / report_name]
+    return _paths(Path(output_dir), *output_names(Path(model), modes, onnx))
 
 
 @dataclass
@@ -310,14 +326,17 @@ class _Verifier:
     task: str | None
     base_steps: list[Step]
     out_dir: Path
+    _keras_accuracy: Accuracy | None = None
 
     def verify(self, path: Path, name: str, card_file: Path, fmt: str, mode: str, settings: dict, seconds: float,
                file_warnings: list[str], float_ops: list[str]) -> tuple[FileResult, list[str]]:
         session = open_session(path)
         got = session.run(self.parity_ds.x)
-        parity, parity_warnings = compare(self.reference_task.result(), got, exact=(mode == "float32"), file=name,
-                                          runtime=session.runtime, kernels=session.kernels, data=self.parity_data,
-                                          note=session.note, atol=self.atol)
+        parity, notes = compare(self.reference_task.result(), got, exact=(mode == "float32"), file=name,
+                                runtime=session.runtime, kernels=session.kernels, data=self.parity_data,
+                                note=session.note, atol=self.atol)
+        if session.note:
+            notes.append(f"{name}: {session.note}")
         accuracy = None
         if self.eval_ds is not None:
             accuracy = accuracy_entry(got[self.source.outputs[0].name], self.eval_ds.y, self.keras_accuracy().value,
@@ -325,24 +344,24 @@ class _Verifier:
         data = path.read_bytes()
         size = {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6, mtime=0))}
         del data
-        notes = list(file_warnings) + parity_warnings + ([session.note] if session.note else [])
         steps = self.base_steps + [Step("convert" if fmt == "tflite" else "export", settings)]
         card = ModelCard(file=name, format=fmt, mode=mode, inputs=session.inputs, outputs=session.outputs,
                          preprocessing=self.preprocessing, labels=self.labels, task=self.task, steps=steps,
-                         size=size, parity=parity, accuracy=accuracy, float_ops=float_ops, warnings=notes,
-                         producer=producer_info())
+                         size=size, parity=parity, accuracy=accuracy, float_ops=float_ops,
+                         warnings=list(file_warnings) + notes, producer=producer_info())
         card.write(card_file)
-        result = FileResult(path=str(self.out_dir / name), card=str(card_path(self.out_dir / name)), format=fmt, mode=mode, bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0,
-                            parity=parity, accuracy=accuracy, seconds=seconds, float_ops=float_ops)
-        return result, parity_warnings + ([session.note] if session.note else [])
-
+        result = FileResult(path=str(self.out_dir / name), card=str(card_path(self.out_dir / name)), format=fmt,
+                            mode=mode, bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0, parity=parity,
+                            accuracy=accuracy, seconds=seconds, float_ops=float_ops)
+        return result, notes
 
     def keras_accuracy(self) -> Accuracy | None:
-        """The Keras model's own metric on the evaluation data (parity ran on all of it)."""
-        if self.eval_ds is None:
-            return None
-        metric, value = score(self.reference_task.result()[self.source.outputs[0].name], self.eval_ds.y)
-        return Accuracy(metric=metric, value=value, keras=value, samples=len(self.eval_ds), data=self.eval_ds.source)
+        """The Keras model's own metric on the evaluation data (parity ran on all of it); computed once."""
+        if self.eval_ds is not None and self._keras_accuracy is None:
+            metric, value = score(self.reference_task.result()[self.source.outputs[0].name], self.eval_ds.y)
+            self._keras_accuracy = Accuracy(metric=metric, value=value, keras=value, samples=len(self.eval_ds),
+                                            data=self.eval_ds.source)
+        return self._keras_accuracy
 
 
 def _resolve_metadata(source: SourceModel, preprocess: str | None) -> tuple[Preprocessing | None, list | None, str | None]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..card import TensorSpec
 from ..data import Dataset
-from ..errors import UnsupportedModel
+from ..errors import UnsupportedModel, first_line
 from ..modelfile import SourceModel
 
 DEFAULT_OPSET = 17
@@ -31,11 +31,11 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
         UnsupportedModel: tf2onnx cannot convert the model.
     """
     import tf2onnx
+    # A TensorFlow internal (tf2onnx uses it too); TensorFlow is already set up by edgekeras._keras here.
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     fn, spec = source.tf_function()
-    t0 = time.perf_counter()
     try:
         # Freeze first: tf2onnx's from_function leaves captured eager tensors (e.g. the mean and variance of a
         # Keras Normalization layer, as in EfficientNet) as graph inputs with no value; freezing makes every
@@ -47,7 +47,7 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
         proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
                                                   output_names=list(outputs), opset=opset, tensors_to_rename=rename)
     except Exception as e:  # tf2onnx raises many types
-        raise UnsupportedModel(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        raise UnsupportedModel(f"ONNX export failed: {type(e).__name__}: {first_line(e)}",
                                fix="rerun with --debug for details, or export TFLite only (without --onnx)") from None
     data = proto.SerializeToString()
     if len(data) >= 2 ** 31:
@@ -58,7 +58,7 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
         raise UnsupportedModel(f"ONNX export produced inputs {names}, expected {[t.name for t in source.inputs]}",
                                fix="export TFLite only (without --onnx) and report this model")
     settings = {"mode": "float32", "converter": "tf2onnx (frozen graph_def)", "tf2onnx": tf2onnx.__version__,
-                "opset": opset, "dynamic_batch": True, "seconds": round(time.perf_counter() - t0, 3)}
+                "opset": opset, "dynamic_batch": True}
     return data, settings
 
 
@@ -72,7 +72,6 @@ def quantize_int8(float_path: Path, out_path: Path, calibration: Dataset, inputs
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    t0 = time.perf_counter()
     pre = out_path.with_name(out_path.name + ".pre.onnx")
     try:
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
@@ -80,14 +79,13 @@ def quantize_int8(float_path: Path, out_path: Path, calibration: Dataset, inputs
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     except Exception as e:
-        raise UnsupportedModel(f"ONNX int8 quantization failed: {type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}",
+        raise UnsupportedModel(f"ONNX int8 quantization failed: {type(e).__name__}: {first_line(e)}",
                                fix="rerun with --debug for details, or drop --onnx") from None
     finally:
         pre.unlink(missing_ok=True)
     return {"mode": "int8", "quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "per_channel": True, "activation_type": "int8", "weight_type": "int8", "calibrate_method": "MinMax",
-            "calibration_samples": len(calibration), "seconds": round(time.perf_counter() - t0, 3)}
+            "calibration_samples": len(calibration)}
 
 
 def _reader(ds: Dataset, inputs: list[TensorSpec]):

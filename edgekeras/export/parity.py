@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..card import OutputParity, Parity
-from ..errors import ParityError
+from ..errors import ParityError, UnsupportedModel
 
 DEFAULT_ATOL = 1e-4
 MIN_AGREEMENT = 0.99
@@ -50,7 +50,8 @@ def compare(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], *, exa
         (Parity, warnings)
 
     Raises:
-        ParityError: a float32 file differs by more than `atol` on some output.
+        ParityError: a float32 file differs by more than `atol` on some output; any file outputs NaN/inf.
+        UnsupportedModel: the Keras outputs themselves hold NaN/inf.
     """
     outputs: dict[str, OutputParity] = {}
     warnings: list[str] = []
@@ -62,6 +63,16 @@ def compare(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], *, exa
             raise ParityError(f"{file}: output {name!r} has shape {out.shape}, the Keras model's has {ref.shape}",
                               path=file, max_abs_diff={name: float("inf")})
         n = len(ref)
+        if not np.isfinite(ref).all():
+            bad = int((~np.isfinite(ref.reshape(n, -1))).any(axis=1).sum())
+            raise UnsupportedModel(f"the Keras model itself outputs NaN or infinite values on {bad} of {n} samples "
+                                   f"(output {name!r}), so no file can be checked against it",
+                                   fix="check the model's weights and that the data is scaled as it was trained")
+        if not np.isfinite(out).all():
+            bad = int((~np.isfinite(out.reshape(n, -1))).any(axis=1).sum())
+            raise ParityError(f"{file} outputs NaN or infinite values on {bad} of {n} samples (output {name!r}) "
+                              "where the Keras model does not", path=file, max_abs_diff={name: float("inf")},
+                              fix="rerun with --debug; for integer modes, check the calibration data")
         diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
         op = OutputParity(max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()))
         if is_class_scores(ref):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..card import Quantization, TensorSpec
-from ..errors import BadInput, UnsupportedModel
+from ..errors import BadInput, UnsupportedModel, first_line
 
 _INT_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.uint8, np.int16, np.int32)}
 
@@ -101,8 +101,7 @@ class LiteRTSession(Session):
             except (RuntimeError, ValueError) as e:
                 if kernels == "xnnpack":
                     raise UnsupportedModel(f"LiteRT's XNNPACK delegate cannot run {self.path.name}: {e}") from None
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                self.note = f"XNNPACK refused the graph ({first}); ran with LiteRT's builtin kernels"
+                self.note = f"XNNPACK refused the graph ({first_line(e)}); ran with LiteRT's builtin kernels"
                 kernels = "builtin"
         if kernels == "builtin":
             try:

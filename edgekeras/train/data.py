@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._keras import tf
-from ..data import list_images
+from ..data import list_images, skipped_images
 from ..errors import BadInput
 
 TRAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")  # what tf.io.decode_image reads
@@ -50,7 +50,7 @@ class TrainData:
 
 def load_training_data(data, *, batch_size: int = 32, validation=0.2, seed: int = 0, image_size=None,
                        target: str | None = None, augment: bool = False, task: str = "auto",
-                       cache: bool = True) -> TrainData:
+                       cache: bool = True, role: str = "training data") -> TrainData:
     """Read training data and build batched, prefetched tf.data pipelines.
 
     Args:
@@ -66,6 +66,7 @@ def load_training_data(data, *, batch_size: int = 32, validation=0.2, seed: int 
         task: "classification", "regression" or "auto" (integer labels or one-hot rows -> classification,
             float targets -> regression; CSV -> regression).
         cache: keep decoded images in memory after the first epoch.
+        role: what the data is, for messages ("training data", "test data").
 
     Raises:
         BadInput: missing/empty data, a single class, count mismatches, nothing readable.
@@ -76,7 +77,7 @@ def load_training_data(data, *, batch_size: int = 32, validation=0.2, seed: int 
         return _image_folder(Path(data), batch_size, validation, seed, image_size, augment, cache)
     if task not in ("auto", "classification", "regression"):
         raise BadInput(f"unknown task {task!r}; valid: auto, classification, regression")
-    x, y, source, default_task = _arrays(data, target)
+    x, y, source, default_task = _arrays(data, target, role)
     task = default_task if task == "auto" else task
     x, y, num_classes, names = _check_xy(x, y, task, source)
     if isinstance(validation, (int, float)) and not isinstance(validation, bool):
@@ -95,7 +96,7 @@ def load_training_data(data, *, batch_size: int = 32, validation=0.2, seed: int 
     elif validation is None:
         x_val = y_val = None
     else:
-        x_val, y_val, vsource, _ = _arrays(validation, target)
+        x_val, y_val, vsource, _ = _arrays(validation, target, "validation data")
         x_val, y_val, _, _ = _check_xy(x_val, y_val, task, vsource)
         if x_val.shape[1:] != x.shape[1:]:
             raise BadInput(f"validation samples have shape {x_val.shape[1:]}, training samples {x.shape[1:]}")
@@ -107,17 +108,17 @@ def load_training_data(data, *, batch_size: int = 32, validation=0.2, seed: int 
                      is_image=is_image)
 
 
-def _arrays(data, target):
+def _arrays(data, target, role: str):
     """(x, y, source, default task) from arrays or a file."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = np.asarray(data[0]), np.asarray(data[1])
         return x, y, "arrays", "auto"
     if not isinstance(data, (str, Path)):
-        raise BadInput(f"unsupported training data of type {type(data).__name__}",
+        raise BadInput(f"unsupported {role} of type {type(data).__name__}",
                        fix="pass (x, y) arrays, a .npz with x and y, a .csv, or a folder of images")
     path = Path(data)
     if not path.exists():
-        raise BadInput(f"training data {path} does not exist",
+        raise BadInput(f"{role} {path} does not exist",
                        fix="pass (x, y) arrays, a .npz with x and y, a .csv, or a folder of class subfolders")
     if path.suffix.lower() == ".npz":
         try:
@@ -132,7 +133,7 @@ def _arrays(data, target):
             raise BadInput(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
     if path.suffix.lower() == ".csv":
         return (*_read_csv(path, target), path.name, "regression")
-    raise BadInput(f"{path}: unknown training data format {path.suffix!r}",
+    raise BadInput(f"{path}: unknown {role} format {path.suffix!r}",
                    fix="pass a .npz with x and y, a .csv, or a folder of class subfolders")
 
 
@@ -239,10 +240,7 @@ def _image_folder(folder: Path, batch_size, validation, seed, image_size, augmen
                 continue
             files.append(str(f))
             labels.append(i)
-    warnings = []
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        warnings.append(f"skipped {len(bad)} unreadable image(s) in {folder}: {shown}")
+    warnings = [skipped_images(bad, str(folder))] if bad else []
     if not files:
         raise BadInput(f"{folder} has no readable images in its class subfolders" +
                        (f" ({len(bad)} unreadable)" if bad else ""),

@@ -8,20 +8,22 @@ the model inside the strategy, so pass the arch name (or a function that builds 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .._files import atomic_path, atomic_write_text, check_writable_dir, refuse_existing
+from .._files import atomic_path, atomic_write_text, check_writable_dir, output_folder, refuse_existing
 from .._keras import keras, tf
-from ..card import Accuracy, ModelCard, Preprocessing, Step, TensorSpec, card_path, producer_info
-from ..errors import BadInput
+from ..card import Accuracy, ModelCard, Preprocessing, Step, card_path, producer_info
+from ..errors import BadInput, first_line
+from ..modelfile import keras_io_specs
 from .data import TrainData, load_training_data
 from .models import ARCHS, build, preprocessing_of
 
@@ -80,7 +82,14 @@ def select_devices(device: str = "auto") -> _Devices:
     """
     if device not in DEVICES:
         raise BadInput(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise BadInput(f"the TF_CONFIG environment variable is not valid JSON ({e})",
+                       fix='set it like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                           '"task": {"type": "worker", "index": 0}}, or unset it to train on one machine') from None
     workers = config.get("cluster", {}).get("worker", [])
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
@@ -165,10 +174,10 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
     if out is not None:
         if out.suffix.lower() != ".h5":
             raise BadInput(f"out must be a .h5 path, got {out}", fix="name the output like model.h5")
-        check_writable_dir(out.parent)
+        check_writable_dir(out.parent, flag="--out")
         state_exists = resume_dir.is_dir() and (resume_dir / "state.json").is_file()
         if not (resume and state_exists):
-            refuse_existing([out, card_path(out), curves], force)
+            refuse_existing([out, card_path(out), curves], force, flag="--out (or --resume to continue)")
     elif resume:
         raise BadInput("resume=True needs out=... (the checkpoint to continue from)")
 
@@ -182,20 +191,21 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
         if not devices.on_gpu:
             warnings.append("mixed precision on a CPU is slow; it pays off on GPUs")
         keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with output_folder(out.parent) if out is not None else contextlib.nullcontext(), _policy(previous_policy):
         if image_size is None and isinstance(model, keras.Model) and len(model.input_shape) == 4:
             image_size = model.input_shape[1:3]
         td = load_training_data(data, batch_size=batch_size, validation=validation, seed=seed or 0,
                                 image_size=image_size, target=target, augment=augment)
+        tt = _load_test(test, td, batch_size, target) if test is not None else None  # checked before training
         warnings += td.warnings
         for w in td.warnings:
             log.warning(w)
         with devices.strategy.scope():
-            model, arch, initial_epoch, history, best = _prepare_model(model, td, devices, arch_options or {},
+            model, arch, initial_epoch, history, best_logs = _prepare_model(model, td, devices, arch_options or {},
                                                                        resume, resume_dir, warnings)
         monitor = "val_loss" if td.val is not None else "loss"
         cbs = list(callbacks or [])
-        ckpt = _Checkpoints(out, resume_dir, monitor, devices.is_chief, best, history, mixed_precision, arch)
+        ckpt = _Checkpoints(out, resume_dir, monitor, devices.is_chief, best_logs, history, mixed_precision, arch)
         cbs.append(ckpt)
         if early_stopping:
             cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping))
@@ -208,43 +218,73 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
             log.info("already trained %d epochs; nothing to do", initial_epoch)
         if ckpt.best_weights is not None:
             model.set_weights(ckpt.best_weights)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+        elif out is not None and out.is_file():  # resumed, and no epoch beat the best one saved before
+            model.load_weights(str(out))
 
-    history = ckpt.history
-    epochs_run = len(next(iter(history.values()))) if history else initial_epoch
-    best_metrics = ckpt.best_logs or {}
-    test_metrics = _evaluate(model, test, td, batch_size, target) if test is not None else {}
-    card_file = None
-    if out is not None and devices.is_chief:
-        pre = (Preprocessing.preset(preprocess, list(td.input_shape[:2]) if td.is_image else None) if preprocess
-               else preprocessing_of(arch, td.input_shape) if arch else None)
-        if not out.is_file():  # no epoch improved on a resumed run: save what we have
-            _save_h5(model, out, mixed_precision)
-        card = _card(model, out, td, arch, pre, labels or td.class_names, best_metrics, test_metrics,
-                     dict(arch=arch, epochs=epochs, epochs_run=epochs_run, batch_size=batch_size, seed=seed,
-                          device=devices.description, mixed_precision=mixed_precision, augment=augment,
-                          validation=validation if isinstance(validation, (int, float, type(None))) else "given",
-                          early_stopping=early_stopping, data=td.source, n_train=td.n_train, n_val=td.n_val,
-                          optimizer=type(model.optimizer).__name__ if model.optimizer else None,
-                          learning_rate=_learning_rate(model)))
-        card_file = card.write(card_path(out))
-        _plot_curves(history, curves)
+        history = ckpt.history
+        epochs_run = len(next(iter(history.values()))) if history else initial_epoch
+        best_metrics = ckpt.best_logs or {}
+        test_metrics = {}
+        if tt is not None:
+            values = model.evaluate(tt.train, verbose=0, return_dict=True)
+            test_metrics = {**{k: float(v) for k, v in values.items()}, "samples": tt.n_train, "data": tt.source}
+        card_file = None
+        if out is not None and devices.is_chief:
+            card_file = _finish(model, out, curves, td, arch, preprocess, labels, best_metrics, test_metrics, history,
+                                mixed_precision, dict(
+                                    arch=arch, epochs=epochs, epochs_run=epochs_run, batch_size=batch_size, seed=seed,
+                                    device=devices.description, mixed_precision=mixed_precision, augment=augment,
+                                    validation=validation if isinstance(validation, (int, float, type(None)))
+                                    else "given", early_stopping=early_stopping, data=td.source,
+                                    n_train=td.n_train, n_val=td.n_val,
+                                    optimizer=type(model.optimizer).__name__ if model.optimizer else None,
+                                    learning_rate=_learning_rate(model)))
     return FitResult(model=model, history=history, checkpoint=out if devices.is_chief else None, card=card_file,
                      curves=curves if card_file else None, metrics=best_metrics, device=devices.description,
                      params=int(model.count_params()), epochs_run=epochs_run, seconds=time.perf_counter() - t0,
                      warnings=warnings, test_metrics=test_metrics)
 
 
+@contextlib.contextmanager
+def _policy(previous):
+    """Restore the global dtype policy (mixed precision is set for one fit only)."""
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _finish(model, out, curves, td, arch, preprocess, labels, best_metrics, test_metrics, history, mixed_precision,
+            settings) -> Path:
+    """Write the best model's card and learning curves beside `out`; return the card's path."""
+    pre = (Preprocessing.preset(preprocess, list(td.input_shape[:2]) if td.is_image else None) if preprocess
+           else preprocessing_of(arch, td.input_shape) if arch else None)
+    if not out.is_file():  # no epoch had a finite loss: save what we have
+        _save_h5(model, out, mixed_precision)
+    card = _card(model, out, td, pre, labels or td.class_names, best_metrics, test_metrics, settings)
+    card_file = card.write(card_path(out))
+    _plot_curves(history, curves)
+    return card_file
+
+
 def _prepare_model(model, td: TrainData, devices: _Devices, arch_options: dict, resume: bool,
                    resume_dir: Path | None, warnings: list[str]):
-    """Build or load the model inside the strategy scope; return (model, arch, initial_epoch, history, best)."""
+    """Build or load the model inside the strategy scope.
+
+    Returns:
+        (model, arch, initial_epoch, history, best_logs): the last three from the resume state, if any.
+    """
     arch = model if isinstance(model, str) else None
     if resume and resume_dir is not None and (resume_dir / "state.json").is_file():
-        state = json.loads((resume_dir / "state.json").read_text())
-        loaded = keras.models.load_model(str(resume_dir / "last.h5"))
-        log.info("resuming after epoch %d from %s", state["epoch"], resume_dir)
-        return loaded, state.get("arch") or arch, int(state["epoch"]), state.get("history", {}), state.get("best")
+        try:
+            state = json.loads((resume_dir / "state.json").read_text())
+            epoch = int(state["epoch"])
+            loaded = keras.models.load_model(str(resume_dir / "last.h5"))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise BadInput(f"the resume state in {resume_dir} is damaged ({type(e).__name__}: {first_line(e)})",
+                           fix=f"delete {resume_dir} to start over, or drop --resume and pass --force") from None
+        log.info("resuming after epoch %d from %s", epoch, resume_dir)
+        return loaded, state.get("arch") or arch, epoch, state.get("history", {}), state.get("best_logs")
     if resume:
         warnings.append(f"resume=True but {resume_dir} has no checkpoint yet: starting from scratch")
         log.warning(warnings[-1])
@@ -271,15 +311,15 @@ def _prepare_model(model, td: TrainData, devices: _Devices, arch_options: dict, 
 class _Checkpoints(keras.callbacks.Callback):
     """Keeps the best weights in memory and on disk (`out`), and the last epoch in `out.resume/`."""
 
-    def __init__(self, out, resume_dir, monitor, is_chief, best, history, mixed_precision, arch):
+    def __init__(self, out, resume_dir, monitor, is_chief, best_logs, history, mixed_precision, arch):
         super().__init__()
         self.arch = arch
         self.out, self.resume_dir, self.monitor, self.is_chief = out, resume_dir, monitor, is_chief
-        self.best = best
+        self.best_logs = best_logs  # the best epoch's metrics (from the resume state at first)
+        self.best = best_logs.get(monitor) if best_logs else None
         self.history = {k: list(v) for k, v in (history or {}).items()}
         self.mixed = mixed_precision
-        self.best_weights = None
-        self.best_logs = None
+        self.best_weights = None  # set when an epoch of this call improves
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -298,7 +338,7 @@ class _Checkpoints(keras.callbacks.Callback):
         self.resume_dir.mkdir(exist_ok=True)
         _save_h5(self.model, self.resume_dir / "last.h5", False, include_optimizer=True)
         atomic_write_text(self.resume_dir / "state.json", json.dumps(
-            {"epoch": epoch + 1, "best": self.best, "monitor": self.monitor, "history": self.history,
+            {"epoch": epoch + 1, "best_logs": self.best_logs, "monitor": self.monitor, "history": self.history,
              "arch": self.arch}, indent=1))
 
 
@@ -339,26 +379,25 @@ def _learning_rate(model) -> float | None:
         return None
 
 
-def _evaluate(model, test, td: TrainData, batch_size: int, target) -> dict:
-    """Metrics of `model` on held-out `test` data, checked to have the training data's shape and classes."""
-    tt = load_training_data(test, batch_size=batch_size, validation=None, image_size=td.input_shape[:2]
-                            if td.is_image else None, target=target,
-                            task="classification" if td.num_classes else "regression")
+def _load_test(test, td: TrainData, batch_size: int, target) -> TrainData:
+    """Held-out test data, checked against the training data's shape and classes before training starts."""
+    tt = load_training_data(test, batch_size=batch_size, validation=None,
+                            image_size=td.input_shape[:2] if td.is_image else None, target=target,
+                            task="classification" if td.num_classes else "regression", role="test data")
     if tuple(tt.input_shape) != tuple(td.input_shape):
-        raise BadInput(f"test data has samples of shape {tt.input_shape}, training data {td.input_shape}")
+        raise BadInput(f"test data has samples of shape {tt.input_shape}, training data {td.input_shape}",
+                       fix="give test data shaped like the training data")
     if td.is_image and td.class_names and tt.class_names != td.class_names:
         raise BadInput(f"test folder classes {tt.class_names} differ from the training classes {td.class_names}",
                        fix="give the test folder the same class subfolders")
-    values = model.evaluate(tt.train, verbose=0, return_dict=True)
-    return {**{k: float(v) for k, v in values.items()}, "samples": tt.n_train, "data": tt.source}
+    if td.num_classes and tt.num_classes and tt.num_classes > td.num_classes:
+        raise BadInput(f"test labels go up to class {tt.num_classes - 1} but the training data has "
+                       f"{td.num_classes} classes")
+    return tt
 
 
-def _card(model, out: Path, td: TrainData, arch, pre, labels, best: dict, test: dict,
-          settings: dict) -> ModelCard:
-    inputs = [TensorSpec(n, [None if d is None else int(d) for d in t.shape], t.dtype.name)
-              for n, t in zip(model.input_names, model.inputs)]
-    outputs = [TensorSpec(n, [None if d is None else int(d) for d in t.shape], "float32")
-               for n, t in zip(model.output_names, model.outputs)]
+def _card(model, out: Path, td: TrainData, pre, labels, best: dict, test: dict, settings: dict) -> ModelCard:
+    inputs, outputs = keras_io_specs(model)
     accuracy = None
     for metric in ("accuracy", "mae"):
         if metric in test:

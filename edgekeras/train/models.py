@@ -23,7 +23,7 @@ import numpy as np
 
 from .._keras import keras
 from ..card import Preprocessing
-from ..errors import BadInput, MissingWeights
+from ..errors import BadInput, MissingWeights, first_line
 
 ARCHS = ("linear", "mlp", "small_cnn", "mobilenet_v2", "vgg19_transfer")
 
@@ -248,5 +248,5 @@ def _load_pretrained(base, weights, imagenet_file: str) -> None:
     try:
         base.load_weights(str(path))
     except (ValueError, OSError) as e:
-        raise BadInput(f"weights file {path} does not fit {base.name}: {str(e).splitlines()[0]}",
+        raise BadInput(f"weights file {path} does not fit {base.name}: {first_line(e)}",
                        fix="use the include_top=False ('notop') weights of the same architecture") from None

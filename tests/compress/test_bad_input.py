@@ -163,14 +163,54 @@ def test_unwritable_output_folder(digits_model, tmp_path):
     assert_clean_failure(result, "not writable", "-o/--output-dir")
 
 
-def test_failure_after_conversion_started_leaves_nothing(elu_model, out):
+def test_failure_after_conversion_started_leaves_nothing(elu_model, out, monkeypatch):
     """The ELU check fails after the float32 file is already staged: the staging folder must go too."""
-    run(elu_model["model"], "--int8", "--calib", elu_model["calib"], "-o", out)
-    assert listing(out) == set()
+    from edgekeras import _files
+
+    staged = []
+    real = _files.Staging.path
+    monkeypatch.setattr(_files.Staging, "path", lambda self, name: staged.append(name) or real(self, name))
+    result = run(elu_model["model"], "--int8", "--calib", elu_model["calib"], "-o", out)
+    assert_clean_failure(result, "ELU", "--allow-float-fallback", out=out)
+    assert "elu.float32.tflite" in staged
+
+
+def test_failed_run_leaves_no_new_output_folder(tmp_path, digits_model):
+    notes = tmp_path / "notes.h5"
+    notes.write_text("not a model")
+    assert_clean_failure(run(notes, "--int8", "-o", tmp_path / "brand" / "new" / "dir"), "is a text file")
+    assert not (tmp_path / "brand").exists()
+    ok = run(digits_model["model"], "--dynamic", "-o", tmp_path / "made" / "here")
+    assert ok.exit_code == 0 and (tmp_path / "made" / "here" / "digits.dynamic.tflite").is_file()
+
+
+def test_eval_labels_that_do_not_fit_the_model(digits_model, tmp_path, out):
+    x = np.load(digits_model["eval"])["x"][:20]
+    np.savez(tmp_path / "onehot.npz", x=x, y=np.eye(4)[np.arange(20) % 4])
+    assert_clean_failure(run(digits_model["model"], "--dynamic", "--eval", tmp_path / "onehot.npz", "-o", out),
+                         "one-hot rows of 4", "10 classes", out=out)
+    np.savez(tmp_path / "big.npz", x=x, y=np.arange(20))
+    assert_clean_failure(run(digits_model["model"], "--dynamic", "--eval", tmp_path / "big.npz", "-o", out),
+                         "run from 0 to 19", "10 classes (0..9)", out=out)
+
+
+def test_scalar_calibration_file(digits_model, tmp_path, out):
+    np.save(tmp_path / "scalar.npy", np.float32(3.0))
+    assert_clean_failure(run(digits_model["model"], "--int8", "--calib", tmp_path / "scalar.npy", "-o", out),
+                         "a single number, not a batch", out=out)
+
+
+def test_keras_archive_with_broken_json(tmp_path, out):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "broken.keras", "w") as z:
+        z.writestr("metadata.json", "{not json")
+        z.writestr("config.json", "{}")
+    assert_clean_failure(run(tmp_path / "broken.keras", "--int8", "-o", out), "damaged .keras archive", out=out)
 
 
 def test_float_io_without_int8(digits_model, out):
-    assert_clean_failure(run(digits_model["model"], "--float-io", "-o", out), "--float-io only applies to --int8")
+    assert_clean_failure(run(digits_model["model"], "--float-io", "-o", out), "--float-io", "only applies to int8")
 
 
 def test_unknown_preprocess_is_a_usage_error(digits_model, out):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,34 @@ def test_image_model_without_known_preprocessing_warns(tmp_path, keras):
     report = edgekeras.compress(tmp_path / "bare.h5", [], output_dir=tmp_path / "p", preprocess="unit")
     assert not any("pass --preprocess" in w for w in report.warnings)
     assert ModelCard.read(tmp_path / "p" / "bare.float32.tflite.edgekeras.json").preprocessing.name == "unit"
+
+
+def test_few_calibration_samples_warn_only_when_they_calibrate(digits_model, tmp_path):
+    few = tmp_path / "few.npy"
+    np.save(few, np.load(digits_model["calib"])["x"][:5])
+    report = edgekeras.compress(digits_model["model"], ["int8"], calib=few, output_dir=tmp_path / "a")
+    assert any("only 5 sample(s)" in w for w in report.warnings)
+    report = edgekeras.compress(digits_model["model"], ["dynamic"], calib=few, output_dir=tmp_path / "b")
+    assert not any("only 5 sample(s)" in w for w in report.warnings)
+    assert report.calibration is None  # nothing was calibrated: the data only fed the parity check
+
+
+def test_eval_folder_with_fewer_classes_than_outputs_gives_no_labels(tmp_path, keras):
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=3, size=(12, 12))
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(tmp_path / "m3.h5")
+    report = edgekeras.compress(tmp_path / "m3.h5", ["dynamic"], calib=folder, eval=folder, output_dir=tmp_path / "o")
+    assert any("2 class folders but the model outputs 3" in w for w in report.warnings)
+    assert ModelCard.read(tmp_path / "o" / "m3.dynamic.tflite.edgekeras.json").labels is None
+
+
+def test_savedmodel_given_as_dot_is_named_after_its_folder(tmp_path, keras, monkeypatch):
+    inputs = keras.Input((4,), name="x")
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs)).save(tmp_path / "mymodel")
+    monkeypatch.chdir(tmp_path / "mymodel")
+    report = edgekeras.compress(".", [], output_dir=tmp_path / "o")
+    assert Path(report.file("float32").path).name == "mymodel.float32.tflite"
+    assert (tmp_path / "o" / "mymodel.report.json").is_file()

@@ -68,3 +68,15 @@ def test_disagreements_on_near_ties_are_called_so():
     got[:10, 1] += 0.002  # ten samples flip between two almost equal classes
     _, warnings = run({"probs": ref}, {"probs": got}, exact=False)
     assert "10 of the 10 disagreements are near-ties" in warnings[0]
+
+
+def test_nan_outputs():
+    from edgekeras import UnsupportedModel
+
+    ref = scores()
+    bad = ref.copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(ParityError, match="NaN or infinite values on 1 of 100 samples"):
+        run({"probs": ref}, {"probs": bad}, exact=False)
+    with pytest.raises(UnsupportedModel, match="the Keras model itself outputs NaN"):
+        run({"probs": bad}, {"probs": ref}, exact=True)

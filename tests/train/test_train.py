@@ -54,16 +54,44 @@ def test_same_seed_same_weights(tmp_path):
         np.testing.assert_array_equal(wa, wb)
 
 
-def test_resume_continues_from_the_last_epoch(tmp_path):
+def test_resume_continues_from_the_last_epoch(tmp_path, keras):
     X, y = regression_data(300)
     first = train.fit("mlp", (X, y), epochs=2, out=tmp_path / "m.h5", seed=0, early_stopping=None)
     assert first.epochs_run == 2
     state = json.loads((tmp_path / "m.h5.resume" / "state.json").read_text())
-    assert state["epoch"] == 2
-    second = train.fit("mlp", (X, y), epochs=4, out=tmp_path / "m.h5", seed=0, resume=True, early_stopping=None)
+    assert state["epoch"] == 2 and state["arch"] == "mlp"
+    last = keras.models.load_model(tmp_path / "m.h5.resume" / "last.h5").get_weights()
+
+    class StartingWeights(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.weights = self.model.get_weights()
+
+    start = StartingWeights()
+    second = train.fit("mlp", (X, y), epochs=4, out=tmp_path / "m.h5", seed=0, resume=True, early_stopping=None,
+                       callbacks=[start])
+    for a, b in zip(start.weights, last):
+        np.testing.assert_array_equal(a, b)
     assert second.epochs_run == 4 and len(second.history["loss"]) == 4
     assert second.history["loss"][:2] == first.history["loss"]
-    assert second.history["loss"][3] < second.history["loss"][0]
+
+
+def test_resume_without_improvement_returns_and_keeps_the_best(tmp_path, keras):
+    """A resumed run whose epochs are all worse keeps the best model and its recorded metrics."""
+    X, y = regression_data(300)
+    first = train.fit("linear", (X, y), epochs=3, out=tmp_path / "m.h5", seed=0, early_stopping=None)
+    best_metrics = first.metrics
+    # a learning rate this high makes every later epoch worse
+    state = tmp_path / "m.h5.resume"
+    model = keras.models.load_model(state / "last.h5")
+    keras.backend.set_value(model.optimizer.learning_rate, 5.0)
+    model.save(state / "last.h5")
+    second = train.fit("linear", (X, y), epochs=6, out=tmp_path / "m.h5", seed=0, resume=True, early_stopping=None)
+    assert second.metrics == best_metrics
+    saved = keras.models.load_model(tmp_path / "m.h5", compile=False).get_weights()
+    for a, b in zip(second.model.get_weights(), saved):
+        np.testing.assert_array_equal(a, b)
+    card = ModelCard.read(tmp_path / "m.h5.edgekeras.json")
+    assert card.accuracy is not None and card.accuracy.value == pytest.approx(best_metrics["val_mae"])
 
 
 def test_small_cnn_cli_on_digits_reaches_95_percent(tmp_path, digits):
@@ -235,3 +263,19 @@ def test_csv_regression_with_named_target(tmp_path):
     np.testing.assert_allclose(result.model.get_layer("prediction").get_weights()[0].ravel(), [1, 2], atol=0.15)
     with pytest.raises(BadInput, match="no column named 'y'"):
         train.fit("linear", tmp_path / "d.csv", target="y", epochs=1)
+
+
+def test_test_data_is_checked_before_training(tmp_path):
+    X, y = regression_data(100)
+    np.savez(tmp_path / "d.npz", x=X, y=y)
+    r = run_train("--arch", "linear", "--data", tmp_path / "d.npz", "--test", tmp_path / "nope.npz",
+                  "--out", tmp_path / "new" / "lin.h5")
+    assert_train_fails(r, "test data", "nope.npz does not exist")
+    assert not (tmp_path / "new").exists()
+
+
+def test_malformed_tf_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("TF_CONFIG", "{cluster:")
+    X, y = regression_data(50)
+    with pytest.raises(BadInput, match="TF_CONFIG environment variable is not valid JSON"):
+        train.fit("linear", (X, y), epochs=1)
