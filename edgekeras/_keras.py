@@ -1,6 +1,7 @@
 """The one place that selects the Keras API: tf_keras (Keras 2), which tfmot requires.
 
-Every module that needs Keras or TensorFlow does `from ._keras import keras, tf`. Importing this
+Every module that needs Keras or TensorFlow does `from ._keras import keras, tf` (the one TensorFlow internal
+we use, in export/onnx.py, is imported after this module has run). Importing this
 module costs seconds (TensorFlow): the CLI, `edgekeras.card`, `edgekeras.errors` and
 `edgekeras.runtime` never import it.
 """

@@ -65,13 +65,15 @@ def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = Non
         source: the loaded model.
         mode: one of MODES.
         calibration: representative inputs (needed by int8 and int16x8).
-        float_io: int8 only: keep float32 input and output (quantize/dequantize inside the file).
+        float_io: int8 only: keep float32 input and output (quantize/dequantize inside the file); int16x8
+            files always have float32 input and output.
         allow_float_fallback: integer modes: accept ops that stay in float (else UnsupportedModel).
 
     Returns:
         A `Converted` with the bytes and the resolved settings.
 
     Raises:
+        BadInput: an unknown mode, or an integer mode without calibration data.
         UnsupportedModel: the converter fails, or an op cannot be integer and fallback is not allowed.
     """
     check_modes([mode])
@@ -90,17 +92,15 @@ def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = Non
         settings["calibration_samples"] = len(calibration)
         if mode == "int8":
             ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if allow_float_fallback:
-                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
             if not float_io:
                 conv.inference_input_type = tf.int8
                 conv.inference_output_type = tf.int8
             settings["inference_input_type"] = settings["inference_output_type"] = "float32" if float_io else "int8"
         else:
             ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-            if allow_float_fallback:
-                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
             settings["inference_input_type"] = settings["inference_output_type"] = "float32"
+        if allow_float_fallback:
+            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
         conv.target_spec.supported_ops = ops
         settings["supported_ops"] = [o.name for o in ops]
         settings["allow_float_fallback"] = bool(allow_float_fallback)

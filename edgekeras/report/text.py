@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal and for the README (Markdown)."""
+"""Plain-text tables for the terminal."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _accuracy(a) -> str:
     return f"{a.value:.3f}" if a.metric != "mae" else f"mae {a.value:.3g}"
 
 
-def compress_table(report, markdown: bool = False) -> str:
+def compress_table(report) -> str:
     """The table `edgekeras compress` prints: one row per file."""
     header = ["file", "mode", "size", "gzip", "x f32", "parity vs keras", "accuracy", "time"]
     rows = []
@@ -40,10 +40,6 @@ def compress_table(report, markdown: bool = False) -> str:
                      _parity(f) + kernels, _accuracy(f.accuracy), f"{f.seconds:.1f} s"])
     if report.keras_accuracy is not None:
         rows.append(["(keras model)", "", "", "", "", "", _accuracy(report.keras_accuracy), ""])
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     right = {2, 3, 4, 6, 7}
 
