@@ -33,7 +33,8 @@ if not os.environ.get("EDGEKERAS_DEBUG"):
     # Keras 2 nags about the HDF5 format on every save; .h5 is what our users ship.
     warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy.*")
     warnings.filterwarnings("ignore", message=".*Statistics for quantized inputs were expected.*")
-    # The converter's own calibrator still uses tf.lite.Interpreter; edgekeras runs files with ai_edge_litert.
+    # The converter's own calibrator still uses TensorFlow's deprecated interpreter; edgekeras runs files with
+    # ai_edge_litert.
     warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
 
 __all__ = ["keras", "tf"]
