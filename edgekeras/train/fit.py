@@ -186,12 +186,12 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     warnings: list[str] = []
-    previous_policy = keras.mixed_precision.global_policy()
-    if mixed_precision:
-        if not devices.on_gpu:
-            warnings.append("mixed precision on a CPU is slow; it pays off on GPUs")
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    with output_folder(out.parent) if out is not None else contextlib.nullcontext(), _policy(previous_policy):
+    with output_folder(out.parent) if out is not None else contextlib.nullcontext(), \
+            _policy(keras.mixed_precision.global_policy()):
+        if mixed_precision:
+            if not devices.on_gpu:
+                warnings.append("mixed precision on a CPU is slow; it pays off on GPUs")
+            keras.mixed_precision.set_global_policy("mixed_float16")
         if image_size is None and isinstance(model, keras.Model) and len(model.input_shape) == 4:
             image_size = model.input_shape[1:3]
         td = load_training_data(data, batch_size=batch_size, validation=validation, seed=seed or 0,
@@ -218,7 +218,7 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
             log.info("already trained %d epochs; nothing to do", initial_epoch)
         if ckpt.best_weights is not None:
             model.set_weights(ckpt.best_weights)
-        elif out is not None and out.is_file():  # resumed, and no epoch beat the best one saved before
+        elif initial_epoch > 0 and out is not None and out.is_file():  # resumed; no epoch beat the saved best
             model.load_weights(str(out))
 
         history = ckpt.history
