@@ -37,4 +37,17 @@ if not os.environ.get("EDGEKERAS_DEBUG"):
     # ai_edge_litert.
     warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
 
-__all__ = ["keras", "tf"]
+
+
+def keras3():
+    """The Keras 3 package (`import keras`, TensorFlow backend): what users' own `import keras` gives them.
+
+    edgekeras itself runs on tf_keras; Keras 3 is used only to load and run models that users saved with it.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras as k3
+
+    return k3
+
+
+__all__ = ["keras", "tf", "keras3"]

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import numpy as np
 
 from .card import Preprocessing, TensorSpec
 from .errors import BadInput
+from .runtime.preprocess import IMAGE_SUFFIXES, image_pixels, list_images, normalize
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MIN_CALIBRATION_SAMPLES = 20
 
 
@@ -114,7 +115,7 @@ def _load_npz(path: Path, inputs: list[TensorSpec], purpose: str, flag: str) -> 
     except ValueError as e:
         raise BadInput(f"{flag} {path} cannot be read without unpickling ({e})",
                        fix="save plain numeric arrays (np.savez without object dtype)") from None
-    except Exception as e:  # zipfile, OSError, EOFError...
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise BadInput(f"{flag} {path} is not a readable .npz file ({type(e).__name__}: {e})") from None
     if len(inputs) == 1 and "x" in arrays:
         x = {inputs[0].name: arrays["x"]}
@@ -154,12 +155,6 @@ def _subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:
                    ds.class_names, ds.source, ds.warnings)
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files under `folder`, recursively, in a stable order."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
 def image_input(inputs: list[TensorSpec], where: str) -> tuple[TensorSpec, int, int, int]:
     """The model's single image input and its (height, width, channels), or BadInput."""
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[3] not in (1, 3):
@@ -168,28 +163,6 @@ def image_input(inputs: list[TensorSpec], where: str) -> tuple[TensorSpec, int, 
                        f"(height, width, 1 or 3 channels): {shapes}", fix="pass a .npy or .npz of inputs instead")
     t = inputs[0]
     return t, int(t.shape[1]), int(t.shape[2]), int(t.shape[3])
-
-
-def read_image(path: Path, height: int, width: int, channels: int) -> np.ndarray:
-    """One image as float32 pixels 0-255, resized to (height, width), RGB or grayscale."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
-        if im.size != (width, height):
-            im = im.resize((width, height), Image.BILINEAR)
-        a = np.asarray(im, dtype=np.float32)
-    return a[..., None] if channels == 1 else a
-
-
-def apply_preprocessing(pixels: np.ndarray, p: Preprocessing) -> np.ndarray:
-    """Pixels 0-255 (batch, h, w, c) in RGB -> model input, as the card's preprocessing says."""
-    x = pixels
-    if p.channel_order == "bgr" and x.shape[-1] == 3:
-        x = x[..., ::-1]
-    mean = np.asarray(p.mean, np.float32)
-    std = np.asarray(p.std, np.float32)
-    return ((x - mean) / std).astype(np.float32)
 
 
 def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: Preprocessing | None,
@@ -233,15 +206,15 @@ def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: 
     images, keep, bad = [], [], []
     for i, f in enumerate(files):
         try:
-            images.append(read_image(f, h, w, c))
+            images.append(image_pixels(f, h, w, c))
             keep.append(i)
-        except Exception as e:  # PIL raises many types for broken files
-            bad.append(f"{f.relative_to(folder)} ({type(e).__name__})")
+        except BadInput as e:
+            bad.append(f"{f.relative_to(folder)} ({type(e.__cause__).__name__})")
     warnings = [skipped_images(bad, f"{flag} {folder}")] if bad else []
     if not images:
         raise BadInput(f"{flag} {folder}: none of its {len(files)} image(s) could be read ({', '.join(bad[:3])})",
                        fix="check that the files are valid images")
-    x = apply_preprocessing(np.stack(images), p)
+    x = normalize(np.stack(images), p)
     if purpose == "evaluation":
         y = y_all[keep]
     source = f"{folder.name}/ (image folder, {len(images)} of {total} images, preprocessing '{p.name}')"

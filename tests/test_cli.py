@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from edgekeras import cli
 
 NO_TF = ("import sys, runpy; sys.argv = ['edgekeras'] + sys.argv[1:]\n"
-         "try:\n    runpy.run_module('edgekeras.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+         "try:\n    runpy.run_module('edgekeras', run_name='__main__')\nexcept SystemExit:\n    pass\n"
          "heavy = [m for m in ('tensorflow', 'tf_keras', 'onnxruntime', 'ai_edge_litert') if m in sys.modules]\n"
          "print('HEAVY', heavy)")
 

@@ -15,6 +15,7 @@ The run, in order:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .._files import Staging, check_writable_dir, output_folder, refuse_existing
-from ..card import Accuracy, ModelCard, Parity, Preprocessing, Step, card_path, producer_info
+from ..card import PREPROCESSING_PRESETS, ROUNDING, Accuracy, ModelCard, Parity, Preprocessing, Step, card_path, producer_info
 from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_labels, load_data, range_mismatches,
                     synthetic_inputs)
 from ..errors import BadInput
@@ -343,10 +344,16 @@ class _Verifier:
                                       self.eval_ds.source)
         data = path.read_bytes()
         size = {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6, mtime=0))}
+        digest = hashlib.sha256(data).hexdigest()
         del data
         steps = self.base_steps + [Step("convert" if fmt == "tflite" else "export", settings)]
-        card = ModelCard(file=name, format=fmt, mode=mode, inputs=session.inputs, outputs=session.outputs,
-                         preprocessing=self.preprocessing, labels=self.labels, task=self.task, steps=steps,
+        kinds = {t.name: t.kind for t in self.source.outputs}
+        outputs = [replace(t, kind=kinds.get(t.name)) for t in session.outputs]
+        quantized = any(t.quantization for t in session.inputs + session.outputs)
+        card = ModelCard(file=name, format=fmt, mode=mode, sha256=digest, inputs=session.inputs, outputs=outputs,
+                         preprocessing=self.preprocessing, rounding=dict(ROUNDING) if quantized else None,
+                         labels=self.labels, labels_output=self.source.outputs[0].name if self.labels else None,
+                         task=self.task, steps=steps,
                          size=size, parity=parity, accuracy=accuracy, float_ops=float_ops,
                          warnings=list(file_warnings) + notes, producer=producer_info())
         card.write(card_file)
@@ -367,15 +374,18 @@ class _Verifier:
 def _resolve_metadata(source: SourceModel, preprocess: str | None) -> tuple[Preprocessing | None, list | None, str | None]:
     """Preprocessing, labels and task: from the option, the source card, or the model itself."""
     card = source.card
-    image_size = None
+    image_size = channels = None
     if len(source.inputs) == 1 and len(source.inputs[0].shape) == 4:
         image_size = list(source.inputs[0].shape[1:3])
+        channels = source.inputs[0].shape[3]
     if preprocess is not None:
-        preprocessing = Preprocessing.preset(preprocess, image_size)
+        preprocessing = Preprocessing.preset(preprocess, image_size, channels)
     elif card is not None and card.preprocessing is not None:
         preprocessing = card.preprocessing
+        if preprocessing.name in PREPROCESSING_PRESETS and preprocessing.color is None and channels:
+            preprocessing = Preprocessing.preset(preprocessing.name, image_size, channels)  # a version-1 card
     elif _starts_with_rescaling(source) and image_size:
-        preprocessing = Preprocessing.preset("raw", image_size)
+        preprocessing = Preprocessing.preset("raw", image_size, channels)
     else:
         preprocessing = None
     labels = card.labels if card is not None else None

@@ -21,28 +21,11 @@ import numpy as np
 
 from ..card import Quantization, TensorSpec
 from ..errors import BadInput, UnsupportedModel, first_line
-
-_INT_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.uint8, np.int16, np.int32)}
+from .preprocess import dequantize, quantize
 
 
 def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def quantize(x: np.ndarray, dtype: np.dtype, q: Quantization | None) -> np.ndarray:
-    """Float values -> the file's input dtype, with its affine quantization when it has one."""
-    dtype = np.dtype(dtype)
-    if q is None or q.scale == 0 or dtype.kind == "f":
-        return np.asarray(x).astype(dtype, copy=False)
-    lo, hi = _INT_RANGES[dtype]
-    return np.clip(np.round(np.asarray(x, np.float32) / q.scale) + q.zero_point, lo, hi).astype(dtype)
-
-
-def dequantize(x: np.ndarray, q: Quantization | None) -> np.ndarray:
-    """An output in the file's dtype -> float32."""
-    if q is None or q.scale == 0:
-        return np.asarray(x).astype(np.float32, copy=False)
-    return ((np.asarray(x).astype(np.float32) - q.zero_point) * q.scale).astype(np.float32)
 
 
 class Session:
@@ -63,17 +46,38 @@ class Session:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run a batch: float inputs by name -> float32 outputs by name."""
-        missing = [t.name for t in self.inputs if t.name not in feeds]
-        if missing:
-            raise BadInput(f"{self.path.name} needs inputs {[t.name for t in self.inputs]}; missing {missing}")
-        n = {len(feeds[t.name]) for t in self.inputs}
-        if len(n) != 1:
-            raise BadInput(f"inputs of {self.path.name} have different batch sizes: {sorted(n)}")
+    def run(self, feeds: "dict[str, np.ndarray] | np.ndarray") -> dict[str, np.ndarray]:
+        """Run a batch: float inputs by name (or one array for a single-input file) -> float32 outputs by name.
+
+        Raises:
+            BadInput: a missing input, different batch sizes, or a sample shape the file does not take.
+        """
+        feeds = self._feeds(feeds)
         qfeeds = {t.name: quantize(feeds[t.name], np.dtype(t.dtype), t.quantization) for t in self.inputs}
         raw = self.run_raw(qfeeds)
         return {t.name: dequantize(raw[t.name], t.quantization) for t in self.outputs}
+
+    def _feeds(self, feeds) -> dict[str, np.ndarray]:
+        if not isinstance(feeds, dict):
+            if len(self.inputs) != 1:
+                raise BadInput(f"{self.path.name} has {len(self.inputs)} inputs; pass a dict by input name: "
+                               f"{', '.join(t.name for t in self.inputs)}")
+            feeds = {self.inputs[0].name: feeds}
+        missing = [t.name for t in self.inputs if t.name not in feeds]
+        if missing:
+            raise BadInput(f"{self.path.name} needs inputs {[t.name for t in self.inputs]}; missing {missing}")
+        feeds = {t.name: np.asarray(feeds[t.name]) for t in self.inputs}
+        for t in self.inputs:
+            a, want = feeds[t.name], t.shape[1:]
+            if a.ndim != len(t.shape) or any(w is not None and w != g for w, g in zip(want, a.shape[1:])):
+                shown = ", ".join("N" if d is None else str(d) for d in t.shape)
+                raise BadInput(f"{self.path.name}: input {t.name!r} got shape {tuple(a.shape)}, expected ({shown})",
+                               fix="pass a batch: one more leading axis, e.g. x[None] for one sample"
+                                   if a.ndim == len(t.shape) - 1 else f"reshape the data to ({shown})")
+        n = {len(feeds[t.name]) for t in self.inputs}
+        if len(n) != 1:
+            raise BadInput(f"inputs of {self.path.name} have different batch sizes: {sorted(n)}")
+        return feeds
 
     def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a batch of inputs already in the file's dtypes; outputs in the file's dtypes."""

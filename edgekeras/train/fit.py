@@ -257,7 +257,8 @@ def _policy(previous):
 def _finish(model, out, curves, td, arch, preprocess, labels, best_metrics, test_metrics, history, mixed_precision,
             settings) -> Path:
     """Write the best model's card and learning curves beside `out`; return the card's path."""
-    pre = (Preprocessing.preset(preprocess, list(td.input_shape[:2]) if td.is_image else None) if preprocess
+    pre = (Preprocessing.preset(preprocess, list(td.input_shape[:2]) if td.is_image else None,
+                                td.input_shape[2] if td.is_image else None) if preprocess
            else preprocessing_of(arch, td.input_shape) if arch else None)
     if not out.is_file():  # no epoch had a finite loss: save what we have
         _save_h5(model, out, mixed_precision)

@@ -105,7 +105,7 @@ def compile_model(model, num_classes: int | None, optimizer: str, learning_rate:
 def preprocessing_of(arch: str, input_shape) -> Preprocessing:
     """The model-card preprocessing of a built model: what its input takes."""
     if arch in ("small_cnn", "mobilenet_v2", "vgg19_transfer"):
-        return Preprocessing.preset("raw", list(input_shape[:2]))
+        return Preprocessing.preset("raw", list(input_shape[:2]), input_shape[2])
     return Preprocessing.preset("identity")
 
 

@@ -1,6 +1,8 @@
 """The `edgekeras` command. Each command: options -> one library call -> a printed report.
 
-Only this module prints for humans. It imports no TensorFlow at import time, so `edgekeras --help`
+The group and the shared plumbing (error handling, logging to the terminal, `--debug`) live here; each
+command module registers its commands on `main` (`bench.py`, `android.py`, ...). Only `edgekeras.cli`
+prints for humans. It imports no TensorFlow at import time, so `edgekeras --help`
 answers at once; commands import the library when they run. Errors print one message and exit 1
 without a traceback (`--debug` shows it, and TensorFlow's own log, which is otherwise kept in a
 temporary file).
@@ -19,8 +21,8 @@ import traceback
 
 import click
 
-from . import __version__
-from .errors import BadInput, EdgeKerasError
+from .. import __version__
+from ..errors import BadInput, EdgeKerasError
 
 _state = {"debug": False}
 
@@ -190,7 +192,7 @@ def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samp
     and compared with the Keras model; each gets a model card <file>.edgekeras.json.
     """
     modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic), ("int16x8", int16x8)) if on]
-    from .compress import compress as run
+    from ..compress import compress as run
 
     report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, onnx=onnx,
                  eval=eval_, output_dir=output_dir, force=force, float_io=float_io, custom_objects=custom_objects,
@@ -201,7 +203,7 @@ def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samp
 
 
 def _print_report(report, as_json: bool, note: str | None = None) -> None:
-    from .report import compress_table
+    from ..report import compress_table
 
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -265,7 +267,7 @@ def train(arch, data, epochs, batch_size, out, validation, test, resume, seed, d
             raise BadInput(f"--image-size {image_size!r}: expected HEIGHTxWIDTH or one number, e.g. 224x224")
     options = {k: v for k, v in (("weights", weights), ("fine_tune_from", fine_tune_from),
                                  ("learning_rate", learning_rate)) if v is not None}
-    from .train import fit
+    from ..train import fit
 
     result = fit(arch, data, epochs=epochs, batch_size=batch_size, validation=validation or None, out=out,
                  resume=resume, seed=seed, early_stopping=early_stopping or None, augment=augment, device=device,
@@ -299,7 +301,7 @@ def demo(output_dir, force, epochs):
 
     Runs the same code as `edgekeras compress model.h5 --int8 --onnx --calib ... --eval ...`.
     """
-    from .demo import run_demo
+    from ..demo import run_demo
 
     result = run_demo(output_dir, force=force, epochs=epochs)
     click.echo(f"trained {result.model} ({result.params:,} weights) in {result.train_seconds:.1f} s; "
