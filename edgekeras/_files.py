@@ -6,6 +6,7 @@ Standard library only (used by the runtime on devices).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -130,11 +131,20 @@ def refuse_existing(paths: list[Path], force: bool, flag: str = "-o/--output-dir
                               fix=f"remove it or choose another {flag}")
 
 
+STAGING_PREFIX = ".edgekeras-staging-"
+_JOURNAL = "commit.json"
+
+
 class Staging:
     """A hidden folder beside the outputs; files are written there and moved into place at the end.
 
-    On failure nothing of the run is left behind: `discard()` removes the folder. `commit()`
-    moves every staged file to its final path with `os.replace` (same file system, atomic per file).
+    On failure or interruption nothing of the run is left behind: `discard()` removes the folder. `commit()`
+    first writes a journal of the moves, then moves every staged file to its final path with `os.replace`
+    (same file system, atomic per file), then removes the folder. A run killed hard (SIGKILL, power loss)
+    leaves its folder behind, named with its process id; the next run in that output folder finds it
+    (`recover`): a folder with a journal was killed while committing and its moves are finished (so a file
+    is never left beside another run's card), any other is deleted. `scratch(name)` gives a path for
+    working files that are never committed.
 
     Example:
         with Staging(out_dir) as st:
@@ -144,7 +154,8 @@ class Staging:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.dir = Path(tempfile.mkdtemp(prefix=".edgekeras-staging-", dir=self.folder))
+        self.recovered = recover(self.folder)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.folder))
         self._files: list[str] = []
 
     def path(self, name: str) -> Path:
@@ -153,15 +164,17 @@ class Staging:
             self._files.append(name)
         return self.dir / name
 
+    def scratch(self, name: str) -> Path:
+        """Path for a working file of the run (never committed)."""
+        (self.dir / ".scratch").mkdir(exist_ok=True)
+        return self.dir / ".scratch" / name
+
     def commit(self) -> list[Path]:
         """Move every staged file into place; return the final paths."""
-        final = []
-        for name in self._files:
-            src = self.dir / name
-            if src.exists():
-                dst = self.folder / name
-                os.replace(src, dst)
-                final.append(dst)
+        moves = [name for name in self._files if (self.dir / name).exists()]
+        journal = self.dir / _JOURNAL
+        journal.write_text(json.dumps(moves))
+        final = _finish_moves(self.dir, self.folder, moves)
         self.discard()
         return final
 
@@ -173,3 +186,53 @@ class Staging:
 
     def __exit__(self, *exc) -> None:
         self.discard()
+
+
+def _finish_moves(staging: Path, folder: Path, moves: list[str]) -> list[Path]:
+    final = []
+    for name in moves:
+        src, dst = staging / name, folder / name
+        if src.exists():
+            os.replace(src, dst)
+        final.append(dst)
+    return final
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(folder: Path) -> list[str]:
+    """Clean up after runs that were killed hard in `folder`: finish interrupted commits, delete the rest.
+
+    Returns:
+        What was done, one line per staging folder (for a log line).
+    """
+    done = []
+    if not Path(folder).is_dir():
+        return done
+    for d in sorted(Path(folder).glob(STAGING_PREFIX + "*")):
+        try:
+            pid = int(d.name[len(STAGING_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        journal = d / _JOURNAL
+        if journal.is_file():
+            try:
+                moves = json.loads(journal.read_text())
+            except (OSError, ValueError):
+                moves = []
+            _finish_moves(d, Path(folder), [m for m in moves if isinstance(m, str) and "/" not in m])
+            done.append(f"finished the commit of an interrupted run ({d.name})")
+        else:
+            done.append(f"removed the staging folder of an interrupted run ({d.name})")
+        shutil.rmtree(d, ignore_errors=True)
+    return done

@@ -30,10 +30,11 @@ class Dataset:
 
     Attributes:
         x: {input name: array}.
-        y: labels (class indices, one-hot rows, or targets), or None.
+        y: labels of the model's first (scored) output: class indices, one-hot rows or targets; or None.
         class_names: for image folders, the subfolder name of each class index.
         source: where the data came from, e.g. "calib/ (image folder, 120 of 400 images)".
         warnings: problems found while reading (e.g. unreadable images skipped).
+        extra_y: labels of other outputs, by output name (npz keys `y_<output name>`).
     """
 
     x: dict[str, np.ndarray]
@@ -41,6 +42,7 @@ class Dataset:
     class_names: list[str] | None = None
     source: str = ""
     warnings: list[str] = field(default_factory=list)
+    extra_y: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.x.values())))
@@ -48,48 +50,153 @@ class Dataset:
     def take(self, n: int) -> "Dataset":
         """The first n samples."""
         return Dataset({k: v[:n] for k, v in self.x.items()}, None if self.y is None else self.y[:n],
-                       self.class_names, self.source, self.warnings)
+                       self.class_names, self.source, self.warnings, {k: v[:n] for k, v in self.extra_y.items()})
 
 
-def load_data(path: str | Path, inputs: list[TensorSpec], *, purpose: str,
-              preprocessing: Preprocessing | None = None, labels: list[str] | None = None,
-              limit: int | None = None, seed: int = 0) -> Dataset:
+DATA_TYPES_HELP = {
+    "calibration": "a path (.npy, .npz with key 'x', an image folder), a numpy array, a dict {input name: array}, "
+                   "or a representative-dataset function yielding [x] or {input name: x} samples",
+    "evaluation": "a path (.npz with 'x' and 'y', an image folder of class subfolders) or an (x, y) tuple of arrays",
+}
+
+
+def check_source(source, purpose: str) -> str:
+    """Check what can be checked of a data source before the model is loaded (no TensorFlow).
+
+    Returns:
+        A description of the source for the report ("calib.npz", "array (200, 8, 8, 1)", ...).
+
+    Raises:
+        BadInput: a missing path, an unknown file format, or a type edgekeras cannot read, with the fix.
+    """
+    flag = "--calib" if purpose == "calibration" else "--eval"
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise BadInput(f"{flag} {path} does not exist", fix=_formats_help(purpose))
+        if path.is_file() and path.suffix.lower() not in (".npy", ".npz"):
+            raise BadInput(f"{flag} {path}: unknown data format {path.suffix or '(no suffix)'!r}",
+                           fix=_formats_help(purpose))
+        if purpose == "evaluation" and path.suffix.lower() == ".npy":
+            raise BadInput(f"--eval {path} is a .npy file, which holds no labels",
+                           fix="save inputs and labels together: np.savez('eval.npz', x=x, y=y)")
+        return str(path)
+    if purpose == "evaluation":
+        if isinstance(source, (tuple, list)) and len(source) == 2:
+            x, _ = source
+            return f"arrays {_describe(x)}"
+        raise BadInput(f"eval must be a path or an (x, y) tuple, got {type(source).__name__}",
+                       fix=f"pass {DATA_TYPES_HELP['evaluation']}")
+    if isinstance(source, np.ndarray) or isinstance(source, dict) or callable(source) or _is_iterator(source):
+        return _describe(source)
+    raise BadInput(f"calib must be a path, an array or a representative-dataset function, got "
+                   f"{type(source).__name__}", fix=f"pass {DATA_TYPES_HELP['calibration']}")
+
+
+def _is_iterator(obj) -> bool:
+    return hasattr(obj, "__next__") and hasattr(obj, "__iter__")
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, np.ndarray):
+        return f"array {tuple(obj.shape)}"
+    if isinstance(obj, dict):
+        return "arrays {" + ", ".join(f"{k}: {tuple(np.shape(v))}" for k, v in obj.items()) + "}"
+    if callable(obj) or _is_iterator(obj):
+        return f"representative dataset {getattr(obj, '__name__', type(obj).__name__)}"
+    return type(obj).__name__
+
+
+def load_data(source, inputs: list[TensorSpec], *, purpose: str, preprocessing: Preprocessing | None = None,
+              labels: list[str] | None = None, limit: int | None = None, seed: int = 0) -> Dataset:
     """Read calibration or evaluation data for a model with `inputs`.
 
     Args:
-        path: `.npy` (inputs only), `.npz` (`x`, and `y` for evaluation; a multi-input model takes one
-            key per input name), or a folder of images (evaluation: one subfolder per class).
+        source: a path: `.npy` (inputs only), `.npz` (`x`, and `y` for evaluation — plus `y_<output>` for
+            other outputs; a multi-input model takes one key per input name), or a folder of images
+            (evaluation: one subfolder per class). Or, from Python: an array or {input name: array};
+            an (x, y) tuple for evaluation (y may be {output name: labels}); a representative-dataset
+            function as the TFLite converter takes (yielding [x] or {input name: x}, batch first).
         inputs: the model's inputs.
         purpose: "calibration" or "evaluation" (evaluation needs labels).
         preprocessing: how image pixels become model inputs (needed for image folders).
         labels: the model's class names; an evaluation folder's subfolders are matched to them by name.
-        limit: keep at most this many samples (a seeded random choice, so large sets stay fast).
+        limit: keep at most this many samples (a seeded random choice, so large sets stay fast; the first
+            `limit` samples of a generator).
         seed: seed of that choice.
 
     Raises:
-        BadInput: missing path, unknown format, missing keys, no readable images, no labels for evaluation.
+        BadInput: missing path, unknown format or type, missing keys, no readable images, no labels for
+            evaluation.
     """
-    path = Path(path)
     flag = "--calib" if purpose == "calibration" else "--eval"
-    if not path.exists():
-        raise BadInput(f"{flag} {path} does not exist", fix=_formats_help(purpose))
+    check_source(source, purpose)
+    if not isinstance(source, (str, Path)):
+        return _subset(_from_python(source, inputs, purpose, limit), limit, seed)
+    path = Path(source)
     if path.is_dir():
         return _load_image_folder(path, inputs, purpose, preprocessing, labels, limit, seed)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        if purpose == "evaluation":
-            raise BadInput(f"--eval {path} is a .npy file, which holds no labels",
-                           fix="save inputs and labels together: np.savez('eval.npz', x=x, y=y)")
+    if path.suffix.lower() == ".npy":
         if len(inputs) != 1:
             raise BadInput(f"{flag} {path}: a .npy file holds one array but the model has {len(inputs)} inputs",
                            fix=f"use a .npz with one key per input: {', '.join(t.name for t in inputs)}")
-        x = {inputs[0].name: _load_npy(path, flag)}
-        ds = Dataset(x, source=f"{path.name}")
-    elif suffix == ".npz":
-        ds = _load_npz(path, inputs, purpose, flag)
+        ds = Dataset({inputs[0].name: _load_npy(path, flag)}, source=f"{path.name}")
     else:
-        raise BadInput(f"{flag} {path}: unknown data format {suffix or '(no suffix)'!r}", fix=_formats_help(purpose))
+        ds = _load_npz(path, inputs, purpose, flag)
     return _subset(ds, limit, seed)
+
+
+def _by_name(x, inputs: list[TensorSpec], where: str) -> dict[str, np.ndarray]:
+    """Arrays in the model's input order or by name -> {input name: array}."""
+    if isinstance(x, dict):
+        missing = [t.name for t in inputs if t.name not in x]
+        if missing:
+            raise BadInput(f"{where}: no array for input(s) {missing}; got keys {sorted(x)}",
+                           fix=f"give one array per input name: {', '.join(t.name for t in inputs)}")
+        return {t.name: np.asarray(x[t.name]) for t in inputs}
+    if isinstance(x, (list, tuple)):
+        if len(x) != len(inputs):
+            raise BadInput(f"{where}: {len(x)} array(s) for a model with {len(inputs)} input(s)",
+                           fix=f"give one array per input, in order: {', '.join(t.name for t in inputs)}")
+        return {t.name: np.asarray(a) for t, a in zip(inputs, x)}
+    if len(inputs) != 1:
+        raise BadInput(f"{where}: one array for a model with {len(inputs)} inputs",
+                       fix=f"give a dict {{input name: array}} for {', '.join(t.name for t in inputs)}")
+    return {inputs[0].name: np.asarray(x)}
+
+
+def _from_python(source, inputs: list[TensorSpec], purpose: str, limit: int | None) -> Dataset:
+    where = "calib" if purpose == "calibration" else "eval"
+    if purpose == "evaluation":
+        x, y = source
+        extra = {}
+        if isinstance(y, dict):
+            extra = {k: np.asarray(v) for k, v in y.items()}
+            y = None
+        return Dataset(_by_name(x, inputs, where), y=None if y is None else np.asarray(y), source=_describe(x),
+                       extra_y=extra)
+    if isinstance(source, (np.ndarray, dict)):
+        return Dataset(_by_name(source, inputs, where), source=_describe(source))
+    samples = source() if callable(source) else source
+    try:
+        iterator = iter(samples)
+    except TypeError:
+        raise BadInput(f"calib: the representative-dataset function returned {type(samples).__name__}, not an "
+                       "iterable of samples", fix="make it a generator: def gen(): for x in data: yield [x[None]]") from None
+    parts: list[dict[str, np.ndarray]] = []
+    count = 0
+    for sample in iterator:
+        arrays = _by_name(sample, inputs, "calib (a representative-dataset sample)")
+        parts.append(arrays)
+        count += len(next(iter(arrays.values()))) if np.ndim(next(iter(arrays.values()))) else 1
+        if limit is not None and count >= limit:
+            break
+    if not parts:
+        raise BadInput("calib: the representative-dataset function yielded no samples",
+                       fix="yield at least one sample, e.g. yield [x[i:i + 1]]")
+    x = {t.name: np.concatenate([np.atleast_1d(p[t.name]) if np.ndim(p[t.name]) == len(t.shape) else p[t.name][None]
+                                 for p in parts], axis=0) for t in inputs}
+    return Dataset(x, source=f"{_describe(source)}, first {len(next(iter(x.values())))} samples")
 
 
 def _formats_help(purpose: str) -> str:
@@ -127,9 +234,11 @@ def _load_npz(path: Path, inputs: list[TensorSpec], purpose: str, flag: str) -> 
                        fix=f"save it with np.savez(path, {'x=x' if len(inputs) == 1 else '<input name>=array, ...'}"
                            f"{', y=y' if purpose == 'evaluation' else ''})")
     y = arrays.get("y")
-    if purpose == "evaluation" and y is None:
-        raise BadInput(f"--eval {path} has no 'y' (labels)", fix="save it with np.savez(path, x=x, y=y)")
-    return Dataset(x, y=y, source=path.name)
+    extra = {k[2:]: v for k, v in arrays.items() if k.startswith("y_")}
+    if purpose == "evaluation" and y is None and not extra:
+        raise BadInput(f"--eval {path} has no 'y' (labels)",
+                       fix="save it with np.savez(path, x=x, y=y) (and y_<output name>=... for other outputs)")
+    return Dataset(x, y=y, source=path.name, extra_y=extra)
 
 
 def seeded_choice(n: int, limit: int, seed: int) -> np.ndarray:
@@ -152,7 +261,7 @@ def _subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:
     idx = seeded_choice(n, limit, seed)
     ds.source += f" ({limit} of {n} samples, seeded choice)"
     return Dataset({k: v[idx] for k, v in ds.x.items()}, None if ds.y is None else ds.y[idx],
-                   ds.class_names, ds.source, ds.warnings)
+                   ds.class_names, ds.source, ds.warnings, {k: v[idx] for k, v in ds.extra_y.items()})
 
 
 def image_input(inputs: list[TensorSpec], where: str) -> tuple[TensorSpec, int, int, int]:
@@ -272,15 +381,8 @@ def check_inputs(ds: Dataset, inputs: list[TensorSpec], preprocessing: Preproces
             w = _range_warning(ds.x[t.name], rng, preprocessing.name, t.name, flag, ds.source)
             if w:
                 warnings.append(w)
-    if purpose == "evaluation":
-        if ds.y is None:
-            raise BadInput(f"--eval data ({ds.source}) has no labels")
-        if len(ds.y) != n:
-            raise BadInput(f"--eval data ({ds.source}) has {n} inputs but {len(ds.y)} labels",
-                           fix="give one label per sample")
-        if ds.y.dtype.kind not in "biuf":
-            raise BadInput(f"--eval data ({ds.source}): labels have dtype {ds.y.dtype}; expected numbers "
-                           "(class indices, one-hot rows or regression targets)")
+    if purpose == "evaluation" and ds.y is None and not ds.extra_y:
+        raise BadInput(f"--eval data ({ds.source}) has no labels", fix="give labels: (x, y), or y in the .npz")
     return warnings
 
 
@@ -313,34 +415,6 @@ def range_mismatches(calib: Dataset, evaluation: Dataset, inputs: list[TensorSpe
                             "one of the two is scaled differently from the other (0-255 vs 0-1?), so the int8 "
                             "scales or the accuracy will be wrong: scale both as the model was trained")
     return warnings
-
-
-def check_labels(ds: Dataset, output: TensorSpec) -> None:
-    """Check evaluation labels against the model's first output (what accuracy is computed on).
-
-    Raises:
-        BadInput: class labels of the wrong shape or out of range for the model's classes.
-    """
-    y, n = ds.y, len(ds)
-    classes = output.shape[-1] if len(output.shape) == 2 else None
-    if classes is not None and classes >= 2:
-        if y.ndim == 2 and y.shape[1] != 1:
-            if y.shape[1] != classes:
-                raise BadInput(f"--eval data ({ds.source}): labels have shape {y.shape}, one-hot rows of {y.shape[1]}, "
-                               f"but the model's output {output.name!r} has {classes} classes",
-                               fix=f"give class indices (shape ({n},)) or one-hot rows of {classes}")
-            return
-        if y.ndim > 2 or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
-            raise BadInput(f"--eval data ({ds.source}): labels must be class indices (shape ({n},)) or one-hot rows "
-                           f"for the model's {classes} classes; got shape {y.shape}, dtype {y.dtype}")
-        flat = y.reshape(-1)
-        if flat.size and (flat.min() < 0 or flat.max() >= classes):
-            raise BadInput(f"--eval data ({ds.source}): class indices run from {flat.min():g} to {flat.max():g} but "
-                           f"the model's output {output.name!r} has {classes} classes (0..{classes - 1})",
-                           fix="check that the labels belong to this model")
-    elif y.reshape(n, -1).shape[1] != int(np.prod([d for d in output.shape[1:] if d])):
-        raise BadInput(f"--eval data ({ds.source}): targets have shape {y.shape} but the model's output "
-                       f"{output.name!r} has shape {output.shape}")
 
 
 def synthetic_inputs(inputs: list[TensorSpec], preprocessing: Preprocessing | None, n: int, seed: int = 0,

@@ -1,23 +1,33 @@
 """`edgekeras demo`: train a small CNN on scikit-learn's digits, then compress it as a user would.
 
 Everything is local (no download). The model takes raw pixels 0-255 (the 8x8 digits, scaled from
-0-16), like a camera app would feed it. The demo writes the model, calibration and test data, then
-calls the same `compress()` as `edgekeras compress model.h5 --int8 --onnx --calib ... --eval ...`.
+0-16), like a camera app would feed it. The demo writes the data the README's tour uses (train.npz,
+test.npz, calib.npz), the model and its card, then calls the same `compress()` as
+`edgekeras compress model.h5 --int8 --onnx --calib ... --eval ...`.
+
+The demo owns its output folder: a second run replaces what the first one wrote (listed in
+`.edgekeras-demo.json` there) and says so; files it did not write are never touched.
+
+Example:
+    result = run_demo("edgekeras-demo")
+    print(result.report.file("int8").accuracy.value)
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ._files import check_writable_dir, output_folder, refuse_existing
+from ._files import atomic_write_text, check_writable_dir, output_folder, refuse_existing
 from .card import card_path
 from .compress.pipeline import CompressReport, compress, plan_outputs
 
 MODEL_NAME = "digits_cnn.h5"
+MANIFEST = ".edgekeras-demo.json"
 
 
 @dataclass
@@ -29,6 +39,7 @@ class DemoResult:
     train_seconds: float
     command: str
     report: CompressReport
+    replaced: list[str] = field(default_factory=list)
 
 
 def digits_data(seed: int = 0):
@@ -43,33 +54,52 @@ def digits_data(seed: int = 0):
     return x_train, y_train, x_test, y_test
 
 
+def demo_outputs(out: Path) -> list[Path]:
+    """Every file the demo writes in `out`."""
+    model = out / MODEL_NAME
+    return ([model, card_path(model), out / "digits_cnn.curves.png", out / "train.npz", out / "test.npz",
+             out / "calib.npz"] + plan_outputs(model, ["int8"], True, out))
+
+
 def run_demo(output_dir: str | Path = "edgekeras-demo", *, force: bool = False, epochs: int = 12,
              seed: int = 0) -> DemoResult:
-    """Train the digits CNN, save it, and compress it to int8 TFLite and ONNX with real calibration data.
+    """Train the digits CNN, save it and the tour's data, and compress it to int8 TFLite and ONNX.
 
     Raises:
-        OutputError: outputs of an earlier run exist (pass force=True) or the folder is not writable.
+        OutputError: the folder holds files of the same names that an earlier demo did not write (pass
+            force=True), or it is not writable.
     """
     from .train import fit
 
     out = check_writable_dir(Path(output_dir))
-    model_path, calib_path, test_path = out / MODEL_NAME, out / "calib.npz", out / "test.npz"
-    refuse_existing([model_path, card_path(model_path), calib_path, test_path]
-                    + plan_outputs(model_path, ["int8"], True, out), force)
+    outputs = demo_outputs(out)
+    ours = _earlier_run(out)
+    refuse_existing([p for p in outputs if p.name not in ours], force)
+    replaced = [p.name for p in outputs if p.exists()]
     x_train, y_train, x_test, y_test = digits_data(seed)
     with output_folder(out):
         t0 = time.perf_counter()
+        model_path = out / MODEL_NAME
         result = fit("small_cnn", (x_train, y_train), epochs=epochs, batch_size=32, validation=0.1, out=model_path,
-                     seed=seed, labels=[str(i) for i in range(10)], preprocess="raw", force=force)
+                     seed=seed, labels=[str(i) for i in range(10)], preprocess="raw", force=True)
         train_seconds = time.perf_counter() - t0
-        _save_npz(calib_path, x=x_train)
-        _save_npz(test_path, x=x_test, y=y_test)
-        command = (f"edgekeras compress {model_path} --int8 --onnx --calib {calib_path} --eval {test_path}"
-                   + (" --force" if force else ""))
-        report = compress(model_path, ["int8"], calib=calib_path, eval=test_path, onnx=True, output_dir=out,
-                          force=force, seed=seed)
+        _save_npz(out / "train.npz", x=x_train, y=y_train)
+        _save_npz(out / "test.npz", x=x_test, y=y_test)
+        _save_npz(out / "calib.npz", x=x_train)
+        command = f"edgekeras compress {model_path} --int8 --onnx --calib {out / 'calib.npz'} --eval {out / 'test.npz'}"
+        report = compress(model_path, ["int8"], calib=out / "calib.npz", eval=out / "test.npz", onnx=True,
+                          output_dir=out, force=True, seed=seed)
+        atomic_write_text(out / MANIFEST, json.dumps({"files": [p.name for p in outputs]}, indent=1) + "\n")
     return DemoResult(model=str(model_path), params=result.params, train_seconds=train_seconds, command=command,
-                      report=report)
+                      report=report, replaced=replaced)
+
+
+def _earlier_run(out: Path) -> set[str]:
+    """Names of the files an earlier demo wrote in `out` (from its manifest)."""
+    try:
+        return set(json.loads((out / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def _save_npz(path: Path, **arrays) -> None:

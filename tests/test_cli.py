@@ -39,7 +39,7 @@ def test_compress_prints_one_table_and_json(digits_model, tmp_path):
                                       "-o", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
     header = r.output.splitlines()[0].split()
-    assert header == ["file", "mode", "size", "gzip", "x", "f32", "parity", "vs", "keras", "accuracy", "time"]
+    assert header == ["file", "mode", "size", "gzip", "x", "f32", "parity", "vs", "keras", "accuracy"]
     assert "digits.int8.tflite" in r.output and "top1" in r.output and "(keras model)" in r.output
     r = CliRunner().invoke(cli.main, ["compress", str(digits_model["model"]), "--dynamic", "--json",
                                       "-o", str(tmp_path / "b")])

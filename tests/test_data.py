@@ -80,10 +80,13 @@ def test_eval_needs_labels(tmp_path):
     np.save(tmp_path / "e.npy", np.zeros((3, 8, 8, 3), np.float32))
     with pytest.raises(BadInput, match="holds no labels"):
         load_data(tmp_path / "e.npy", IMG, purpose="evaluation")
-    np.savez(tmp_path / "e.npz", x=np.zeros((3, 8, 8, 3), np.float32), y=np.zeros(2))
-    ds = load_data(tmp_path / "e.npz", IMG, purpose="evaluation")
-    with pytest.raises(BadInput, match="3 inputs but 2 labels"):
-        check_inputs(ds, IMG, None, purpose="evaluation")
+    np.savez(tmp_path / "e.npz", x=np.zeros((3, 8, 8, 3), np.float32))
+    with pytest.raises(BadInput, match="has no 'y'"):
+        load_data(tmp_path / "e.npz", IMG, purpose="evaluation")
+    from edgekeras.metrics import check_labels
+
+    with pytest.raises(BadInput, match="3 inputs but 2 labels for output 'probs'"):
+        check_labels("accuracy", np.zeros(2), TensorSpec("probs", [None, 4], "float32"), "e.npz", 3)
 
 
 def test_pickled_arrays_are_refused(tmp_path):

@@ -10,7 +10,12 @@ import pytest
 
 import edgekeras
 from edgekeras import BadInput, ModelCard, UnsafeModel
-from edgekeras.modelfile import load_model
+from edgekeras.modelfile import inspect_model
+from edgekeras.source import load_source
+
+
+def load_model(path, **kwargs):
+    return load_source(inspect_model(path), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +60,15 @@ def test_savedmodel_compresses_with_its_signature_names(tmp_path):
     assert card.inputs[0].name == "x" and card.outputs[0].name == "scores"
 
 
-def test_keras3_archive_says_how_to_convert(tmp_path):
+def test_keras3_archive_is_recognised_before_loading(tmp_path):
     p = tmp_path / "k3.keras"
     with zipfile.ZipFile(p, "w") as z:
         z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        z.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {}}))
+        z.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {},
+                                              "compile_config": {"loss": "mean_squared_error"}}))
         z.writestr("model.weights.h5", b"")
-    with pytest.raises(BadInput, match=r"(?s)Keras 3.*model.export"):
-        load_model(p)
+    info = inspect_model(p)
+    assert (info.format, info.keras_version, info.loss) == ("keras", 3, "mean_squared_error")
 
 
 def test_weights_only_h5(small, tmp_path):

@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -24,23 +25,51 @@ import click
 from .. import __version__
 from ..errors import BadInput, EdgeKerasError
 
-_state = {"debug": False}
+_state = {"debug": False, "quiet": False, "json": False}
 
 
 class _Handler(logging.Handler):
-    """edgekeras log records -> the terminal: progress dimmed, warnings loud."""
+    """edgekeras log records -> the terminal: progress dimmed (a bar on a terminal), warnings loud.
+
+    With --quiet only warnings are shown.
+    """
 
     def __init__(self, stream):
         super().__init__(logging.INFO)
         self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self._bar = None  # the task whose bar is on screen
 
     def emit(self, record):
+        progress = getattr(record, "progress", None)
+        if progress is not None:
+            if self.tty and not _state["quiet"]:
+                self._draw(*progress)
+            return
+        self._end_bar()
+        if record.levelno < logging.WARNING and _state["quiet"]:
+            return
         msg = record.getMessage()
         if record.levelno >= logging.WARNING:
             text = click.style("WARNING: ", fg="yellow", bold=True) + msg
         else:
             text = click.style(f"  {msg}", dim=True)
-        click.echo(text, file=self.stream, color=self.stream.isatty() if hasattr(self.stream, "isatty") else None)
+        click.echo(text, file=self.stream, color=self.tty)
+
+    def _draw(self, task: str, i: int, n: int) -> None:
+        width = 30
+        done = int(width * i / max(n, 1))
+        self.stream.write(f"\r  {task} [{'#' * done}{'.' * (width - done)}] {i}/{n}")
+        self.stream.flush()
+        self._bar = task
+        if i >= n:
+            self._end_bar()
+
+    def _end_bar(self) -> None:
+        if self._bar is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._bar = None
 
 
 @contextlib.contextmanager
@@ -101,36 +130,75 @@ def _debug_option(f):
                         help="Show tracebacks and TensorFlow's own log.")(f)
 
 
+def _output_options(f):
+    """--quiet and --json on a command."""
+
+    def set_flag(name):
+        def callback(ctx, param, value):
+            if value:
+                _state[name] = True
+            return value
+        return callback
+
+    f = click.option("--json", "as_json", is_flag=True, callback=set_flag("json"),
+                     help="Print the result (or the error) as JSON on stdout.")(f)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_flag("quiet"),
+                        help="Print only the result and warnings (no progress).")(f)
+
+
+def _error_json(kind: str, e: BaseException) -> str:
+    return json.dumps({"error": {"type": kind, "message": getattr(e, "message", str(e)),
+                                 "fix": getattr(e, "fix", None)}}, indent=2)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _run(on_interrupt: str):
     """Decorate a command body: our errors -> one message and exit 1; bugs -> a short note (or the traceback).
 
-    `on_interrupt` says what a Ctrl-C leaves behind, for this command.
+    `on_interrupt` says what a Ctrl-C (or a SIGTERM) leaves behind, for this command. With --json the error
+    is also printed as JSON on stdout.
     """
 
     def decorate(f):
         @functools.wraps(f)
         def wrapper(*args, **kwargs):
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
             try:
                 with _terminal():
                     return f(*args, **kwargs)
             except EdgeKerasError as e:
                 if _state["debug"]:
                     traceback.print_exc()
+                    if getattr(e, "worker_traceback", None):
+                        click.echo(e.worker_traceback, err=True)
+                if _state["json"]:
+                    click.echo(_error_json(type(e).__name__, e))
                 click.echo(click.style("error: ", fg="red", bold=True) + str(e), err=True)
                 sys.exit(1)
             except KeyboardInterrupt:
+                if _state["json"]:
+                    click.echo(json.dumps({"error": {"type": "Interrupted", "message": f"interrupted; {on_interrupt}",
+                                                     "fix": None}}))
                 click.echo(f"interrupted; {on_interrupt}", err=True)
                 sys.exit(130)
             except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
                 raise
-            except Exception as e:
+            except Exception as e:  # a bug of ours: say so, short, and where the details are
                 if _state["debug"]:
                     raise
                 log = _state.pop("native_log", None)
-                click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {e}\n"
+                if _state["json"]:
+                    click.echo(_error_json("InternalError", e))
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {first}\n"
                            f"This is a bug in edgekeras ({on_interrupt}). Rerun with --debug for the traceback"
                            + (f"; TensorFlow's log is in {log}" if log else "") + ".", err=True)
                 sys.exit(1)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
 
         return wrapper
 
@@ -142,7 +210,7 @@ _CHECKPOINTS_KEPT = "the epochs saved so far are kept (--resume continues)"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="edgekeras")
+@click.version_option(__version__, "-V", "--version", prog_name="edgekeras")
 @_debug_option
 def main():
     """From a Keras model to a small, fast, verified .tflite/.onnx file.
@@ -165,28 +233,35 @@ def main():
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               help="Use at most this many calibration samples.")
 @click.option("--preprocess", type=click.Choice(["raw", "unit", "signed", "imagenet", "caffe", "identity"]),
-              help="How image pixels are scaled for this model (default: from its model card, or a Rescaling "
-                   "input layer).")
+              help="How image pixels are scaled for this model (default: from its model card, or its own "
+                   "Rescaling/Normalization input layers).")
+@click.option("--task", type=click.Choice(["classification", "binary", "regression"]),
+              help="What the first output predicts (default: the model card, the model's loss or last activation); "
+                   "sets the metric.")
 @click.option("--onnx", is_flag=True, help="Also export ONNX (float32, and int8 QDQ with --int8).")
+@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
 @click.option("--eval", "eval_", type=click.Path(path_type=str),
               help="Labelled data (.npz with x, y, or an image folder of class subfolders) for accuracy.")
 @click.option("-o", "--output-dir", type=click.Path(path_type=str), help="Output folder (default: the model's).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option("--custom-objects", type=click.Path(path_type=str), help="A .py file defining custom layers.")
+@click.option("--custom-objects", type=click.Path(path_type=str),
+              help="A .py file defining (or importing) the model's custom layers.")
 @click.option("--trust-model", is_flag=True, help="Allow Lambda layers (loading them runs code from the file).")
 @click.option("--allow-float-fallback", is_flag=True,
               help="Integer modes: keep ops that have no integer kernel in float instead of failing.")
 @click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True,
               help="Without --eval: calibration samples the parity check runs on.")
-@click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Tolerance of float32 files against Keras (max |diff|).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="float32 files must match Keras within atol + rtol * |keras|.")
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+              help="Relative part of that tolerance.")
+@_output_options
 @_debug_option
 @_run(_NOTHING_WRITTEN)
-def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, onnx,
-             eval_, output_dir, force, custom_objects, trust_model, allow_float_fallback, parity_samples, atol,
+def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, task, onnx, opset,
+             eval_, output_dir, force, custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol,
              as_json):
-    """Compress MODEL (.h5, .keras or SavedModel folder) into verified .tflite/.onnx files.
+    """Compress MODEL (.h5, .keras or SavedModel folder; tf_keras or Keras 3) into verified .tflite/.onnx files.
 
     A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
     and compared with the Keras model; each gets a model card <file>.edgekeras.json.
@@ -194,10 +269,10 @@ def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samp
     modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic), ("int16x8", int16x8)) if on]
     from ..compress import compress as run
 
-    report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, onnx=onnx,
-                 eval=eval_, output_dir=output_dir, force=force, float_io=float_io, custom_objects=custom_objects,
-                 trust_model=trust_model, allow_float_fallback=allow_float_fallback, parity_samples=parity_samples,
-                 atol=atol)
+    report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, task=task, onnx=onnx,
+                 opset=opset, eval=eval_, output_dir=output_dir, force=force, float_io=float_io,
+                 custom_objects=custom_objects, trust_model=trust_model, allow_float_fallback=allow_float_fallback,
+                 parity_samples=parity_samples, atol=atol, rtol=rtol)
     _print_report(report, as_json, note=None if modes else
                   "no compression mode chosen (--int8, --float16, --dynamic, --int16x8): wrote the float32 baseline")
 
@@ -211,7 +286,13 @@ def _print_report(report, as_json: bool, note: str | None = None) -> None:
     click.echo(compress_table(report))
     if report.keras_accuracy is not None:
         a = report.keras_accuracy
-        click.echo(f"\n{a.metric}: measured on {a.samples} samples of {a.data}")
+        click.echo(f"\n{a.metric}: output {a.output!r} ({report.task}), on {a.samples} samples of {a.data}")
+        from ..report.text import metric_value
+
+        for m in report.keras_metrics[1:]:
+            click.echo(f"also scored: output {m.output!r} {m.metric}: keras {metric_value(m)}, "
+                       + ", ".join(f"{f.name} {metric_value(x)}" for f in report.files for x in f.metrics
+                                   if x.output == m.output))
     if report.calibration:
         c = report.calibration
         click.echo(f"calibration: {c['source']}" + ("   <-- SYNTHETIC, see warning" if c["synthetic"] else ""))
@@ -292,22 +373,25 @@ def train(arch, data, epochs, batch_size, out, validation, test, resume, seed, d
 @main.command()
 @click.option("-o", "--output-dir", type=click.Path(path_type=str), default="edgekeras-demo", show_default=True,
               help="Where to write the model, the data and the compressed files.")
-@click.option("--force", is_flag=True, help="Overwrite the files of an earlier demo run.")
+@click.option("--force", is_flag=True, help="Overwrite files of the same names that an earlier demo did not write.")
 @click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True, help="Training epochs.")
+@_output_options
 @_debug_option
-@_run("what the demo wrote so far stays in its folder (rerun with --force)")
-def demo(output_dir, force, epochs):
+@_run("what the demo wrote so far stays in its folder; rerunning replaces it")
+def demo(output_dir, force, epochs, as_json):
     """Train a small CNN on scikit-learn's digits (no download), then compress it to int8 and ONNX.
 
-    Runs the same code as `edgekeras compress model.h5 --int8 --onnx --calib ... --eval ...`.
+    Runs the same code as `edgekeras compress model.h5 --int8 --onnx --calib ... --eval ...`, and writes the
+    data the README's tour uses (train.npz, test.npz, calib.npz). Rerunning replaces its own earlier output.
     """
     from ..demo import run_demo
 
     result = run_demo(output_dir, force=force, epochs=epochs)
-    click.echo(f"trained {result.model} ({result.params:,} weights) in {result.train_seconds:.1f} s; "
-               f"same as: {result.command}\n")
-    _print_report(result.report, as_json=False)
+    if not as_json:
+        if result.replaced:
+            click.echo(f"replaced the earlier demo output in {output_dir}/ ({len(result.replaced)} files)")
+        click.echo(f"trained {result.model} ({result.params:,} weights) in {result.train_seconds:.1f} s; "
+                   f"same as: {result.command}\n")
+    _print_report(result.report, as_json=as_json)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()

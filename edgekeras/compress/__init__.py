@@ -1,20 +1,22 @@
-"""Compression: post-training quantization (`ptq`) and the `compress` pipeline (`pipeline`).
+"""edgekeras.compress(model, modes="int8", *, calib=None, eval=None, onnx=False, ...) -> CompressReport
 
-This package is callable: `edgekeras.compress("model.h5", ["int8"], calib=...)` runs
-`edgekeras.compress.pipeline.compress` (see its docstring). Importing it does not import TensorFlow.
+This package is also the function: `edgekeras.compress("model.h5", "int8", calib=...)` runs
+`edgekeras.compress.pipeline.compress`, whose signature and docstring it carries (`help()` and
+`inspect.signature` show them). Its modules: `pipeline` (the stages), `recipe` (settings), `worker` and
+`client` (the TensorFlow side, in a child process), `ptq` (the TFLite converter modes). Importing it does not
+import TensorFlow.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 
+from .pipeline import CompressReport, FileResult, compress
+from .recipe import MODES, Recipe
 
-def compress(*args, **kwargs):
-    """Compress a Keras model into verified edge files; see `edgekeras.compress.pipeline.compress`."""
-    from .pipeline import compress as run
-
-    return run(*args, **kwargs)
+__doc__ = (__doc__ or "") + "\n" + (compress.__doc__ or "")
 
 
 class _CallablePackage(types.ModuleType):
@@ -22,4 +24,8 @@ class _CallablePackage(types.ModuleType):
         return compress(*args, **kwargs)
 
 
-sys.modules[__name__].__class__ = _CallablePackage
+_module = sys.modules[__name__]
+_module.__class__ = _CallablePackage
+_module.__signature__ = inspect.signature(compress)
+
+__all__ = ["compress", "CompressReport", "FileResult", "Recipe", "MODES"]

@@ -1,15 +1,18 @@
 """`compress()`: a Keras model -> verified .tflite (and .onnx) files, each with a model card.
 
-The run, in order:
-1. plan the output names and refuse to overwrite (before any slow work);
-2. load the model (refusing unsafe files), resolve its preprocessing and labels;
-3. read and check calibration and evaluation data;
-4. compute the Keras reference outputs once (beside the float32 conversion, which uses one core);
-5. convert each mode (float32 first, always) and export ONNX if asked;
-6. verify every file on its runtime (LiteRT / ONNX Runtime) against the Keras outputs, measure
-   size, accuracy and parity, and write its card. Verification is TensorFlow-free, so it runs in a
-   worker thread while the next conversion runs;
-7. move every file into place at once. A failure leaves nothing behind and never touches the input.
+The run reads as its stages (`_Run`):
+
+1. **plan** — check the recipe, the model file (format sniffing, Lambda refusal) and the data sources, name
+   the outputs and refuse to overwrite; nothing slow has happened yet and TensorFlow is not imported;
+2. **load** — the TensorFlow side (`worker.py`, in a child process for model files) loads the model and
+   says what it takes and gives; preprocessing, labels, task and metric are resolved once;
+3. **prepare data** — calibration and evaluation data are read and checked against the model;
+4. **export** — the worker computes the Keras reference outputs, converts every mode (float32 first) and
+   exports ONNX, file by file;
+5. **verify** — each file is run on the runtime a device uses (LiteRT, ONNX Runtime) while the worker goes on
+   with the next, compared with Keras, measured, and given its card;
+6. **commit** — the report is written and every file moves into place at once. A failure, a Ctrl-C or a crash
+   inside TensorFlow's converter leaves nothing behind and never touches the input.
 """
 
 from __future__ import annotations
@@ -18,27 +21,31 @@ import gzip
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
+from .. import errors
 from .._files import Staging, check_writable_dir, output_folder, refuse_existing
-from ..card import PREPROCESSING_PRESETS, ROUNDING, Accuracy, ModelCard, Parity, Preprocessing, Step, card_path, producer_info
-from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_labels, load_data, range_mismatches,
+from ..card import (PREPROCESSING_PRESETS, REPORT_SCHEMA, ROUNDING, SCHEMA_VERSION, Accuracy, ModelCard, Parity,
+                    Preprocessing, Step, TensorSpec, card_path, producer_info)
+from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_source, load_data, range_mismatches,
                     synthetic_inputs)
-from ..errors import BadInput
-from ..export import onnx as onnx_export
-from ..export.parity import DEFAULT_ATOL, compare
-from ..metrics import accuracy_entry, score
-from ..modelfile import SourceModel, load_model
+from ..errors import BadInput, UnsupportedModel
+from ..export.parity import compare
+from ..metrics import check_labels, infer_task_from_labels, metric_for, score
+from ..modelfile import check_custom_objects_file, inspect_model
 from ..runtime.session import open_session
-from . import ptq
+from .recipe import (DEFAULT_ATOL, DEFAULT_CALIB_SAMPLES, DEFAULT_OPSET, DEFAULT_PARITY_SAMPLES, DEFAULT_RTOL,
+                     Recipe, model_stem)
 
 log = logging.getLogger("edgekeras.compress")
+progress_log = logging.getLogger("edgekeras.progress")
 
-DEFAULT_CALIB_SAMPLES = 200
-DEFAULT_PARITY_SAMPLES = 32
 SYNTHETIC_SAMPLES = 100
 
 
@@ -52,19 +59,28 @@ class FileResult:
     mode: str
     bytes: int
     gzip_bytes: int
-    ratio: float  # bytes / bytes of the float32 file of the same format (set once all files exist)
+    ratio: float  # bytes / bytes of the float32 file of the same format
     parity: Parity
     accuracy: Accuracy | None
     seconds: float  # conversion (and quantization) time
     float_ops: list[str] = field(default_factory=list)
+    sha256: str = ""
+    metrics: list[Accuracy] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
 
 
 @dataclass
 class CompressReport:
-    """What `compress` did; also written as `<stem>.report.json`."""
+    """What `compress` did; also written as `<stem>.report.json` (schema `edgekeras.report`, version 2)."""
 
     model: str
+    source: dict
     output_dir: str
+    task: str | None
     files: list[FileResult]
     keras_accuracy: Accuracy | None
     calibration: dict | None
@@ -72,340 +88,636 @@ class CompressReport:
     recipe: dict
     seconds: float
     report: str = ""
+    keras_metrics: list[Accuracy] = field(default_factory=list)
+    producer: dict = field(default_factory=producer_info)
+    schema: str = REPORT_SCHEMA
+    schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The report as JSON-able data. Produced files are named relative to the report (they sit beside it);
+        the model is given as an absolute path, whichever entry point made the report."""
+        from ..card import _encode
+
+        d = {"schema": self.schema, "schema_version": self.schema_version, "producer": self.producer}
+        for k, v in asdict(self).items():
+            if k not in d:
+                d[k] = v
+        d["keras_accuracy"] = _encode(self.keras_accuracy)
+        d["keras_metrics"] = [_encode(m) for m in self.keras_metrics]
+        d["files"] = [{**asdict(f), "path": Path(f.path).name, "card": Path(f.card).name,
+                       "parity": _encode(f.parity), "accuracy": _encode(f.accuracy),
+                       "metrics": [_encode(m) for m in f.metrics]} for f in self.files]
+        return d
 
     def file(self, mode: str, fmt: str = "tflite") -> FileResult:
-        """The result for one mode and format, e.g. report.file("int8")."""
+        """The result for one mode and format. `report.file("int8")` is the int8 `.tflite` file;
+        `report.file("int8", "onnx")` the int8 ONNX file.
+
+        Raises:
+            KeyError: no such file in this report (the message lists those there are).
+        """
         for f in self.files:
             if f.mode == mode and f.format == fmt:
                 return f
-        raise KeyError(f"no {mode} {fmt} file in this report")
+        have = ", ".join(f"{f.mode} {f.format}" for f in self.files)
+        raise KeyError(f"no {mode} {fmt} file in this report (it has: {have})")
 
 
-def compress(model: str | Path, modes=("int8",), *, calib: str | Path | None = None,
-             calib_samples: int = DEFAULT_CALIB_SAMPLES, preprocess: str | None = None, onnx: bool = False,
-             eval: str | Path | None = None, output_dir: str | Path | None = None, force: bool = False,
-             float_io: bool = False, custom_objects: str | Path | dict | None = None, trust_model: bool = False,
-             allow_float_fallback: bool = False, parity_samples: int = DEFAULT_PARITY_SAMPLES,
-             atol: float = DEFAULT_ATOL, seed: int = 0) -> CompressReport:
+def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, output_dir=None,
+             force: bool = False, preprocess: str | None = None, task: str | None = None,
+             calib_samples: int = DEFAULT_CALIB_SAMPLES, float_io: bool = False, allow_float_fallback: bool = False,
+             custom_objects=None, trust_model: bool = False, parity_samples: int = DEFAULT_PARITY_SAMPLES,
+             atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, opset: int = DEFAULT_OPSET, seed: int = 0,
+             isolate: bool = True) -> CompressReport:
     """Compress a Keras model into verified edge files, each with a model card.
 
-    A float32 `.tflite` is always produced as the baseline, then one file per mode. Every file is run
-    on LiteRT or ONNX Runtime and compared with the Keras model.
+    A float32 `.tflite` is always produced as the baseline, then one file per mode. Every file is run on
+    LiteRT or ONNX Runtime and compared with the Keras model; the Keras model and every file are scored with
+    the same metric.
 
     Args:
-        model: a tf_keras `.h5`, a tf_keras `.keras`, or a SavedModel folder.
-        modes: any of "int8", "float16", "dynamic", "int16x8" (and "float32").
-        calib: calibration data: `.npy`, `.npz` (key `x`) or an image folder. Without it, the integer
-            modes calibrate on synthetic inputs, with a loud warning recorded in the cards.
-        calib_samples: use at most this many calibration samples (a seeded random choice).
-        preprocess: how image pixels are scaled for this model ("raw", "unit", "signed", "imagenet",
-            "caffe", "identity"); default: from the model card beside the model, or a Rescaling input layer.
+        model: a Keras `.h5` or `.keras` file (tf_keras or Keras 3), a SavedModel folder, or a Keras model
+            object (tf_keras or Keras 3) in memory.
+        modes: "int8", "float16", "dynamic", "int16x8" (and "float32"), or a list of them.
+        calib: calibration data: a path (`.npy`, `.npz` with key `x`, an image folder), an array, a dict
+            {input name: array}, or a representative-dataset function as `tf.lite.TFLiteConverter` takes
+            (yielding `[x]` or `{input name: x}`). Without it, the integer modes calibrate on synthetic inputs,
+            with a loud warning recorded in the cards.
+        eval: labelled data: a path (`.npz` with `x`, `y` — and `y_<output>` for other outputs —, or an image
+            folder of class subfolders) or an `(x, y)` tuple. Gives the accuracy of the Keras model and of
+            every file; parity then runs on all of it.
         onnx: also export `<stem>.onnx` (float32) and, with int8, `<stem>.int8.onnx` (QDQ).
-        eval: labelled data (`.npz` with `x`, `y`, or an image folder of class subfolders): accuracy of
-            the Keras model and of every file; parity then runs on all of it.
-        output_dir: where to write (default: the model's folder).
+        output_dir: where to write (default: the model's folder; the current folder for a model in memory).
         force: overwrite existing outputs.
+        preprocess: how image pixels are scaled for this model ("raw", "unit", "signed", "imagenet", "caffe",
+            "identity"); default: the model card beside the model, or the model's own Rescaling/Normalization.
+        task: "classification", "binary" or "regression"; default: the card, the model's loss or last activation.
+        calib_samples: use at most this many calibration samples (a seeded random choice).
         float_io: int8 files keep float32 input and output.
-        custom_objects: a .py file or dict defining the model's custom layers.
-        trust_model: allow Lambda layers (loading them runs code stored in the file).
         allow_float_fallback: integer files may keep ops with no integer kernel in float.
+        custom_objects: a .py file (its Keras classes, defined or imported) or a dict, for custom layers.
+        trust_model: allow Lambda layers (loading them runs code stored in the file).
         parity_samples: without `eval`, how many calibration samples parity runs on.
-        atol: tolerance of float32 files against the Keras model (max |diff|).
+        atol, rtol: float32 files must match Keras within |diff| <= atol + rtol * |keras|.
+        opset: the ONNX opset.
         seed: seed of the calibration sample choice and of synthetic data.
+        isolate: run TensorFlow's converter in a child process, so that a crash in it ends the run cleanly
+            (model files only; a model object in memory is converted in this process).
 
     Returns:
-        A `CompressReport`.
+        A `CompressReport`; `report.file("int8")` is the int8 .tflite, `report.file("int8", "onnx")` its ONNX twin.
 
     Raises:
         BadInput, UnsafeModel, UnsupportedModel, ParityError, OutputError: see edgekeras.errors.
 
     Example:
-        report = edgekeras.compress("model.h5", ["int8"], calib="calib.npz", eval="test.npz", onnx=True)
+        report = edgekeras.compress("model.h5", "int8", calib="calib.npz", eval=(x_test, y_test), onnx=True)
         print(report.file("int8").accuracy.value)
     """
-    t_start = time.perf_counter()
-    modes = ptq.check_modes(["float32", *([modes] if isinstance(modes, str) else modes)])
-    for name, v in (("calib_samples", calib_samples), ("parity_samples", parity_samples)):
-        if not isinstance(v, int) or v < 1:
-            raise BadInput(f"{name} must be a positive integer, got {v!r}")
-    if not atol > 0:
-        raise BadInput(f"atol must be positive, got {atol!r}")
-    if float_io and "int8" not in modes:
-        raise BadInput("float_io (--float-io) only applies to int8", fix="add the int8 mode or drop float_io")
-    model_path = Path(model)
-    if not model_path.exists():
-        raise BadInput(f"model {model_path} does not exist",
-                       fix="pass a tf_keras .h5 file, a tf_keras .keras file, or a SavedModel folder")
-    out_dir = Path(output_dir) if output_dir is not None else model_path.resolve().parent
-    names, report_name = output_names(model_path, modes, onnx)
-    planned = _paths(out_dir, names, report_name)
-    if model_path.resolve() in [p.resolve() for p in planned]:
-        raise BadInput(f"an output would overwrite the input {model_path}", fix="choose another -o/--output-dir")
-    check_writable_dir(out_dir)
-    refuse_existing(planned, force)
-
-    log.info("loading %s", model_path)
-    source = load_model(model_path, custom_objects=custom_objects, trust_model=trust_model)
-    preprocessing, labels, task = _resolve_metadata(source, preprocess)
-    warnings: list[str] = []
-
-    def warn(message: str) -> None:
-        log.warning(message)
-        warnings.append(message)
-
-    eval_ds = None
-    if eval is not None:
-        eval_ds = load_data(eval, source.inputs, purpose="evaluation", preprocessing=preprocessing, labels=labels,
-                            seed=seed)
-        for w in check_inputs(eval_ds, source.inputs, preprocessing, purpose="evaluation"):
-            warn(w)
-        check_labels(eval_ds, source.outputs[0])
-        if labels is None and eval_ds.class_names:
-            classes = source.outputs[0].shape[-1]
-            if len(eval_ds.class_names) == classes:
-                labels = eval_ds.class_names
-            else:
-                warn(f"--eval {eval} has {len(eval_ds.class_names)} class folders but the model outputs {classes} "
-                     "classes: folders were matched to outputs in sorted order, and the cards get no labels; a model "
-                     "card with the labels beside the model makes the match exact")
-    integer_modes = [m for m in modes if m in ptq.INTEGER_MODES]
-    calibration_info = None
-    calib_ds = None
-    if calib is not None:
-        calib_ds = load_data(calib, source.inputs, purpose="calibration", preprocessing=preprocessing,
-                             limit=calib_samples, seed=seed)
-        for w in check_inputs(calib_ds, source.inputs, preprocessing, purpose="calibration"):
-            warn(w)
-        if integer_modes:
-            calibration_info = {"source": calib_ds.source, "samples": len(calib_ds), "synthetic": False}
-            if len(calib_ds) < MIN_CALIBRATION_SAMPLES:
-                warn(f"--calib data has only {len(calib_ds)} sample(s); integer scales from so few samples are "
-                     "unreliable (100-500 representative samples are typical)")
-    elif integer_modes:
-        calib_ds = synthetic_inputs(source.inputs, preprocessing, SYNTHETIC_SAMPLES, seed, purpose="calibration")
-        calibration_info = {"source": calib_ds.source, "samples": len(calib_ds), "synthetic": True}
-        warn(f"NO CALIBRATION DATA: {', '.join(integer_modes)} scales come from {calib_ds.source}; accuracy may "
-             "suffer badly. Pass --calib with 100-500 real samples (a .npy, a .npz with key 'x', or an image folder)")
-    if calib is not None and eval_ds is not None:
-        for w in range_mismatches(calib_ds, eval_ds, source.inputs):
-            warn(w)
-    if preprocessing is None and any(len(t.shape) == 4 and t.shape[-1] in (1, 3) for t in source.inputs):
-        warn("the model cards cannot say how to scale pixels for this image model (no card beside the model, no "
-             "Rescaling input layer): pass --preprocess raw|unit|signed|imagenet|caffe so apps feed it correctly")
-    if "int16x8" in modes:
-        warn("int16x8 runs far slower than int8 on CPU kernels (about 38x on a small CNN); choose it only where "
-             "int8 accuracy is not enough")
-
-    if eval_ds is not None:
-        parity_ds, parity_data = eval_ds, f"evaluation data: {eval_ds.source}"
-    elif calib_ds is not None:
-        parity_ds = calib_ds.take(parity_samples)
-        parity_data = f"{'synthetic' if calib is None else 'calibration'} data: {calib_ds.source}, first {len(parity_ds)}"
-    else:
-        parity_ds = synthetic_inputs(source.inputs, preprocessing, parity_samples, seed, purpose="the parity check")
-        parity_data = parity_ds.source
-    base_steps = list(source.card.steps) if source.card else []
-    base_steps.append(Step("load", {"source": model_path.resolve().name, "format": source.format,
-                                    "sha256": source.sha256, "params": source.params}))
-    recipe = {"model": str(model_path), "modes": modes, "calib": str(calib) if calib else None,
-              "calib_samples": calib_samples, "preprocess": preprocessing.name if preprocessing else None,
-              "onnx": onnx, "eval": str(eval) if eval else None, "float_io": float_io,
-              "allow_float_fallback": allow_float_fallback, "trust_model": trust_model,
-              "custom_objects": str(custom_objects) if isinstance(custom_objects, (str, Path)) else None,
-              "parity_samples": parity_samples, "atol": atol, "seed": seed}
-
-    with output_folder(out_dir), Staging(out_dir) as stage, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekeras-verify") as pool:
-        try:
-            # The Keras reference runs on the worker thread beside the float32 conversion, which uses one
-            # core; the verifications queue behind it on the same thread.
-            log.info("computing Keras reference outputs on %d samples", len(parity_ds))
-            check = _Verifier(source=source, parity_ds=parity_ds, parity_data=parity_data,
-                              reference_task=pool.submit(source.predict, parity_ds.x), eval_ds=eval_ds, atol=atol,
-                              preprocessing=preprocessing, labels=labels, task=task, base_steps=base_steps,
-                              out_dir=out_dir)
-            pending: list[Future] = []
-
-            def submit(fmt: str, mode: str, settings: dict, seconds: float, file_warnings: list[str],
-                       float_ops: list[str]) -> None:
-                for f in pending:  # a verification that already failed stops the run before the next conversion
-                    if f.done():
-                        f.result()
-                name = names[(fmt, mode)]
-                pending.append(pool.submit(check.verify, stage.path(name), name, stage.path(card_path(name).name),
-                                           fmt, mode, settings, seconds, file_warnings, float_ops))
-
-            synthetic = ["calibrated on synthetic data: accuracy may suffer"] if calib is None else []
-            for mode in modes:
-                log.info("converting %s", mode)
-                conv = ptq.convert(source, mode, calibration=calib_ds if mode in ptq.INTEGER_MODES else None,
-                                   float_io=float_io, allow_float_fallback=allow_float_fallback)
-                settings = dict(conv.settings)
-                file_warnings = []
-                if mode in ptq.INTEGER_MODES:
-                    settings["calibration"] = calibration_info
-                    file_warnings += synthetic
-                if conv.float_ops:
-                    warn(f"{names[('tflite', mode)]} keeps {len(conv.float_ops)} op(s) in float "
-                         f"(--allow-float-fallback): {', '.join(conv.float_ops)}")
-                    file_warnings.append(f"ops kept in float: {', '.join(conv.float_ops)}")
-                stage.path(names[("tflite", mode)]).write_bytes(conv.data)
-                submit("tflite", mode, settings, conv.seconds, file_warnings, conv.float_ops)
-                del conv
-            if onnx:
-                log.info("exporting ONNX (float32)")
-                t0 = time.perf_counter()
-                data, settings = onnx_export.to_onnx(source)
-                float_onnx = stage.path(names[("onnx", "float32")])
-                float_onnx.write_bytes(data)
-                submit("onnx", "float32", settings, time.perf_counter() - t0, [], [])
-                if "int8" in modes:
-                    log.info("quantizing ONNX (int8 QDQ)")
-                    t0 = time.perf_counter()
-                    qsettings = onnx_export.quantize_int8(float_onnx, stage.path(names[("onnx", "int8")]), calib_ds,
-                                                          source.inputs)
-                    qsettings["calibration"] = calibration_info
-                    submit("onnx", "int8", qsettings, time.perf_counter() - t0, list(synthetic), [])
-            results: list[FileResult] = []
-            for f in pending:
-                result, file_warnings = f.result()
-                results.append(result)
-                for w in file_warnings:
-                    warn(w)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # queued verifications are not worth waiting for
-            raise
-        base = {r.format: r.bytes for r in results if r.mode == "float32"}
-        results = [replace(r, ratio=r.bytes / base[r.format]) for r in results]
-        report = CompressReport(model=str(model_path), output_dir=str(out_dir), files=results,
-                                keras_accuracy=check.keras_accuracy(), calibration=calibration_info,
-                                warnings=warnings, recipe=recipe, seconds=time.perf_counter() - t_start,
-                                report=str(out_dir / report_name))
-        stage.path(report_name).write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
-        stage.commit()
-    log.info("done in %.1f s", report.seconds)
-    return report
+    recipe = Recipe(modes=modes, onnx=onnx, opset=opset, calib_samples=calib_samples, preprocess=preprocess,
+                    task=task, float_io=float_io, allow_float_fallback=allow_float_fallback, trust_model=trust_model,
+                    parity_samples=parity_samples, atol=atol, rtol=rtol, seed=seed, force=force, isolate=isolate)
+    return _Run(recipe, model, calib=calib, eval=eval, custom_objects=custom_objects, output_dir=output_dir).execute()
 
 
-def output_names(model: Path, modes: list[str], onnx: bool) -> tuple[dict[tuple[str, str], str], str]:
-    """{(format, mode): file name} and the report's name, for a model path (a file or a SavedModel folder)."""
-    model = Path(model).resolve()  # "." names its folder
-    stem = model.name if model.is_dir() else model.stem
-    names = {("tflite", m): f"{stem}.{m}.tflite" for m in modes}
-    if onnx:
-        names[("onnx", "float32")] = f"{stem}.onnx"
-        if "int8" in modes:
-            names[("onnx", "int8")] = f"{stem}.int8.onnx"
-    return names, f"{stem}.report.json"
+def plan_outputs(model, modes, onnx: bool, output_dir) -> list[Path]:
+    """Every path `compress` would write for these settings (files, their cards, the report)."""
+    recipe = Recipe(modes=modes, onnx=onnx).check()
+    names, report_name = recipe.output_names(model_stem(model))
+    return _paths(Path(output_dir), names, report_name)
 
 
 def _paths(out: Path, names: dict, report_name: str) -> list[Path]:
     return [out / n for n in names.values()] + [card_path(out / n) for n in names.values()] + [out / report_name]
 
 
-def plan_outputs(model: str | Path, modes, onnx: bool, output_dir: str | Path) -> list[Path]:
-    """Every path `compress` would write for these settings (files, their cards, the report)."""
-    modes = ptq.check_modes(["float32", *([modes] if isinstance(modes, str) else modes)])
-    return _paths(Path(output_dir), *output_names(Path(model), modes, onnx))
+# -- what the stages hand on ------------------------------------------------------------------------------------
+@dataclass
+class ModelInfo:
+    """What the worker found in the loaded model (stage 2)."""
+
+    name: str
+    format: str
+    keras_version: int | None
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    sha256: str
+    params: int | None
+    activations: dict[str, str]
+    task: str | None
+    task_reason: str
+    hint: dict
+
+    @classmethod
+    def from_event(cls, e: dict) -> "ModelInfo":
+        return cls(name=e["name"], format=e["format"], keras_version=e["keras_version"],
+                   inputs=[TensorSpec.from_dict(t) for t in e["inputs"]],
+                   outputs=[TensorSpec.from_dict(t) for t in e["outputs"]], sha256=e["sha256"], params=e["params"],
+                   activations=e.get("activations") or {}, task=e["task"][0], task_reason=e["task"][1],
+                   hint=e.get("preprocessing_hint") or {})
+
+    @property
+    def image_input(self) -> TensorSpec | None:
+        t = self.inputs[0] if len(self.inputs) == 1 else None
+        return t if t is not None and len(t.shape) == 4 and t.shape[3] in (1, 3) else None
+
+
+@dataclass
+class Metadata:
+    """How to feed the model and score it: resolved once, used for the Keras model and every file."""
+
+    preprocessing: Preprocessing | None
+    labels: list[str] | None
+    task: str | None
+    outputs: list[TensorSpec]  # with `kind`
+    class_outputs: set[str]
+    scored: dict[str, str] = field(default_factory=dict)  # output name -> metric, for the outputs with labels
+
+    @property
+    def primary(self) -> str:
+        return self.outputs[0].name
+
+
+@dataclass
+class Prepared:
+    """The data of the run (stage 3)."""
+
+    calib: Dataset | None
+    evaluation: Dataset | None
+    parity: Dataset
+    parity_data: str
+    calibration_info: dict | None
+    labels_by_output: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+class _Run:
+    def __init__(self, recipe: Recipe, model, *, calib, eval, custom_objects, output_dir):
+        self.t0 = time.perf_counter()
+        self.recipe, self.model, self.calib, self.eval = recipe, model, calib, eval
+        self.custom_objects, self.output_dir = custom_objects, output_dir
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self.warnings.append(message)
+
+    def execute(self) -> CompressReport:
+        self.plan()
+        with output_folder(self.out_dir), Staging(self.out_dir) as stage, self._worker(stage) as worker:
+            for line in stage.recovered:
+                log.info("%s", line)
+            self.worker = worker
+            info = self.load()
+            meta = self.resolve(info)
+            data = self.prepare_data(info, meta, stage)
+            results, keras_scores = self.export_and_verify(info, meta, data, stage)
+            report = self.make_report(info, meta, data, results, keras_scores)
+            stage.path(self.report_name).write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
+            stage.commit()
+        log.info("done in %.1f s", report.seconds)
+        return report
+
+    # -- 1. plan -------------------------------------------------------------------------------------------------
+    def plan(self) -> None:
+        r, model = self.recipe, self.model
+        r.check()
+        self.info = None
+        if isinstance(model, (str, Path)):
+            self.info = inspect_model(model)
+            self.info.check_safe(r.trust_model)
+            check_custom_objects_file(self.custom_objects)
+            r.model = str(Path(model).resolve())
+            default_out = Path(model).resolve().parent
+        elif _looks_like_a_model(model):
+            r.model = f"in-memory model {getattr(model, 'name', '?')!r}"
+            r.isolate = False
+            default_out = Path.cwd()
+        else:
+            raise BadInput(f"model must be a path to a model file or folder, or a Keras model object; got "
+                           f"{type(model).__name__}", fix="pass e.g. 'model.h5', a SavedModel folder, or the model "
+                                                          "object itself")
+        r.calib = check_source(self.calib, "calibration") if self.calib is not None else None
+        r.eval = check_source(self.eval, "evaluation") if self.eval is not None else None
+        r.custom_objects = (str(self.custom_objects) if isinstance(self.custom_objects, (str, Path))
+                            else "dict" if isinstance(self.custom_objects, dict) else None)
+        if isinstance(self.custom_objects, dict):
+            r.isolate = False  # classes in memory cannot reach a child process
+        if self.output_dir is not None and not isinstance(self.output_dir, (str, Path)):
+            raise BadInput(f"output_dir must be a path, got {type(self.output_dir).__name__}")
+        self.out_dir = Path(self.output_dir) if self.output_dir is not None else default_out
+        r.output_dir = str(self.out_dir.resolve())
+        self.names, self.report_name = r.output_names(model_stem(model))
+        planned = _paths(self.out_dir, self.names, self.report_name)
+        if isinstance(model, (str, Path)) and Path(model).resolve() in [p.resolve() for p in planned]:
+            raise BadInput(f"an output would overwrite the input {model}", fix="choose another -o/--output-dir")
+        check_writable_dir(self.out_dir)
+        refuse_existing(planned, r.force)
+
+    def _worker(self, stage: Staging):
+        from .client import ChildWorker, ThreadWorker
+        from .worker import Worker
+
+        if self.recipe.isolate:
+            return ChildWorker(stage.scratch("").parent)
+        from ..source import source_from_object
+
+        source = source_from_object(self.model) if self.info is None else None
+        return ThreadWorker(Worker(source))
+
+    def _wait(self, until: str) -> dict:
+        """Events until one named `until`; errors and crashes of the worker become our errors."""
+        while True:
+            e = self.worker.next_event()
+            kind = e["event"]
+            if kind == until:
+                return e
+            self._handle_side_event(e)
+
+    def _handle_side_event(self, e: dict) -> None:
+        kind = e["event"]
+        if kind == "progress":
+            progress_log.info("%s %d/%d", e["task"], e["i"], e["n"], extra={"progress": (e["task"], e["i"], e["n"])})
+        elif kind == "log":
+            self.warn(e["message"])
+        elif kind == "error":
+            raise _rebuild_error(e)
+        elif kind == "died":
+            raise self._crash(e)
+        elif kind == "closed":
+            raise RuntimeError("the conversion process ended before it answered")
+
+    def _crash(self, e: dict) -> UnsupportedModel:
+        doing = self.doing
+        kept = Path(tempfile.gettempdir()) / f"edgekeras-worker-{int(time.time())}.log"
+        log_text = e.get("log") or ""
+        try:
+            shutil.copyfile(self.worker.log_path, kept)
+        except OSError:
+            kept = None
+        where = _last_location(log_text)
+        how = e.get("signal") or f"exit status {e.get('returncode')}"
+        return UnsupportedModel(
+            f"TensorFlow crashed ({how}) while {doing}{f', near {where}' if where else ''}; the run stopped and "
+            "nothing was written",
+            fix=("for recurrent layers, build them with unroll=True and a fixed sequence length; or drop this mode "
+                 "and make the others; " if "converting" in doing else "")
+            + (f"TensorFlow's log is in {kept}" if kept else "rerun with --debug for TensorFlow's log"))
+
+    # -- 2. load -------------------------------------------------------------------------------------------------
+    def load(self) -> ModelInfo:
+        log.info("loading %s", self.recipe.model)
+        self.doing = "loading the model"
+        cmd = {"cmd": "load"}
+        if self.info is not None:
+            objects = self.custom_objects  # a dict only reaches a worker on a thread (see plan)
+            cmd.update(model=str(self.info.path), trust_model=self.recipe.trust_model,
+                       custom_objects=str(objects) if isinstance(objects, (str, Path)) else objects)
+        self.worker.send(cmd)
+        return ModelInfo.from_event(self._wait("model"))
+
+    def resolve(self, info: ModelInfo) -> Metadata:
+        """Preprocessing, labels and task: from the options, the card beside the model, or the model itself."""
+        r = self.recipe
+        card = ModelCard.find(self.info.path) if self.info is not None else None
+        image = info.image_input
+        size, channels = (list(image.shape[1:3]), image.shape[3]) if image is not None else (None, None)
+        hint = info.hint
+        app = f"{hint['application']} (a Keras Application)" if hint.get("application") else None
+        if r.preprocess is not None:
+            pre = Preprocessing.preset(r.preprocess, size, channels)
+            if hint.get("preset") and hint["preset"] != r.preprocess:
+                self.warn(f"--preprocess {r.preprocess}: this model looks like {app}, whose preprocess_input is "
+                          f"'{hint['preset']}'; if it was trained that way, pass --preprocess {hint['preset']}")
+        elif card is not None and card.preprocessing is not None:
+            pre = card.preprocessing
+            if pre.name in PREPROCESSING_PRESETS and pre.color is None and channels:
+                pre = Preprocessing.preset(pre.name, size, channels)  # a version-1 card
+        elif hint.get("scales_inside") and image is not None:
+            pre = Preprocessing.preset("raw", size, channels)
+        elif image is None:
+            pre = None
+        else:
+            pre = None
+            self.preset_hint = hint.get("preset") and (app, hint["preset"])
+            self.warn("the model cards cannot say how to scale pixels for this image model (no card beside the "
+                      "model, no Rescaling/Normalization at its input)"
+                      + (f": it looks like {app}, which expects --preprocess {hint['preset']}"
+                         if hint.get("preset") else ": pass --preprocess raw|unit|signed|imagenet|caffe so apps feed "
+                                                    "it correctly"))
+        labels = card.labels if card is not None else None
+        task, reason = info.task, info.task_reason
+        if r.task is not None:
+            task, reason = r.task, "--task"
+        elif card is not None and card.task in ("classification", "binary", "regression"):
+            task, reason = card.task, "the model card"
+        self.task_reason = reason
+        first = info.outputs[0]
+        if labels is not None and task == "classification" and first.shape[-1] != len(labels):
+            raise BadInput(f"the model card beside {self.recipe.model} lists {len(labels)} labels but the model "
+                           f"outputs {first.shape[-1]} classes", fix="fix or delete the stale model card")
+        return self._metadata(info, pre, labels, task)
+
+    def _metadata(self, info: ModelInfo, pre, labels, task) -> Metadata:
+        from ..source import with_task_kinds
+
+        outputs = with_task_kinds(info.outputs, task, info.outputs[0].name)
+        classes = set()
+        for i, t in enumerate(outputs):
+            wide = len(t.shape) == 2 and (t.shape[1] or 0) >= 2
+            if wide and ((i == 0 and task == "classification") or (i > 0 and info.activations.get(t.name) == "softmax")):
+                classes.add(t.name)
+        return Metadata(preprocessing=pre, labels=labels, task=task, outputs=outputs, class_outputs=classes)
+
+    # -- 3. prepare data -----------------------------------------------------------------------------------------
+    def prepare_data(self, info: ModelInfo, meta: Metadata, stage: Staging) -> Prepared:
+        r = self.recipe
+        self._require_preprocessing_for_images(meta)
+        evaluation = None
+        if self.eval is not None:
+            evaluation = load_data(self.eval, info.inputs, purpose="evaluation", preprocessing=meta.preprocessing,
+                                   labels=meta.labels, seed=r.seed)
+            for w in check_inputs(evaluation, info.inputs, meta.preprocessing, purpose="evaluation"):
+                self.warn(w)
+            self._labels_from_folder(evaluation, meta, info)
+        calib = calibration_info = None
+        if self.calib is not None:
+            calib = load_data(self.calib, info.inputs, purpose="calibration", preprocessing=meta.preprocessing,
+                              limit=r.calib_samples, seed=r.seed)
+            for w in check_inputs(calib, info.inputs, meta.preprocessing, purpose="calibration"):
+                self.warn(w)
+            if r.integer_modes:
+                calibration_info = {"source": calib.source, "samples": len(calib), "synthetic": False}
+                if len(calib) < MIN_CALIBRATION_SAMPLES:
+                    self.warn(f"--calib data has only {len(calib)} sample(s); integer scales from so few samples are "
+                              "unreliable (100-500 representative samples are typical)")
+        elif r.integer_modes:
+            calib = synthetic_inputs(info.inputs, meta.preprocessing, SYNTHETIC_SAMPLES, r.seed, purpose="calibration")
+            calibration_info = {"source": calib.source, "samples": len(calib), "synthetic": True}
+            self.warn(f"NO CALIBRATION DATA: {', '.join(r.integer_modes)} scales come from {calib.source}; accuracy "
+                      "may suffer badly. Pass --calib with 100-500 real samples (a .npy, a .npz with key 'x', or an "
+                      "image folder)")
+        if self.calib is not None and evaluation is not None:
+            for w in range_mismatches(calib, evaluation, info.inputs):
+                self.warn(w)
+        if "int16x8" in r.modes:
+            self.warn("int16x8 runs far slower than int8 on CPU kernels (about 38x on a small CNN); choose it only "
+                      "where int8 accuracy is not enough")
+        if evaluation is not None:
+            parity, parity_data = evaluation, f"evaluation data: {evaluation.source}"
+        elif calib is not None:
+            parity = calib.take(r.parity_samples)
+            kind = "synthetic" if self.calib is None else "calibration"
+            parity_data = f"{kind} data: {calib.source}, first {len(parity)}"
+        else:
+            parity = synthetic_inputs(info.inputs, meta.preprocessing, r.parity_samples, r.seed,
+                                      purpose="the parity check")
+            parity_data = parity.source
+        prepared = Prepared(calib=calib, evaluation=evaluation, parity=parity, parity_data=parity_data,
+                            calibration_info=calibration_info)
+        if evaluation is not None:
+            self._choose_metrics(info, meta, prepared)
+        np.savez(stage.scratch("parity.npz"), **parity.x)
+        if calib is not None and r.integer_modes:
+            np.savez(stage.scratch("calib.npz"), **calib.x)
+        return prepared
+
+    def _require_preprocessing_for_images(self, meta: Metadata) -> None:
+        folders = [(flag, s) for flag, s in (("--calib", self.calib), ("--eval", self.eval))
+                   if isinstance(s, (str, Path)) and Path(s).is_dir()]
+        if folders and meta.preprocessing is None:
+            flag, folder = folders[0]
+            hint = getattr(self, "preset_hint", None)
+            raise BadInput(f"{flag} {folder} is an image folder, but edgekeras does not know how this model expects "
+                           "its pixels to be scaled (no model card beside the model, and no Rescaling or "
+                           "Normalization layer at its input)"
+                           + (f"; it looks like {hint[0]}, whose preprocess_input matches '{hint[1]}'" if hint else ""),
+                           fix=(f"pass --preprocess {hint[1]} if it was trained that way; " if hint else "pass ")
+                           + "--preprocess raw|unit|signed|imagenet|caffe (raw: pixels 0-255 as they are; unit: /255; "
+                             "signed: /127.5 - 1; imagenet: torch-style mean/std; caffe: BGR minus the mean)")
+
+    def _labels_from_folder(self, evaluation: Dataset, meta: Metadata, info: ModelInfo) -> None:
+        if meta.labels is None and evaluation.class_names:
+            classes = info.outputs[0].shape[-1]
+            if len(evaluation.class_names) == classes:
+                meta.labels = evaluation.class_names
+            else:
+                self.warn(f"--eval {self.recipe.eval} has {len(evaluation.class_names)} class folders but the model "
+                          f"outputs {classes} classes: folders were matched to outputs in sorted order, and the cards "
+                          "get no labels; a model card with the labels beside the model makes the match exact")
+
+    def _choose_metrics(self, info: ModelInfo, meta: Metadata, data: Prepared) -> None:
+        """One metric per scored output, chosen once (before any file exists)."""
+        ev = data.evaluation
+        by_output = dict(ev.extra_y)
+        if ev.y is not None:
+            by_output[meta.primary] = ev.y
+        names = [t.name for t in meta.outputs]
+        unknown = sorted(set(by_output) - set(names))
+        if unknown:
+            raise BadInput(f"--eval data ({ev.source}) has labels for {unknown}, which are not outputs of the model "
+                           f"(outputs: {', '.join(names)})", fix="name label arrays y (first output) or y_<output name>")
+        if meta.primary in by_output and meta.task is None:
+            meta.task = infer_task_from_labels(by_output[meta.primary], meta.outputs[0])
+            self.task_reason = "the evaluation labels"
+            self.warn(f"the model does not say its task (no loss saved and a linear last layer): scoring output "
+                      f"{meta.primary!r} as {meta.task} from the evaluation labels; pass --task to choose")
+            refreshed = self._metadata(info, meta.preprocessing, meta.labels, meta.task)
+            meta.outputs, meta.class_outputs = refreshed.outputs, refreshed.class_outputs
+        for t in meta.outputs:
+            if t.name not in by_output:
+                continue
+            task = meta.task if t.name == meta.primary else _output_task(t, info.activations.get(t.name))
+            metric = metric_for(task)
+            check_labels(metric, by_output[t.name], t, ev.source, len(ev))
+            meta.scored[t.name] = metric
+        data.labels_by_output = by_output
+
+    # -- 4 and 5. export and verify ------------------------------------------------------------------------------
+    def export_and_verify(self, info: ModelInfo, meta: Metadata, data: Prepared, stage: Staging):
+        r = self.recipe
+        commands = [({"cmd": "reference", "data": str(stage.scratch("parity.npz")),
+                      "out": str(stage.scratch("reference.npz"))}, "computing the Keras reference outputs")]
+        calib_path = str(stage.scratch("calib.npz")) if data.calib is not None and r.integer_modes else None
+        for mode in r.modes:
+            commands.append(({"cmd": "convert", "mode": mode, "out": str(stage.path(self.names[("tflite", mode)])),
+                              "calib": calib_path if mode in ("int8", "int16x8") else None,
+                              "float_io": r.float_io and mode == "int8",
+                              "allow_float_fallback": r.allow_float_fallback}, f"converting {mode} to TFLite"))
+        if r.onnx:
+            float_onnx = stage.path(self.names[("onnx", "float32")])
+            commands.append(({"cmd": "onnx", "out": str(float_onnx), "opset": r.opset}, "exporting ONNX"))
+            if "int8" in r.modes:
+                commands.append(({"cmd": "onnx_int8", "float_path": str(float_onnx),
+                                  "out": str(stage.path(self.names[("onnx", "int8")])), "calib": calib_path},
+                                 "quantizing ONNX to int8"))
+        for cmd, _ in commands:
+            self.worker.send(cmd)
+        log.info("computing Keras reference outputs on %d samples", len(data.parity))
+        self.doing = commands[0][1]
+        self._wait("reference")
+        with np.load(stage.scratch("reference.npz")) as z:
+            reference = {k: z[k] for k in z.files}
+        verifier = _Verifier(run=self, info=info, meta=meta, data=data, reference=reference, stage=stage)
+        results = []
+        for cmd, doing in commands[1:]:
+            self.doing = doing
+            log.info("%s", doing)
+            event = self._wait("file")
+            results.append(verifier.verify(event))
+        self.worker.send({"cmd": "exit"})
+        base = {f.format: f.bytes for f in results if f.mode == "float32"}
+        final = []
+        for f in results:
+            f = replace(f, ratio=f.bytes / base[f.format]) if f.format in base else f
+            if f.mode != "float32" and f.ratio > 1.0:
+                message = (f"{f.name} is LARGER than the float32 {f.format} file ({f.ratio:.2f}x): for this model "
+                           f"{f.mode} does not compress (small or recurrent models carry quantization overhead)")
+                self.warn(message)
+                f.warnings.append(message)
+                _append_card_warning(stage.path(card_path(f.name).name), message)
+            final.append(f)
+        return final, verifier.keras_scores()
+
+    def make_report(self, info: ModelInfo, meta: Metadata, data: Prepared, results, keras_scores) -> CompressReport:
+        r = self.recipe
+        primary = next((m for m in keras_scores if m.output == meta.primary), keras_scores[0] if keras_scores else None)
+        source = {"name": info.name, "format": info.format, "keras_version": info.keras_version,
+                  "sha256": info.sha256, "params": info.params, "task": meta.task, "task_from": self.task_reason}
+        return CompressReport(model=r.model, source=source, output_dir=r.output_dir, task=meta.task, files=results,
+                              keras_accuracy=primary, keras_metrics=keras_scores, calibration=data.calibration_info,
+                              warnings=self.warnings, recipe=r.to_dict(), seconds=time.perf_counter() - self.t0,
+                              report=str(self.out_dir / self.report_name))
+
+
+def _output_task(t: TensorSpec, activation: str | None) -> str:
+    wide = len(t.shape) == 2 and (t.shape[1] or 0) >= 2
+    if activation == "softmax" and wide:
+        return "classification"
+    if activation == "sigmoid":
+        return "binary"
+    return "regression"
+
+
+def _looks_like_a_model(obj) -> bool:
+    return hasattr(obj, "get_weights") and hasattr(obj, "count_params") and callable(obj)
+
+
+def _append_card_warning(path: Path, message: str) -> None:
+    card = ModelCard.read(path)
+    card.warnings.append(message)
+    card.write(path)
+
+
+def _rebuild_error(e: dict) -> Exception:
+    """An error event from the worker -> the same edgekeras error here (or an internal error, with its traceback)."""
+    cls = getattr(errors, e.get("type", ""), None)
+    if isinstance(cls, type) and issubclass(cls, errors.EdgeKerasError) and cls is not errors.ParityError:
+        err = cls(e["message"], fix=e.get("fix"))
+        err.worker_traceback = e.get("traceback")
+        return err
+    return RuntimeError(f"{e['message']} (in the conversion process, while handling {e.get('command')!r})\n"
+                        f"{e.get('traceback', '')}")
+
+
+def _last_location(log_text: str) -> str | None:
+    """The last op or layer TensorFlow named in its log before a crash, e.g. 'model/gru/while'."""
+    import re
+
+    found = re.findall(r'loc\((?:fused\[)?"([^"]+)"', log_text) or re.findall(r"node ([\w/]+)", log_text)
+    return found[-1] if found else None
 
 
 @dataclass
 class _Verifier:
-    """Runs one produced file on its runtime, compares it with Keras, measures it, writes its card."""
+    """Runs one produced file on its runtime, compares it with Keras, scores it, writes its card (stage 5)."""
 
-    source: SourceModel
-    parity_ds: Dataset
-    parity_data: str
-    reference_task: Future  # -> Keras outputs on parity_ds, by output name
-    eval_ds: Dataset | None
-    atol: float
-    preprocessing: Preprocessing | None
-    labels: list[str] | None
-    task: str | None
-    base_steps: list[Step]
-    out_dir: Path
-    _keras_accuracy: Accuracy | None = None
+    run: _Run
+    info: ModelInfo
+    meta: Metadata
+    data: Prepared
+    reference: dict[str, np.ndarray]
+    stage: Staging
 
-    def verify(self, path: Path, name: str, card_file: Path, fmt: str, mode: str, settings: dict, seconds: float,
-               file_warnings: list[str], float_ops: list[str]) -> tuple[FileResult, list[str]]:
+    def verify(self, event: dict) -> FileResult:
+        name, fmt, mode = event["name"], event["format"], event["mode"]
+        path = self.stage.path(name)
         session = open_session(path)
-        got = session.run(self.parity_ds.x)
-        parity, notes = compare(self.reference_task.result(), got, exact=(mode == "float32"), file=name,
-                                runtime=session.runtime, kernels=session.kernels, data=self.parity_data,
-                                note=session.note, atol=self.atol)
+        got = session.run(self.data.parity.x)
+        r = self.run.recipe
+        parity, problems = compare(self.reference, got, exact=(mode == "float32"), file=name,
+                                   runtime=session.runtime, kernels=session.kernels, data=self.data.parity_data,
+                                   note=session.note, atol=r.atol, rtol=r.rtol, class_outputs=self.meta.class_outputs)
+        file_warnings = list(event.get("warnings") or [])
+        for p in problems:
+            self.run.warn("PARITY FAILED: " + p)
         if session.note:
-            notes.append(f"{name}: {session.note}")
-        accuracy = None
-        if self.eval_ds is not None:
-            accuracy = accuracy_entry(got[self.source.outputs[0].name], self.eval_ds.y, self.keras_accuracy().value,
-                                      self.eval_ds.source)
+            file_warnings.append(f"{name}: {session.note}")
+        if mode in ("int8", "int16x8") and self.data.calibration_info and self.data.calibration_info["synthetic"]:
+            file_warnings.append("calibrated on synthetic data: accuracy may suffer")
+        float_ops = list(event.get("float_ops") or [])
+        if float_ops:
+            self.run.warn(f"{name} keeps {len(float_ops)} op(s) in float: {', '.join(float_ops[:8])}"
+                          + (" ..." if len(float_ops) > 8 else ""))
+            file_warnings.append(f"ops kept in float: {', '.join(float_ops)}")
+        scores = self._scores(got)
+        primary = next((s for s in scores if s.output == self.meta.primary), scores[0] if scores else None)
         data = path.read_bytes()
         size = {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6, mtime=0))}
         digest = hashlib.sha256(data).hexdigest()
         del data
-        steps = self.base_steps + [Step("convert" if fmt == "tflite" else "export", settings)]
-        kinds = {t.name: t.kind for t in self.source.outputs}
-        outputs = [replace(t, kind=kinds.get(t.name)) for t in session.outputs]
+        settings = dict(event["settings"])
+        if mode in ("int8", "int16x8"):
+            settings["calibration"] = self.data.calibration_info
         quantized = any(t.quantization for t in session.inputs + session.outputs)
-        card = ModelCard(file=name, format=fmt, mode=mode, sha256=digest, inputs=session.inputs, outputs=outputs,
-                         preprocessing=self.preprocessing, rounding=dict(ROUNDING) if quantized else None,
-                         labels=self.labels, labels_output=self.source.outputs[0].name if self.labels else None,
-                         task=self.task, steps=steps,
-                         size=size, parity=parity, accuracy=accuracy, float_ops=float_ops,
-                         warnings=list(file_warnings) + notes, producer=producer_info())
-        card.write(card_file)
-        result = FileResult(path=str(self.out_dir / name), card=str(card_path(self.out_dir / name)), format=fmt,
-                            mode=mode, bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0, parity=parity,
-                            accuracy=accuracy, seconds=seconds, float_ops=float_ops)
-        return result, notes
+        kinds = {t.name: t.kind for t in self.meta.outputs}
+        card = ModelCard(file=name, format=fmt, mode=mode, sha256=digest, inputs=session.inputs,
+                         outputs=[replace(t, kind=kinds.get(t.name)) for t in session.outputs],
+                         preprocessing=self.meta.preprocessing, rounding=dict(ROUNDING) if quantized else None,
+                         labels=self.meta.labels, labels_output=self.meta.primary if self.meta.labels else None,
+                         task=self.meta.task, steps=self._steps(fmt, settings), size=size, parity=parity,
+                         accuracy=primary, metrics=scores if len(scores) > 1 else [], float_ops=float_ops,
+                         warnings=file_warnings + problems, producer=producer_info())
+        card.write(self.stage.path(card_path(name).name))
+        out = self.run.out_dir
+        return FileResult(path=str(out / name), card=str(card_path(out / name)), format=fmt, mode=mode,
+                          bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0, parity=parity,
+                          accuracy=primary, seconds=float(event["seconds"]), float_ops=float_ops, sha256=digest,
+                          metrics=scores, warnings=file_warnings + problems)
 
-    def keras_accuracy(self) -> Accuracy | None:
-        """The Keras model's own metric on the evaluation data (parity ran on all of it); computed once."""
-        if self.eval_ds is not None and self._keras_accuracy is None:
-            metric, value = score(self.reference_task.result()[self.source.outputs[0].name], self.eval_ds.y)
-            self._keras_accuracy = Accuracy(metric=metric, value=value, keras=value, samples=len(self.eval_ds),
-                                            data=self.eval_ds.source)
-        return self._keras_accuracy
+    def _steps(self, fmt: str, settings: dict) -> list[Step]:
+        card = ModelCard.find(self.run.info.path) if self.run.info is not None else None
+        steps = list(card.steps) if card is not None else []
+        source = self.run.info.path.resolve().name if self.run.info is not None else self.info.name
+        steps.append(Step("load", {"source": source, "format": self.info.format,
+                                   "keras_version": self.info.keras_version, "sha256": self.info.sha256,
+                                   "params": self.info.params}))
+        steps.append(Step("convert" if fmt == "tflite" else "export", settings))
+        return steps
 
+    def _scores(self, got: dict[str, np.ndarray]) -> list[Accuracy]:
+        ev = self.data.evaluation
+        if ev is None:
+            return []
+        keras = {s.output: s.value for s in self.keras_scores()}
+        kinds = {t.name: t.kind for t in self.meta.outputs}
+        return [Accuracy(metric=metric, value=score(metric, got[name], self.data.labels_by_output[name], kinds.get(name)),
+                         keras=keras[name], samples=len(ev), data=ev.source, output=name)
+                for name, metric in self.meta.scored.items()]
 
-def _resolve_metadata(source: SourceModel, preprocess: str | None) -> tuple[Preprocessing | None, list | None, str | None]:
-    """Preprocessing, labels and task: from the option, the source card, or the model itself."""
-    card = source.card
-    image_size = channels = None
-    if len(source.inputs) == 1 and len(source.inputs[0].shape) == 4:
-        image_size = list(source.inputs[0].shape[1:3])
-        channels = source.inputs[0].shape[3]
-    if preprocess is not None:
-        preprocessing = Preprocessing.preset(preprocess, image_size, channels)
-    elif card is not None and card.preprocessing is not None:
-        preprocessing = card.preprocessing
-        if preprocessing.name in PREPROCESSING_PRESETS and preprocessing.color is None and channels:
-            preprocessing = Preprocessing.preset(preprocessing.name, image_size, channels)  # a version-1 card
-    elif _starts_with_rescaling(source) and image_size:
-        preprocessing = Preprocessing.preset("raw", image_size, channels)
-    else:
-        preprocessing = None
-    labels = card.labels if card is not None else None
-    task = card.task if card is not None and card.task else None
-    if task is None and len(source.outputs) >= 1:
-        shape = source.outputs[0].shape
-        task = "classification" if len(shape) == 2 and (shape[1] or 0) >= 2 else None
-    if labels is not None and task == "classification" and source.outputs[0].shape[1] != len(labels):
-        raise BadInput(f"the model card beside {source.path} lists {len(labels)} labels but the model outputs "
-                       f"{source.outputs[0].shape[1]} classes", fix="fix or delete the stale model card")
-    return preprocessing, labels, task
-
-
-def _starts_with_rescaling(source: SourceModel) -> bool:
-    """True when the model's first layer after its input is a Rescaling layer (it takes raw pixels)."""
-    m = source.keras_model
-    if m is None:
-        return False
-    layers = [layer for layer in m.layers if layer.__class__.__name__ != "InputLayer"]
-    return bool(layers) and layers[0].__class__.__name__ == "Rescaling"
+    def keras_scores(self) -> list[Accuracy]:
+        """The Keras model's own metrics on the evaluation data (parity ran on all of it)."""
+        ev = self.data.evaluation
+        if ev is None:
+            return []
+        if not hasattr(self, "_keras"):
+            kinds = {t.name: t.kind for t in self.meta.outputs}
+            self._keras = []
+            for name, metric in self.meta.scored.items():
+                value = score(metric, self.reference[name], self.data.labels_by_output[name], kinds.get(name))
+                self._keras.append(Accuracy(metric=metric, value=value, keras=value, samples=len(ev), data=ev.source,
+                                            output=name))
+        return self._keras
 
 
-__all__ = ["compress", "CompressReport", "FileResult"]
+__all__ = ["compress", "CompressReport", "FileResult", "plan_outputs"]

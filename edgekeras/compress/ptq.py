@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._keras import tf
-from ..data import Dataset
+from tensorflow.lite.python.convert_phase import ConverterError  # noqa: E402  (after .._keras sets TF up)
 from ..errors import BadInput, UnsupportedModel
-from ..modelfile import SourceModel
 from ..runtime.session import float_ops
+from ..source import SourceModel
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 INTEGER_MODES = ("int8", "int16x8")
@@ -57,17 +57,18 @@ def check_modes(modes) -> list[str]:
     return [m for m in MODES if m in modes]
 
 
-def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = None, float_io: bool = False,
-            allow_float_fallback: bool = False) -> Converted:
+def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray] | None = None,
+            float_io: bool = False, allow_float_fallback: bool = False, progress=None) -> Converted:
     """Convert `source` to a .tflite flatbuffer in `mode`.
 
     Args:
         source: the loaded model.
         mode: one of MODES.
-        calibration: representative inputs (needed by int8 and int16x8).
+        calibration: representative inputs by input name (needed by int8 and int16x8).
         float_io: int8 only: keep float32 input and output (quantize/dequantize inside the file); int16x8
             files always have float32 input and output.
         allow_float_fallback: integer modes: accept ops that stay in float (else UnsupportedModel).
+        progress: called with (samples done, samples) while the converter calibrates.
 
     Returns:
         A `Converted` with the bytes and the resolved settings.
@@ -77,7 +78,8 @@ def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = Non
         UnsupportedModel: the converter fails, or an op cannot be integer and fallback is not allowed.
     """
     check_modes([mode])
-    if mode in INTEGER_MODES and (calibration is None or len(calibration) == 0):
+    n = len(next(iter(calibration.values()))) if calibration else 0
+    if mode in INTEGER_MODES and n == 0:
         raise BadInput(f"{mode} needs calibration data")
     conv = source.tflite_converter()
     settings: dict = {"mode": mode, "converter": "tf.lite.TFLiteConverter", "tensorflow": tf.__version__}
@@ -88,8 +90,8 @@ def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = Non
         conv.target_spec.supported_types = [tf.float16]
         settings["supported_types"] = ["float16"]
     if mode in INTEGER_MODES:
-        conv.representative_dataset = _representative(source, calibration)
-        settings["calibration_samples"] = len(calibration)
+        conv.representative_dataset = _representative(source, calibration, progress)
+        settings["calibration_samples"] = n
         if mode == "int8":
             ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if not float_io:
@@ -107,8 +109,8 @@ def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = Non
     t0 = time.perf_counter()
     try:
         data = conv.convert()
-    except Exception as e:  # ConverterError and friends; mapped to a message below
-        raise _conversion_error(e, mode) from None
+    except (ConverterError, ValueError, RuntimeError) as e:  # the converter's failures; mapped to a message below
+        raise _conversion_error(e, mode) from e
     seconds = time.perf_counter() - t0
     found = float_ops(data) if mode in INTEGER_MODES else []
     if found and not allow_float_fallback:
@@ -121,13 +123,16 @@ def convert(source: SourceModel, mode: str, *, calibration: Dataset | None = Non
     return Converted(mode=mode, data=bytes(data), settings=settings, seconds=seconds, float_ops=found)
 
 
-def _representative(source: SourceModel, calibration: Dataset):
+def _representative(source: SourceModel, calibration: dict[str, np.ndarray], progress=None):
     """Samples keyed by input name: the converter's input order need not be the model's."""
     dtypes = {t.name: np.dtype(t.dtype) for t in source.inputs}
+    n = len(next(iter(calibration.values())))
 
     def gen():
-        for i in range(len(calibration)):
-            yield {n: calibration.x[n][i:i + 1].astype(d, copy=False) for n, d in dtypes.items()}
+        for i in range(n):
+            yield {name: calibration[name][i:i + 1].astype(d, copy=False) for name, d in dtypes.items()}
+            if progress is not None:
+                progress(i + 1, n)
 
     return gen
 

@@ -23,7 +23,7 @@ from .._files import atomic_path, atomic_write_text, check_writable_dir, output_
 from .._keras import keras, tf
 from ..card import Accuracy, ModelCard, Preprocessing, Step, card_path, producer_info
 from ..errors import BadInput, first_line
-from ..modelfile import keras_io_specs
+from ..source import keras_io_specs
 from .data import TrainData, load_training_data
 from .models import ARCHS, build, preprocessing_of
 

@@ -1,0 +1,289 @@
+"""The TensorFlow side of `compress`: load the model, compute the Keras reference, convert, export ONNX.
+
+It runs in a child process (`python -m edgekeras.compress.worker`) so that a crash inside TensorFlow's
+converter (a segfault) ends the child, not the run: the parent reports it, names the step, and leaves
+nothing behind. A model object given to the Python API is converted in the caller's process instead (it
+cannot cross a process boundary faithfully), by the same `Worker` on a thread.
+
+Protocol: the parent writes one JSON command per line to the child's stdin; the child answers with JSON
+events, one per line, on the file descriptor named on its command line (TensorFlow's own output goes to
+the child's stdout/stderr, which the parent keeps in a log file). Arrays travel as .npz files in the
+run's staging folder. Commands are handled in order; each ends with one event of its own name, or an
+"error" event (then the child keeps going, and the parent decides). Events:
+
+    {"event": "model", ...}                          after "load": inputs, outputs, task hints, preprocessing hints
+    {"event": "reference"}                           after "reference": outputs written to the given .npz
+    {"event": "file", "name", "format", "mode", "settings", "seconds", "float_ops", "warnings"}
+    {"event": "progress", "task", "i", "n"}          calibration and export progress
+    {"event": "log", "level", "message"}             a warning to relay
+    {"event": "error", "command", "type", "message", "fix", "traceback"}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import errors
+
+Emit = Callable[[dict], None]
+log = logging.getLogger("edgekeras.compress")
+
+
+def _load_npz(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+class Worker:
+    """Handles the commands of one compress run. Create it, then `handle(command, emit)` for each."""
+
+    def __init__(self, source=None):
+        self.source = source  # a SourceModel (given directly for in-memory models)
+
+    def handle(self, cmd: dict, emit: Emit) -> None:
+        """Run one command; always ends with its own event or an "error" event."""
+        name = cmd["cmd"]
+        try:
+            getattr(self, f"_cmd_{name}")(cmd, emit)
+        except errors.EdgeKerasError as e:
+            emit({"event": "error", "command": name, "type": type(e).__name__, "message": e.message, "fix": e.fix,
+                  "traceback": traceback.format_exc()})
+        except Exception as e:  # a bug of ours, or a library failing where we did not expect: reported as such
+            emit({"event": "error", "command": name, "type": "InternalError", "message": f"{type(e).__name__}: {e}",
+                  "fix": None, "traceback": traceback.format_exc()})
+
+    # -- commands ----------------------------------------------------------------------------------------
+    def _cmd_load(self, cmd: dict, emit: Emit) -> None:
+        from ..modelfile import inspect_model
+        from ..source import load_source
+
+        if self.source is None:
+            info = inspect_model(cmd["model"])
+            self.source = load_source(info, custom_objects=cmd.get("custom_objects"),
+                                      trust_model=bool(cmd.get("trust_model")))
+        emit({"event": "model", **describe(self.source)})
+
+    def _cmd_reference(self, cmd: dict, emit: Emit) -> None:
+        feeds = _load_npz(cmd["data"])
+        out = self.source.predict(feeds)
+        np.savez(cmd["out"], **out)
+        emit({"event": "reference"})
+
+    def _cmd_convert(self, cmd: dict, emit: Emit) -> None:
+        from . import ptq
+
+        mode = cmd["mode"]
+        calib = _load_npz(cmd["calib"]) if cmd.get("calib") else None
+        crash_for_tests(mode)
+        conv = ptq.convert(self.source, mode, calibration=calib, float_io=bool(cmd.get("float_io")),
+                           allow_float_fallback=bool(cmd.get("allow_float_fallback")),
+                           progress=lambda i, n: emit({"event": "progress", "task": f"calibrating {mode}",
+                                                       "i": i, "n": n}))
+        Path(cmd["out"]).write_bytes(conv.data)
+        emit({"event": "file", "name": Path(cmd["out"]).name, "format": "tflite", "mode": mode,
+              "settings": conv.settings, "seconds": conv.seconds, "float_ops": conv.float_ops, "warnings": []})
+
+    def _cmd_onnx(self, cmd: dict, emit: Emit) -> None:
+        from ..export import onnx as onnx_export
+
+        t0 = time.perf_counter()
+        data, settings = onnx_export.to_onnx(self.source, opset=int(cmd["opset"]))
+        Path(cmd["out"]).write_bytes(data)
+        emit({"event": "file", "name": Path(cmd["out"]).name, "format": "onnx", "mode": "float32",
+              "settings": settings, "seconds": time.perf_counter() - t0, "float_ops": [], "warnings": []})
+
+    def _cmd_onnx_int8(self, cmd: dict, emit: Emit) -> None:
+        from ..export import onnx as onnx_export
+
+        t0 = time.perf_counter()
+        calib = _load_npz(cmd["calib"])
+        settings, float_nodes = onnx_export.quantize_int8(
+            Path(cmd["float_path"]), Path(cmd["out"]), calib, self.source.inputs,
+            progress=lambda i, n: emit({"event": "progress", "task": "calibrating int8 ONNX", "i": i, "n": n}))
+        emit({"event": "file", "name": Path(cmd["out"]).name, "format": "onnx", "mode": "int8", "settings": settings,
+              "seconds": time.perf_counter() - t0, "float_ops": float_nodes, "warnings": []})
+
+    def _cmd_exit(self, cmd: dict, emit: Emit) -> None:
+        emit({"event": "exit"})
+
+
+def describe(source) -> dict:
+    """What the parent needs to know about a loaded model (JSON-able)."""
+    from ..card import _encode
+
+    return {
+        "name": source.name, "format": source.format, "keras_version": source.keras_version,
+        "inputs": [_encode(t) for t in source.inputs], "outputs": [_encode(t) for t in source.outputs],
+        "sha256": source.sha256, "params": source.params,
+        "activations": getattr(source, "_activations", {}),
+        "loss": source.loss if isinstance(source.loss, (str, type(None))) else json.dumps(source.loss, default=str),
+        "from_logits": source.from_logits,
+        "task": list(source.task()),
+        "preprocessing_hint": preprocessing_hint(source),
+    }
+
+
+# Keras Applications that expect their `preprocess_input` outside the model, by the names Keras gives them,
+# and the preset that does what that function does.
+_APPLICATION_PRESETS = [
+    ("mobilenetv2", "MobileNetV2", "signed"), ("mobilenet_", "MobileNet", "signed"),
+    ("resnet50v2", "ResNet50V2", "signed"), ("resnet101v2", "ResNet101V2", "signed"),
+    ("resnet152v2", "ResNet152V2", "signed"), ("inception_v3", "InceptionV3", "signed"),
+    ("inception_resnet_v2", "InceptionResNetV2", "signed"), ("xception", "Xception", "signed"),
+    ("nasnet", "NASNet", "signed"), ("densenet", "DenseNet", "imagenet"), ("vgg16", "VGG16", "caffe"),
+    ("vgg19", "VGG19", "caffe"), ("resnet50", "ResNet50", "caffe"), ("resnet101", "ResNet101", "caffe"),
+    ("resnet152", "ResNet152", "caffe"),
+]
+_PASS_THROUGH_OPS = {"Identity", "Cast", "ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic", "ResizeArea",
+                     "ReadVariableOp", "StopGradient", "Placeholder"}
+_SCALING_OPS = {"Mul", "RealDiv", "Sub", "AddV2", "Add", "Div", "Truediv"}
+
+
+def preprocessing_hint(source) -> dict:
+    """How this model expects its pixels, as far as the model itself shows.
+
+    Returns:
+        {"scales_inside": bool — the first arithmetic on the input is a scaling or a mean subtraction (a
+        Rescaling or Normalization layer, possibly after Resizing), so the model takes raw 0-255 pixels;
+        "application": the Keras Application it is built on, when known; "preset": the preset that
+        application's preprocess_input matches (None when it scales inside)}
+    """
+    image = len(source.inputs) == 1 and len(source.inputs[0].shape) == 4 and source.inputs[0].shape[3] in (1, 3)
+    if not image:
+        return {"scales_inside": False, "application": None, "preset": None}
+    scales = _scales_inside(source)
+    app = preset = None
+    if source.keras_model is not None:
+        names = [source.keras_model.name] + [layer.name for layer in _nested_models(source.keras_model)]
+        for key, label, p in _APPLICATION_PRESETS:
+            if any(n.lower().startswith(key) for n in names):
+                app, preset = label, p
+                break
+    return {"scales_inside": scales, "application": app, "preset": None if scales else preset}
+
+
+def _nested_models(model) -> list:
+    return [layer for layer in getattr(model, "layers", []) if hasattr(layer, "layers")]
+
+
+def _scales_inside(source) -> bool:
+    """True when the graph's first arithmetic op on the image input is a scaling (Mul/Div/Sub/Add by a constant)."""
+    graph = source.concrete_function().graph
+    placeholders = [op for op in graph.get_operations() if op.type == "Placeholder"
+                    and op.outputs[0].dtype.is_floating and op.outputs[0].shape.rank == 4]
+    if not placeholders:
+        return False
+    frontier, seen = [placeholders[0].outputs[0]], set()
+    for _ in range(64):
+        if not frontier:
+            return False
+        tensor = frontier.pop(0)
+        for op in tensor.consumers():
+            if op.name in seen:
+                continue
+            seen.add(op.name)
+            if op.type in _SCALING_OPS:
+                return True
+            if op.type in _PASS_THROUGH_OPS or op.type in ("StatefulPartitionedCall", "PartitionedCall"):
+                frontier.extend(op.outputs)
+                if op.type.endswith("PartitionedCall"):
+                    return _scales_inside_call(op)
+            else:
+                return False
+    return False
+
+
+def _scales_inside_call(op) -> bool:
+    """Look through a function call (a nested Keras model traced as a PartitionedCall)."""
+    try:
+        fname = op.get_attr("f").name
+        fn = op.graph._get_function(fname)  # the function body; a TensorFlow internal without a public twin
+    except (ValueError, AttributeError):
+        return False
+    graph = getattr(fn, "graph", None)
+    if graph is None:
+        return False
+    args = [o for o in graph.get_operations() if o.type == "Placeholder"]
+    for arg in args[:1]:
+        for consumer in arg.outputs[0].consumers():
+            if consumer.type in _SCALING_OPS:
+                return True
+    return False
+
+
+# -- a crash, on purpose, for the tests of crash containment --------------------------------------------------
+def crash_for_tests(mode: str) -> None:
+    """When EDGEKERAS_TEST_CRASH names this mode, die as a converter segfault would (tests only)."""
+    if os.environ.get("EDGEKERAS_TEST_CRASH") == mode:
+        import signal
+
+        sys.stderr.write(f"simulated converter crash while converting {mode}\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+# -- the child process ----------------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to end this process when the parent dies (a hard-killed run leaves no child)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    """Child process entry: `python -m edgekeras.compress.worker EVENT_FD`."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    _die_with_parent()
+    events = os.fdopen(int(argv[0]), "w", buffering=1)
+
+    def emit(event: dict) -> None:
+        events.write(json.dumps(event, default=_json_default) + "\n")
+        events.flush()
+
+    class Relay(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.WARNING:
+                emit({"event": "log", "level": record.levelname, "message": record.getMessage()})
+
+    logging.getLogger("edgekeras").addHandler(Relay())
+    worker = Worker()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        worker.handle(cmd, emit)
+        if cmd["cmd"] == "exit":
+            break
+    return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

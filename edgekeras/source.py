@@ -1,0 +1,511 @@
+"""A model to compress, loaded: tf_keras or Keras 3 files, SavedModel folders, or a model object in memory.
+
+`load_source` loads what `edgekeras.modelfile.inspect_model` described (Lambda layers are refused before
+anything is deserialised); `source_from_object` wraps a model the caller built. A `SourceModel` runs the
+model (the Keras reference of every parity check), traces it once into the function that every TFLite
+conversion and the ONNX export start from, and says what its outputs are (probabilities, logits or
+values) and which task it solves, from its loss and last activations.
+
+Keras 3 models run with Keras 3 itself (TensorFlow backend), so parity is checked against the model the
+user saved. SavedModel folders are loaded as TensorFlow graphs (`tf.saved_model.load`), which runs no
+Python code from the folder.
+
+Example:
+    src = load_source(inspect_model("model.h5"))
+    probs = src.predict({"image": x})["probs"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._keras import keras, keras3, tf
+from .card import ModelCard, TensorSpec, sha256_file
+from .errors import BadInput, UnsupportedModel, first_line
+from .modelfile import ModelFileInfo
+
+TASKS = ("classification", "binary", "regression")
+
+# Layers of tf_keras' own Applications that are not among its public layers (ConvNeXt, InceptionResNetV2):
+# a model built from those Applications loads with no --custom-objects.
+_APPLICATION_LAYERS = {
+    "tf_keras.src.applications.convnext": ("LayerScale", "StochasticDepth"),
+    "tf_keras.src.applications.inception_resnet_v2": ("CustomScaleLayer",),
+}
+_CLASSIFICATION_LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy",
+                          "sparse_categorical_focal_crossentropy", "categorical_focal_crossentropy",
+                          "kl_divergence", "kullback_leibler_divergence", "categorical_hinge")
+_BINARY_LOSSES = ("binary_crossentropy", "binary_focal_crossentropy", "hinge", "squared_hinge")
+_REGRESSION_LOSSES = ("mean_squared_error", "mse", "mean_absolute_error", "mae", "huber", "huber_loss",
+                      "log_cosh", "logcosh", "mean_absolute_percentage_error", "mape",
+                      "mean_squared_logarithmic_error", "msle", "poisson", "cosine_similarity")
+
+
+@dataclass
+class SourceModel:
+    """A loaded model and what edgekeras needs to know about it.
+
+    Attributes:
+        name: the file or folder it came from, or "in-memory model '<name>'".
+        path: the file or folder (None for a model in memory).
+        format: "h5", "keras", "savedmodel" or "memory".
+        keras_version: 2 (tf_keras), 3 (Keras 3) or None (a SavedModel graph).
+        inputs, outputs: name, shape (None = any size) and dtype of each, in the model's order; outputs carry
+            `kind` ("probabilities", "logits", "values") when the model says.
+        sha256: hash of the file (a folder: of all its files in path order; in memory: of the weights).
+        params: number of weights (None for a SavedModel).
+        card: the model card beside the file or folder, when there is one.
+        loss, from_logits: what the model was compiled with, when known.
+        keras_model: the Keras model (None for a SavedModel).
+    """
+
+    name: str
+    path: Path | None
+    format: str
+    keras_version: int | None
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    sha256: str
+    params: int | None
+    card: ModelCard | None = None
+    loss: Any = None
+    from_logits: bool | None = None
+    keras_model: Any = None
+    _signature: Any = field(default=None, repr=False)
+    _loaded: Any = field(default=None, repr=False)
+    _function: Any = field(default=None, repr=False)
+
+    # -- running ----------------------------------------------------------------------------------------
+    def predict(self, feeds: dict[str, np.ndarray], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Run the model on a batch: inputs by name -> float32 outputs by name."""
+        fn = self.function()
+        n = len(next(iter(feeds.values())))
+        parts: list[dict[str, np.ndarray]] = []
+        for s in range(0, n, batch_size):
+            chunk = {t.name: tf.convert_to_tensor(feeds[t.name][s:s + batch_size], dtype=t.dtype) for t in self.inputs}
+            out = fn(**chunk)
+            parts.append({k: np.asarray(v, dtype=np.float32) for k, v in out.items()})
+        return {t.name: np.concatenate([p[t.name] for p in parts], axis=0) for t in self.outputs}
+
+    def function(self):
+        """The model as one traced tf.function: inputs by name -> outputs by name (dynamic batch).
+
+        Traced once; the Keras reference, every TFLite conversion and the ONNX export use it. Grouped
+        convolutions are traced through their plain convolution (tf_keras otherwise traces an XLA call that
+        neither TFLite nor ONNX Runtime can run).
+        """
+        if self._function is not None:
+            return self._function
+        spec = [tf.TensorSpec([None] + list(t.shape[1:]), t.dtype, name=t.name) for t in self.inputs]
+        in_names, out_names = [t.name for t in self.inputs], [t.name for t in self.outputs]
+        if self.keras_model is not None:
+            model = self.keras_model
+
+            def call(*xs):
+                out = model(list(xs) if len(xs) > 1 else xs[0], training=False)
+                out = out if isinstance(out, (list, tuple)) else [out]
+                return dict(zip(out_names, out))
+        else:
+            sig = self._signature
+
+            def call(*xs):
+                res = sig(**dict(zip(in_names, xs)))
+                return {n: res[n] for n in out_names}
+        fn = tf.function(call, input_signature=spec)
+        with _plain_grouped_convolutions(self.keras_model):
+            self._concrete = fn.get_concrete_function()
+        self._function = self._call_by_name(self._concrete, in_names)
+        return self._function
+
+    @staticmethod
+    def _call_by_name(concrete, in_names):
+        def run(**feeds):
+            return concrete(*[feeds[n] for n in in_names])
+        return run
+
+    def concrete_function(self):
+        """The traced concrete function (see `function`)."""
+        self.function()
+        return self._concrete
+
+    def tflite_converter(self) -> "tf.lite.TFLiteConverter":
+        """A fresh TFLiteConverter for this model, from the function traced once (see `function`)."""
+        if self.keras_model is None:
+            return tf.lite.TFLiteConverter.from_saved_model(str(self.path), signature_keys=["serving_default"])
+        return tf.lite.TFLiteConverter.from_concrete_functions([self.concrete_function()], self.keras_model)
+
+    # -- what the outputs are ---------------------------------------------------------------------------
+    def task(self, override: str | None = None) -> tuple[str | None, str]:
+        """The task of the first output, and why: override > the card > the loss > the last activation.
+
+        Returns:
+            (task or None when the model does not say, reason).
+        """
+        if override is not None:
+            if override not in TASKS:
+                raise BadInput(f"unknown task {override!r}; valid: {', '.join(TASKS)}")
+            return override, "--task"
+        if self.card is not None and self.card.task in TASKS:
+            return self.card.task, "the model card"
+        loss = self.loss
+        if isinstance(loss, dict):
+            loss = loss.get(self.outputs[0].name)
+        elif isinstance(loss, list):
+            loss = loss[0] if loss else None
+        if isinstance(loss, dict) and "class_name" in loss:
+            loss = loss["class_name"]
+        if isinstance(loss, str):
+            from .modelfile import _loss_name
+
+            name = _loss_name(loss)
+            for task, names in (("classification", _CLASSIFICATION_LOSSES), ("binary", _BINARY_LOSSES),
+                                ("regression", _REGRESSION_LOSSES)):
+                if name in names:
+                    return task, f"its loss ({name})"
+        out = self.outputs[0]
+        units = out.shape[-1] if len(out.shape) == 2 else None
+        if out.kind == "probabilities" and units is not None:
+            act = getattr(self, "_activations", {}).get(out.name)
+            if act == "softmax" and units >= 2:
+                return "classification", "its softmax output"
+            if act == "sigmoid":
+                return "binary", "its sigmoid output"
+        if units == 1 and out.kind is None:
+            return "regression", "its single linear output"
+        return None, "the model does not say (no loss saved, and its last layer is linear)"
+
+
+def _activation_name(layer) -> str | None:
+    cls = type(layer).__name__
+    if cls == "Softmax":
+        return "softmax"
+    act = getattr(layer, "activation", None)
+    name = getattr(act, "__name__", None) or (act if isinstance(act, str) else None)
+    return name
+
+
+def _output_layer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    layer = getattr(history, "layer", None) or getattr(history, "operation", None)
+    if layer is None and isinstance(history, tuple):
+        layer = history[0]
+    # a nested model as the last layer: look at its own output layer
+    while layer is not None and hasattr(layer, "outputs") and hasattr(layer, "layers") and layer.outputs:
+        inner = _output_layer(layer.outputs[0])
+        if inner is None or inner is layer:
+            break
+        layer = inner
+    return layer
+
+
+def _describe_outputs(model, names: list[str]) -> dict[str, str]:
+    """{output name: last activation ('softmax', 'sigmoid', 'linear', ...)} for a Keras model."""
+    acts = {}
+    for name, tensor in zip(names, model.outputs):
+        layer = _output_layer(tensor)
+        if layer is not None:
+            acts[name] = _activation_name(layer)
+    return acts
+
+
+def keras_io_specs(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Name, shape and dtype of a Keras model's inputs and outputs (tf_keras or Keras 3), in the model's order.
+
+    Outputs ending in softmax or sigmoid get kind "probabilities"; others are left for the task to decide.
+    """
+    in_names = _io_names(model, "input")
+    out_names = _io_names(model, "output")
+    inputs = [TensorSpec(n, _shape(t.shape), _dtype(t)) for n, t in zip(in_names, model.inputs)]
+    acts = _describe_outputs(model, out_names)
+    outputs = [TensorSpec(n, _shape(t.shape), "float32",
+                          kind="probabilities" if acts.get(n) in ("softmax", "sigmoid") else None)
+               for n, t in zip(out_names, model.outputs)]
+    return inputs, outputs
+
+
+def _io_names(model, which: str) -> list[str]:
+    """Input or output names: tf_keras' own; Keras 3's input tensor names and output layer names."""
+    names = getattr(model, f"{which}_names", None)
+    if names:
+        return list(names)
+    tensors = model.inputs if which == "input" else model.outputs
+    result = []
+    for i, t in enumerate(tensors):
+        if which == "input":
+            name = getattr(t, "name", "") or ""
+            if name.startswith("keras_tensor") or not name:  # a Sequential model built without keras.Input
+                name = "input" if len(tensors) == 1 else f"input_{i}"
+        else:
+            name = getattr(_output_layer(t), "name", None) or f"output_{i}"
+        result.append(name.split(":")[0])
+    return result
+
+
+def _dtype(t) -> str:
+    d = t.dtype
+    return d if isinstance(d, str) else d.name
+
+
+def _shape(shape) -> list[int | None]:
+    return [None if d is None else int(d) for d in shape]
+
+
+def with_task_kinds(outputs: list[TensorSpec], task: str | None, labels_output: str | None) -> list[TensorSpec]:
+    """Outputs with `kind` filled in for the task: the scored output's linear scores are logits (classification,
+    binary) or values (regression)."""
+    from dataclasses import replace
+
+    result = []
+    for t in outputs:
+        kind = t.kind
+        if kind is None and t.name == labels_output and task in ("classification", "binary"):
+            kind = "logits"
+        elif kind is None and task == "regression" and t.name == labels_output:
+            kind = "values"
+        result.append(replace(t, kind=kind))
+    return result
+
+
+# -- loading ----------------------------------------------------------------------------------------------------
+def load_source(info: ModelFileInfo, *, custom_objects: str | Path | dict | None = None,
+                trust_model: bool = False) -> SourceModel:
+    """Load the model that `inspect_model` described.
+
+    Args:
+        info: from `edgekeras.modelfile.inspect_model`.
+        custom_objects: a dict {name: class or function}, or the path of a Python file whose Keras classes
+            (defined or imported there; its `CUSTOM_OBJECTS` dict if it has one) the model uses.
+        trust_model: allow `Lambda` layers, whose loading runs Python code stored in the file.
+
+    Raises:
+        BadInput: damaged file, unknown custom layer.
+        UnsafeModel: a `Lambda` layer and `trust_model` is False.
+        UnsupportedModel: input shapes that are not fixed; a SavedModel without a serving signature.
+    """
+    info.check_safe(trust_model)
+    path = info.path
+    if info.format == "savedmodel":
+        return _load_savedmodel(path)
+    objects = _custom_objects(custom_objects, keras3_file=info.keras_version == 3)
+    try:
+        if info.keras_version == 3:
+            k3 = keras3()
+            model = k3.models.load_model(str(path), compile=False, safe_mode=not trust_model, custom_objects=objects)
+            base = k3.Model
+        else:
+            with keras.utils.custom_object_scope(objects):
+                kwargs = {"safe_mode": not trust_model} if info.format == "keras" else {}
+                model = keras.models.load_model(str(path), compile=False, **kwargs)
+            base = keras.Model
+    except (ValueError, TypeError, KeyError, OSError, AttributeError) as e:
+        raise _load_error(e, path, info.keras_version) from e
+    if not isinstance(model, base):
+        raise BadInput(f"{path} did not load as a Keras model (got {type(model).__name__})")
+    return _from_keras(model, name=str(path), path=path, fmt=info.format, version=info.keras_version,
+                       sha256=_sha256(path), loss=info.loss, from_logits=info.from_logits)
+
+
+def source_from_object(model) -> SourceModel:
+    """Wrap a Keras model object (tf_keras or Keras 3) that the caller built or loaded.
+
+    Raises:
+        BadInput: not a Keras model, or a model that was never built (no inputs).
+    """
+    version = _keras_version_of(model)
+    if version is None:
+        raise BadInput(f"expected a Keras model, a path to a model file, or a SavedModel folder; got "
+                       f"{type(model).__name__}",
+                       fix="pass a tf_keras or Keras 3 model object, or the path of a .h5/.keras file")
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        inputs = None
+    if not inputs:
+        raise BadInput(f"the Keras model {model.name!r} has no defined inputs (a subclassed model, or never built)",
+                       fix="build it functionally (keras.Input(...)), or call it once on data and export a "
+                           "SavedModel with model.export(folder)")
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    loss, from_logits = _compiled_loss(model)
+    return _from_keras(model, name=f"in-memory model {model.name!r}", path=None, fmt="memory", version=version,
+                       sha256=h.hexdigest(), loss=loss, from_logits=from_logits)
+
+
+def _keras_version_of(obj) -> int | None:
+    if isinstance(obj, keras.Model):
+        return 2
+    import sys
+
+    k3 = sys.modules.get("keras")
+    if k3 is not None and hasattr(k3, "Model") and isinstance(obj, k3.Model):
+        return 3
+    return None
+
+
+def _compiled_loss(model) -> tuple[Any, bool | None]:
+    loss = getattr(model, "loss", None)
+    if loss is None:
+        return None, None
+    if isinstance(loss, str):
+        return loss, None
+    config = getattr(loss, "get_config", lambda: {})()
+    name = getattr(loss, "name", None) or type(loss).__name__
+    return name, config.get("from_logits") if isinstance(config, dict) else None
+
+
+def _from_keras(model, *, name, path, fmt, version, sha256, loss, from_logits) -> SourceModel:
+    inputs, outputs = keras_io_specs(model)
+    _require_fixed_shapes(inputs, name)
+    src = SourceModel(name=name, path=path, format=fmt, keras_version=version, inputs=inputs, outputs=outputs,
+                      sha256=sha256, params=int(model.count_params()),
+                      card=ModelCard.find(path) if path is not None else None, loss=loss, from_logits=from_logits,
+                      keras_model=model)
+    src._activations = _describe_outputs(model, [t.name for t in outputs])
+    return src
+
+
+def _require_fixed_shapes(inputs: list[TensorSpec], name) -> None:
+    for t in inputs:
+        if any(d is None for d in t.shape[1:]):
+            raise UnsupportedModel(
+                f"input {t.name!r} of {name} has shape {t.shape}: only the batch dimension may be of any size for "
+                "edge export (TFLite and calibration need fixed sizes)",
+                fix="rebuild or export the model with a fixed input shape, e.g. keras.Input((224, 224, 3))")
+
+
+def _sha256(path: Path) -> str:
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(bytes.fromhex(sha256_file(p)))
+    return h.hexdigest()
+
+
+_UNKNOWN = re.compile(r"(?:Unknown (layer|object|activation|loss|metric|initializer|regularizer|constraint)"
+                      r"[^'\"]*['\"]?([\w.>]+))|(?:Could not locate class '([\w.>]+)')", re.I)
+
+
+def _load_error(e: Exception, path: Path, version: int | None) -> BadInput:
+    text = str(e)
+    m = _UNKNOWN.search(text)
+    if m:
+        kind, name = (m.group(1) or "layer").lower(), m.group(2) or m.group(3)
+        return BadInput(
+            f"{path} uses a custom {kind} {name!r} that edgekeras does not know",
+            fix=f"pass --custom-objects module.py (custom_objects=...), a Python file that defines or imports {name}")
+    if isinstance(e, OSError) or "truncated" in text.lower() or "unable to" in text.lower():
+        return BadInput(f"{path} is a damaged model file ({first_line(e)})", fix="save or copy the model again")
+    which = "Keras 3" if version == 3 else "tf_keras (Keras 2)"
+    return BadInput(f"could not load {path} (saved by {which}): {type(e).__name__}: {first_line(e)}",
+                    fix="rerun with --debug for the details; if it loads in your own Keras, export a SavedModel "
+                        "with model.export('folder') and pass the folder")
+
+
+def _custom_objects(spec: str | Path | dict | None, keras3_file: bool) -> dict:
+    objects = {}
+    for module_name, names in _APPLICATION_LAYERS.items():
+        module = importlib.import_module(module_name)
+        objects.update({n: getattr(module, n) for n in names if hasattr(module, n)})
+    if keras3_file:
+        objects = {}  # tf_keras classes mean nothing to Keras 3
+    if spec is None:
+        return objects
+    if isinstance(spec, dict):
+        return {**objects, **spec}
+    path = Path(spec)
+    if not path.is_file() or path.suffix != ".py":
+        raise BadInput(f"--custom-objects {path}: not a Python file", fix="pass the path of a .py file")
+    mod_spec = importlib.util.spec_from_file_location(f"edgekeras_custom_{path.stem}", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as e:  # the user's own module may raise anything while it imports; report it as theirs
+        raise BadInput(f"--custom-objects {path} failed to import: {type(e).__name__}: {e}",
+                       fix="run `python " + str(path) + "` to see the error") from e
+    explicit = getattr(module, "CUSTOM_OBJECTS", None)
+    if isinstance(explicit, dict):
+        return {**objects, **explicit}
+    found = {}
+    for name, obj in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if inspect.isclass(obj) and (_is_keras_class(obj) or getattr(obj, "__module__", None) == module.__name__):
+            found[name] = obj
+        elif inspect.isfunction(obj) and getattr(obj, "__module__", None) == module.__name__:
+            found[name] = obj
+    if not found:
+        raise BadInput(f"--custom-objects {path} defines or imports no Keras class or function",
+                       fix="define (or import) the model's custom layers in that file, or give a CUSTOM_OBJECTS "
+                           "dict {name: class}")
+    return {**objects, **found}
+
+
+def _is_keras_class(cls) -> bool:
+    """A Keras layer, model, loss, metric, initializer, regularizer or constraint class (tf_keras or Keras 3)."""
+    mro = [f"{c.__module__}.{c.__qualname__}" for c in inspect.getmro(cls)]
+    return any(m.startswith(("tf_keras.", "keras.")) for m in mro[1:])
+
+
+def _load_savedmodel(path: Path) -> SourceModel:
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (OSError, ValueError, tf.errors.OpError, KeyError, AttributeError) as e:
+        raise BadInput(f"{path} is a damaged SavedModel: {type(e).__name__}: {first_line(e)}",
+                       fix="export it again (model.export(folder))") from e
+    sig = loaded.signatures.get("serving_default")
+    if sig is None:
+        raise UnsupportedModel(f"SavedModel {path} has no 'serving_default' signature "
+                               f"(it has: {', '.join(loaded.signatures) or 'none'})",
+                               fix="export it with a serving signature, e.g. model.export(folder)")
+    _, kwargs = sig.structured_input_signature
+    inputs = [TensorSpec(n, _shape(s.shape), s.dtype.name) for n, s in kwargs.items()]
+    outputs = [TensorSpec(n, _shape(s.shape), "float32") for n, s in sig.structured_outputs.items()]
+    _require_fixed_shapes(inputs, path)
+    return SourceModel(name=str(path), path=path, format="savedmodel", keras_version=None, inputs=inputs,
+                       outputs=outputs, sha256=_sha256(path), params=None, card=ModelCard.find(path),
+                       _signature=sig, _loaded=loaded)
+
+
+class _plain_grouped_convolutions:
+    """While tracing, run tf_keras grouped convolutions (groups > 1) through their plain convolution op.
+
+    tf_keras calls them through an XLA-compiled function that survives tracing as a PartitionedCall, which
+    ONNX Runtime rejects; the plain op exports as ONNX `Conv` with `group`, and as TFLite CONV_2D.
+    """
+
+    def __init__(self, model):
+        self.layers = [layer for layer in _all_layers(model) if getattr(layer, "groups", 1) > 1
+                       and hasattr(layer, "convolution_op") and hasattr(layer, "_jit_compiled_convolution_op")]
+
+    def __enter__(self):
+        for layer in self.layers:
+            layer._jit_compiled_convolution_op = layer.convolution_op
+        return self
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            del layer._jit_compiled_convolution_op
+
+
+def _all_layers(model) -> list:
+    if model is None:
+        return []
+    result = []
+    for layer in getattr(model, "layers", []):
+        result.append(layer)
+        if hasattr(layer, "layers"):
+            result.extend(_all_layers(layer))
+    return result
+
