@@ -480,9 +480,13 @@ def validate(document: dict, kind: str = "model-card") -> None:
         BadInput: the document breaks the schema; the message lists each problem with its path.
     """
     import jsonschema
+    from referencing import Registry, Resource
 
-    schema = json.loads(schema_path(kind).read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
+    schemas = {k: json.loads(schema_path(k).read_text(encoding="utf-8")) for k in ("model-card", "report")}
+    registry = Registry().with_resources(
+        [(schema_path(k).name, Resource.from_contents(s)) for k, s in schemas.items()]
+        + [(s["$id"], Resource.from_contents(s)) for s in schemas.values()])
+    validator = jsonschema.Draft202012Validator(schemas[kind], registry=registry)
     problems = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
     if problems:
         lines = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in problems[:10]]

@@ -14,13 +14,20 @@ class EdgeKerasError(Exception):
 
     Args:
         message: what happened and what was expected.
-        fix: how the user can fix it (optional), shown on its own line.
+        fix: how the user can fix it (optional), shown on its own line; in Python terms (argument=value).
+        cli_fix: the same fix in command-line terms (--option value), when it differs; the CLI shows it.
     """
 
-    def __init__(self, message: str, *, fix: str | None = None):
+    def __init__(self, message: str, *, fix: str | None = None, cli_fix: str | None = None):
         self.message = message
         self.fix = fix
+        self.cli_fix = cli_fix
         super().__init__(message if not fix else f"{message}\nHow to fix: {fix}")
+
+    def for_cli(self) -> str:
+        """The message as the command line prints it (its own fix wording when there is one)."""
+        fix = self.cli_fix or self.fix
+        return self.message if not fix else f"{self.message}\nHow to fix: {fix}"
 
 
 class BadInput(EdgeKerasError):

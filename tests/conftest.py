@@ -29,6 +29,54 @@ def listing(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in Path(folder).rglob("*")}
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_schema_check: the test writes invalid cards or reports on purpose")
+    config.addinivalue_line("markers", "slow: the heaviest end-to-end tests (CI runs them too)")
+
+
+def validate_outputs(folder: Path, skip_version_1: bool = False) -> int:
+    """Validate every model card and report under `folder` against the shipped JSON Schemas; return the count.
+
+    `skip_version_1`: leave alone the version-1 cards that tests write on purpose (to read old cards).
+    """
+    import json
+
+    from edgekeras.card import validate
+
+    count = 0
+    for path in sorted(Path(folder).rglob("*.json")):
+        kind = ("model-card" if path.name.endswith(".edgekeras.json")
+                else "report" if path.name.endswith(".report.json") else None)
+        if kind is None or ".edgekeras-staging-" in str(path):
+            continue
+        try:
+            document = json.loads(path.read_text())
+        except ValueError:
+            continue  # not JSON: a test of bad input
+        if skip_version_1 and isinstance(document, dict) and document.get("schema_version") == 1:
+            continue
+        validate(document, kind)
+        count += 1
+    return count
+
+
+@pytest.fixture(autouse=True)
+def _cards_and_reports_follow_the_schema(request):
+    """Every card and report a test writes in its tmp_path validates against the schema (after the test)."""
+    check = "tmp_path" in request.fixturenames and not request.node.get_closest_marker("no_schema_check")
+    folder = request.getfixturevalue("tmp_path") if check else None  # set up before this fixture tears down
+    yield
+    if folder is not None:
+        validate_outputs(folder)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_outputs_follow_the_schema(tmp_path_factory):
+    """The same for what session fixtures and subprocesses wrote anywhere under the session's temporary folder."""
+    yield
+    validate_outputs(tmp_path_factory.getbasetemp(), skip_version_1=True)
+
+
 @pytest.fixture(scope="session")
 def keras():
     from edgekeras._keras import keras

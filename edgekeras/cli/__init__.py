@@ -148,7 +148,7 @@ def _output_options(f):
 
 def _error_json(kind: str, e: BaseException) -> str:
     return json.dumps({"error": {"type": kind, "message": getattr(e, "message", str(e)),
-                                 "fix": getattr(e, "fix", None)}}, indent=2)
+                                 "fix": getattr(e, "cli_fix", None) or getattr(e, "fix", None)}}, indent=2)
 
 
 def _raise_interrupt(signum, frame):
@@ -176,7 +176,7 @@ def _run(on_interrupt: str):
                         click.echo(e.worker_traceback, err=True)
                 if _state["json"]:
                     click.echo(_error_json(type(e).__name__, e))
-                click.echo(click.style("error: ", fg="red", bold=True) + str(e), err=True)
+                click.echo(click.style("error: ", fg="red", bold=True) + e.for_cli(), err=True)
                 sys.exit(1)
             except KeyboardInterrupt:
                 if _state["json"]:
@@ -331,11 +331,14 @@ def _print_report(report, as_json: bool, note: str | None = None) -> None:
 @click.option("--fine-tune-from", type=str, help="vgg19_transfer: unfreeze from this layer (e.g. block5_conv1).")
 @click.option("--learning-rate", type=float, help="Override the arch's learning rate.")
 @click.option("--target", type=str, help="CSV: the target column (default: the last one).")
+@click.option("--preprocess", type=click.Choice(["raw", "unit", "signed", "identity"]),
+              help="Image archs: what the inputs hold (raw: pixels 0-255, unit: [0, 1], signed: [-1, 1], identity: "
+                   "fed as they are) [default: from the data's range].")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 @_debug_option
 @_run(_CHECKPOINTS_KEPT)
 def train(arch, data, epochs, batch_size, out, validation, test, resume, seed, device, mixed_precision,
-          early_stopping, augment, image_size, weights, fine_tune_from, learning_rate, target, force):
+          early_stopping, augment, image_size, weights, fine_tune_from, learning_rate, target, preprocess, force):
     """Train a model on DATA and save the best epoch as an .h5 with its model card and learning curves."""
     size = None
     if image_size:
@@ -353,7 +356,7 @@ def train(arch, data, epochs, batch_size, out, validation, test, resume, seed, d
     result = fit(arch, data, epochs=epochs, batch_size=batch_size, validation=validation or None, out=out,
                  resume=resume, seed=seed, early_stopping=early_stopping or None, augment=augment, device=device,
                  mixed_precision=mixed_precision, image_size=size, target=target, arch_options=options, test=test,
-                 force=force, verbose=1 if sys.stdout.isatty() else 2)
+                 preprocess=preprocess, force=force, verbose=1 if sys.stdout.isatty() else 2)
     best = result.metrics
     shown = "  ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "epoch")
     click.echo(f"\ntrained {arch} ({result.params:,} weights) on {result.device} for {result.epochs_run} epochs "

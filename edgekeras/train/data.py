@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .._keras import tf
-from ..data import list_images, skipped_images
+from ..data import skipped_images
 from ..errors import BadInput
-
-TRAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")  # what tf.io.decode_image reads
+from ..runtime.preprocess import IMAGE_SUFFIXES, decode_image, image_pixels, list_images
 
 
 @dataclass
@@ -32,8 +31,9 @@ class TrainData:
         class_names: class names (image folder subfolders, or "0".."k-1").
         n_train, n_val: sample counts.
         source: where the data came from.
-        is_image: the inputs are images of raw pixels 0-255.
+        is_image: the inputs are images (height, width, 1 or 3 channels).
         warnings: problems found while reading (skipped images).
+        value_range: (min, max) of the training inputs (image folders: pixels 0-255).
     """
 
     train: object
@@ -46,6 +46,7 @@ class TrainData:
     source: str
     is_image: bool = False
     warnings: list[str] = field(default_factory=list)
+    value_range: tuple[float, float] | None = None
 
 
 def load_training_data(data, *, batch_size: int = 32, validation=0.2, seed: int = 0, image_size=None,
@@ -105,7 +106,7 @@ def load_training_data(data, *, batch_size: int = 32, validation=0.2, seed: int 
     val = _pipeline(x_val, y_val, batch_size) if x_val is not None else None
     return TrainData(train=train, val=val, input_shape=tuple(x.shape[1:]), num_classes=num_classes,
                      class_names=names, n_train=len(x), n_val=0 if x_val is None else len(x_val), source=source,
-                     is_image=is_image)
+                     is_image=is_image, value_range=(float(x.min()), float(x.max())))
 
 
 def _arrays(data, target, role: str):
@@ -220,8 +221,6 @@ def _pipeline(x, y, batch_size, shuffle_seed=None):
 
 
 def _image_folder(folder: Path, batch_size, validation, seed, image_size, augment, cache) -> TrainData:
-    from PIL import Image
-
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise BadInput(f"{folder} has no class subfolders",
@@ -229,14 +228,10 @@ def _image_folder(folder: Path, batch_size, validation, seed, image_size, augmen
     files, labels, bad = [], [], []
     for i, cname in enumerate(classes):
         for f in list_images(folder / cname):
-            if f.suffix.lower() not in TRAIN_IMAGE_SUFFIXES:
-                bad.append(f"{f.relative_to(folder)} (format not supported for training)")
-                continue
             try:
-                with Image.open(f) as im:
-                    im.verify()
-            except Exception as e:  # PIL raises many types for broken files
-                bad.append(f"{f.relative_to(folder)} ({type(e).__name__})")
+                decode_image(f)  # every image is read once before training: a broken one is named, not fatal
+            except BadInput as e:
+                bad.append(f"{f.relative_to(folder)} ({type(e.__cause__).__name__})")
                 continue
             files.append(str(f))
             labels.append(i)
@@ -244,7 +239,7 @@ def _image_folder(folder: Path, batch_size, validation, seed, image_size, augmen
     if not files:
         raise BadInput(f"{folder} has no readable images in its class subfolders" +
                        (f" ({len(bad)} unreadable)" if bad else ""),
-                       fix=f"put {', '.join(TRAIN_IMAGE_SUFFIXES)} images in subfolders named after the classes")
+                       fix=f"put {', '.join(IMAGE_SUFFIXES)} images in subfolders named after the classes")
     present = sorted(set(labels))
     if len(present) < 2:
         raise BadInput(f"{folder} has images of a single class ({classes[present[0]]}); a classifier needs at "
@@ -264,14 +259,19 @@ def _image_folder(folder: Path, batch_size, validation, seed, image_size, augmen
     else:
         raise BadInput("for an image folder, validation must be a fraction (e.g. 0.2) or None")
 
+    def read(path):
+        # The one image reader of edgekeras (decode, bilinear resize without antialiasing, float32 pixels
+        # 0-255): what the model trains on is what the card tells apps to feed it.
+        return image_pixels(path.decode() if isinstance(path, bytes) else str(path), h, w, 3)
+
     def load(path, label):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        img = tf.image.resize(tf.cast(img, tf.float32), (h, w))
+        img = tf.numpy_function(read, [path], tf.float32, stateful=False)
+        img.set_shape((h, w, 3))
         return img, label
 
     def make(ix, training):
         ds = tf.data.Dataset.from_tensor_slices((files_a[ix], labels_a[ix]))
-        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
         if cache:
             ds = ds.cache()
         if training:
@@ -289,4 +289,4 @@ def _image_folder(folder: Path, batch_size, validation, seed, image_size, augmen
     return TrainData(train=make(tr_idx, True), val=make(val_idx, False) if len(val_idx) else None,
                      input_shape=(h, w, 3), num_classes=len(classes), class_names=classes, n_train=len(tr_idx),
                      n_val=len(val_idx), source=f"{folder.name}/ ({len(files)} images, {len(classes)} classes)",
-                     is_image=True, warnings=warnings)
+                     is_image=True, warnings=warnings, value_range=(0.0, 255.0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from ..card import Accuracy, ModelCard, Preprocessing, Step, card_path, producer
 from ..errors import BadInput, first_line
 from ..source import keras_io_specs
 from .data import TrainData, load_training_data
-from .models import ARCHS, build, preprocessing_of
+from .models import ARCHS, IMAGE_ARCHS, build, preprocessing_of
 
 log = logging.getLogger("edgekeras.train")
 
@@ -143,7 +144,10 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
         mixed_precision: float16 compute with float32 weights (for GPUs; slow on CPUs). The saved
             model is float32.
         labels: class names for the card (default: subfolder names, or "0".."k-1").
-        preprocess: the card's preprocessing preset (default: the arch's; images built here take raw pixels).
+        preprocess: what the inputs hold: "raw" (pixels 0-255), "unit" ([0, 1]), "signed" ([-1, 1]) or "identity"
+            (fed as they are). For the image archs built here, the model's first layers map that input to what
+            the architecture expects; by default it is chosen from the training data's range, and data whose
+            range fits none of them is an error naming the range. Recorded in the card.
         image_size: (height, width) for image folders (default: the model's input, else 224x224).
         target: CSV target column.
         arch_options: options for `build` when `model` is an arch name.
@@ -185,6 +189,8 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
     log.info("training on %s", devices.description)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
+        # Seeded runs are repeatable on a given machine: TensorFlow picks deterministic kernels (process-wide).
+        tf.config.experimental.enable_op_determinism()
     warnings: list[str] = []
     with output_folder(out.parent) if out is not None else contextlib.nullcontext(), \
             _policy(keras.mixed_precision.global_policy()):
@@ -200,12 +206,17 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
         warnings += td.warnings
         for w in td.warnings:
             log.warning(w)
+        state = _read_state(resume_dir) if resume else None
+        if isinstance(model, str) and model in IMAGE_ARCHS and td.is_image:
+            preprocess = (state or {}).get("input_scale") or input_scale_for(td, preprocess)
+            arch_options = {**(arch_options or {}), "input_scale": preprocess}
         with devices.strategy.scope():
             model, arch, initial_epoch, history, best_logs = _prepare_model(model, td, devices, arch_options or {},
                                                                        resume, resume_dir, warnings)
         monitor = "val_loss" if td.val is not None else "loss"
         cbs = list(callbacks or [])
-        ckpt = _Checkpoints(out, resume_dir, monitor, devices.is_chief, best_logs, history, mixed_precision, arch)
+        ckpt = _Checkpoints(out, resume_dir, monitor, devices.is_chief, best_logs, history, mixed_precision, arch,
+                            preprocess)
         cbs.append(ckpt)
         if early_stopping:
             cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping))
@@ -223,6 +234,10 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
 
         history = ckpt.history
         epochs_run = len(next(iter(history.values()))) if history else initial_epoch
+        stuck = _loss_never_moved(history.get("loss", []))
+        if stuck:
+            warnings.append(stuck)
+            log.warning(stuck)
         best_metrics = ckpt.best_logs or {}
         test_metrics = {}
         if tt is not None:
@@ -238,11 +253,77 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
                                     else "given", early_stopping=early_stopping, data=td.source,
                                     n_train=td.n_train, n_val=td.n_val,
                                     optimizer=type(model.optimizer).__name__ if model.optimizer else None,
-                                    learning_rate=_learning_rate(model)))
+                                    learning_rate=_learning_rate(model), input_range=td.value_range))
+            shutil.rmtree(resume_dir, ignore_errors=True)  # the run finished: nothing is left to resume
     return FitResult(model=model, history=history, checkpoint=out if devices.is_chief else None, card=card_file,
                      curves=curves if card_file else None, metrics=best_metrics, device=devices.description,
                      params=int(model.count_params()), epochs_run=epochs_run, seconds=time.perf_counter() - t0,
                      warnings=warnings, test_metrics=test_metrics)
+
+
+def input_scale_for(td: TrainData, preprocess: str | None) -> str:
+    """What an image arch's input holds, from `preprocess` or the data's range; BadInput when they disagree.
+
+    The built model maps that input to what the architecture expects (see `edgekeras.train.models`).
+    """
+    lo, hi = td.value_range
+    found = f"the training images span [{lo:g}, {hi:g}]"
+    fits = {"unit": lo >= -1e-3 and hi <= 1 + 1e-3, "signed": lo >= -1 - 1e-3 and hi <= 1 + 1e-3,
+            "raw": lo >= -1e-3 and hi <= 255 + 1e-3, "identity": True}
+    if preprocess is not None:
+        if preprocess not in fits:
+            raise BadInput(f"unknown preprocess {preprocess!r} for an image model; valid: raw, unit, signed, identity")
+        if not fits[preprocess] or (preprocess == "raw" and hi <= 1):
+            raise BadInput(f"--preprocess {preprocess} says the inputs are {_RANGES[preprocess]}, but {found}",
+                           fix=f"pass the preprocessing that matches the data ({_suggest(lo, hi)}), or rescale the data")
+        return preprocess
+    if fits["unit"]:
+        choice = "unit"
+    elif fits["signed"]:
+        choice = "signed"
+    elif fits["raw"] and hi >= 32:
+        choice = "raw"
+    else:
+        raise BadInput(f"{found}, which is none of pixels 0-255 (raw), [0, 1] (unit) or [-1, 1] (signed); an image "
+                       "model scaled for one of those would learn little from it",
+                       fix="rescale the data to one of those (e.g. x * 255 / x.max()), or pass --preprocess identity "
+                           "to feed it as it is (the card then records no pixel scaling)")
+    log.info("%s: the model takes %s inputs (preprocessing %r, recorded in the card)", found, _RANGES[choice], choice)
+    return choice
+
+
+_RANGES = {"raw": "pixels 0-255", "unit": "values in [0, 1]", "signed": "values in [-1, 1]", "identity": "any values"}
+
+
+def _suggest(lo: float, hi: float) -> str:
+    if lo >= 0 and hi <= 1:
+        return "--preprocess unit"
+    if lo >= -1 and hi <= 1:
+        return "--preprocess signed"
+    if lo >= 0 and hi <= 255:
+        return "--preprocess raw"
+    return "--preprocess identity"
+
+
+def _loss_never_moved(losses: list[float]) -> str | None:
+    """A warning when the training loss stayed at its first value (within 1%) for 3 or more epochs."""
+    if len(losses) < 3 or not all(np.isfinite(losses)):
+        return None
+    first = losses[0]
+    if max(abs(v - first) for v in losses) <= 1e-2 * max(abs(first), 1e-8):
+        return (f"the training loss never moved from its first value ({first:.4g}) in {len(losses)} epochs: the model "
+                "learned nothing. Check that the inputs are scaled as the model expects (--preprocess), that the "
+                "labels match the inputs, and the learning rate")
+    return None
+
+
+def _read_state(resume_dir: Path | None) -> dict | None:
+    if resume_dir is None or not (resume_dir / "state.json").is_file():
+        return None
+    try:
+        return json.loads((resume_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return None  # _prepare_model reports a damaged state
 
 
 @contextlib.contextmanager
@@ -260,11 +341,13 @@ def _finish(model, out, curves, td, arch, preprocess, labels, best_metrics, test
     pre = (Preprocessing.preset(preprocess, list(td.input_shape[:2]) if td.is_image else None,
                                 td.input_shape[2] if td.is_image else None) if preprocess
            else preprocessing_of(arch, td.input_shape) if arch else None)
+    if pre is not None and pre.name == "identity" and td.is_image:
+        pre.input_range = [float(v) for v in td.value_range]
     if not out.is_file():  # no epoch had a finite loss: save what we have
         _save_h5(model, out, mixed_precision)
     card = _card(model, out, td, pre, labels or td.class_names, best_metrics, test_metrics, settings)
     card_file = card.write(card_path(out))
-    _plot_curves(history, curves)
+    _plot_curves(history, curves, best_metrics.get("epoch"))
     return card_file
 
 
@@ -312,9 +395,10 @@ def _prepare_model(model, td: TrainData, devices: _Devices, arch_options: dict, 
 class _Checkpoints(keras.callbacks.Callback):
     """Keeps the best weights in memory and on disk (`out`), and the last epoch in `out.resume/`."""
 
-    def __init__(self, out, resume_dir, monitor, is_chief, best_logs, history, mixed_precision, arch):
+    def __init__(self, out, resume_dir, monitor, is_chief, best_logs, history, mixed_precision, arch,
+                 input_scale=None):
         super().__init__()
-        self.arch = arch
+        self.arch, self.input_scale = arch, input_scale
         self.out, self.resume_dir, self.monitor, self.is_chief = out, resume_dir, monitor, is_chief
         self.best_logs = best_logs  # the best epoch's metrics (from the resume state at first)
         self.best = best_logs.get(monitor) if best_logs else None
@@ -340,7 +424,7 @@ class _Checkpoints(keras.callbacks.Callback):
         _save_h5(self.model, self.resume_dir / "last.h5", False, include_optimizer=True)
         atomic_write_text(self.resume_dir / "state.json", json.dumps(
             {"epoch": epoch + 1, "best_logs": self.best_logs, "monitor": self.monitor, "history": self.history,
-             "arch": self.arch}, indent=1))
+             "arch": self.arch, "input_scale": self.input_scale}, indent=1))
 
 
 def _save_h5(model, path: Path, as_float32: bool, include_optimizer: bool = False) -> None:
@@ -420,12 +504,13 @@ def _card(model, out: Path, td: TrainData, pre, labels, best: dict, test: dict, 
                      producer=producer_info())
 
 
-def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and metric per epoch, training and validation, as a PNG."""
+def _plot_curves(history: dict[str, list[float]], path: Path, best_epoch: int | None = None) -> None:
+    """Loss and metric per epoch, training and validation, as a PNG; integer epoch ticks, the best epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metrics = [k for k in history if not k.startswith("val_")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
@@ -434,6 +519,9 @@ def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
         ax.plot(epochs, history[m], marker="o", label="train")
         if f"val_{m}" in history:
             ax.plot(epochs, history[f"val_{m}"], marker="o", label="validation")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best (epoch {best_epoch})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(m)
         ax.grid(alpha=0.3)

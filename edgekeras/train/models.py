@@ -5,13 +5,18 @@ Image models take raw pixels 0-255: their preprocessing is made of built-in laye
 files take raw pixels too and their model cards can say so. No Lambda layers: every model loads
 without running code from the file.
 
-| arch           | task                         | input         | preprocessing in the model      |
-|----------------|------------------------------|---------------|---------------------------------|
-| linear         | regression                   | (features,)   | none                            |
-| mlp            | classification or regression | (features,)   | none                            |
-| small_cnn      | classification               | (h, w, c)     | Rescaling 1/255                 |
-| mobilenet_v2   | classification               | (h, w, 3)     | Rescaling to [-1, 1]            |
-| vgg19_transfer | classification               | (h, w, 3) >= 32x32 | RGB->BGR, minus ImageNet mean (caffe) |
+| arch           | task                         | input         | preprocessing in the model (for raw 0-255 pixels) |
+|----------------|------------------------------|---------------|---------------------------------------------------|
+| linear         | regression                   | (features,)   | none                                              |
+| mlp            | classification or regression | (features,)   | none                                              |
+| small_cnn      | classification               | (h, w, c)     | Rescaling 1/255                                   |
+| mobilenet_v2   | classification               | (h, w, 3)     | Rescaling to [-1, 1]                              |
+| vgg19_transfer | classification               | (h, w, 3) >= 32x32 | RGB->BGR, minus ImageNet mean (caffe)        |
+
+Image archs take an `input_scale` option: "raw" (pixels 0-255, the default), "unit" ([0, 1]), "signed"
+([-1, 1]) or "identity" (fed as they are, no scaling inside): the layers inside then map that input to what
+the architecture expects, so data scaled any of those ways trains (a model dividing [0, 1] data by 255 again
+learns nothing).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ def build(arch: str, input_shape, num_classes: int | None = None, **options):
         num_classes: classes of a classifier; None builds a regressor (linear, mlp).
         **options: per arch:
             all: learning_rate, optimizer ("adam" | "sgd" | "rmsprop").
+            small_cnn, mobilenet_v2, vgg19_transfer: input_scale="raw" | "unit" | "signed" | "identity" (what
+                the model's input holds; see the module docstring).
             mlp: units=(64, 64), dropout=0.0.
             small_cnn: filters=(32, 64), dense=128, dropout=0.25.
             mobilenet_v2: alpha=1.0, weights=None | "imagenet" | path, dropout=0.2.
@@ -84,9 +91,9 @@ def build(arch: str, input_shape, num_classes: int | None = None, **options):
 _OPTIONS = {
     "linear": set(),
     "mlp": {"units", "dropout"},
-    "small_cnn": {"filters", "dense", "dropout"},
-    "mobilenet_v2": {"alpha", "weights", "dropout"},
-    "vgg19_transfer": {"weights", "pooling", "dense", "dropout", "fine_tune_from"},
+    "small_cnn": {"filters", "dense", "dropout", "input_scale"},
+    "mobilenet_v2": {"alpha", "weights", "dropout", "input_scale"},
+    "vgg19_transfer": {"weights", "pooling", "dense", "dropout", "fine_tune_from", "input_scale"},
 }
 
 
@@ -102,11 +109,32 @@ def compile_model(model, num_classes: int | None, optimizer: str, learning_rate:
                       metrics=["accuracy"])
 
 
-def preprocessing_of(arch: str, input_shape) -> Preprocessing:
+IMAGE_ARCHS = ("small_cnn", "mobilenet_v2", "vgg19_transfer")
+INPUT_SCALES = ("raw", "unit", "signed", "identity")
+# What x in [0, 255] becomes for each input scale: input = x * a + b, so raw pixels = (input - b) / a.
+_SCALE_OF = {"raw": (1.0, 0.0), "unit": (1 / 255, 0.0), "signed": (1 / 127.5, -1.0)}
+
+
+def preprocessing_of(arch: str, input_shape, input_scale: str = "raw") -> Preprocessing:
     """The model-card preprocessing of a built model: what its input takes."""
-    if arch in ("small_cnn", "mobilenet_v2", "vgg19_transfer"):
-        return Preprocessing.preset("raw", list(input_shape[:2]), input_shape[2])
+    if arch in IMAGE_ARCHS:
+        return Preprocessing.preset(input_scale, list(input_shape[:2]), input_shape[2])
     return Preprocessing.preset("identity")
+
+
+def _rescale_to(input_scale: str, target: tuple[float, float] | None, name: str = "rescale"):
+    """A Rescaling layer mapping an input of `input_scale` to target range (scale, offset applied to raw pixels),
+    or None when nothing is needed."""
+    if input_scale not in INPUT_SCALES:
+        raise BadInput(f"unknown input_scale {input_scale!r}; valid: {', '.join(INPUT_SCALES)}")
+    if input_scale == "identity" or target is None:
+        return None
+    a, b = _SCALE_OF[input_scale]  # input = raw * a + b
+    ta, tb = target  # wanted = raw * ta + tb = (input - b) / a * ta + tb
+    scale, offset = ta / a, tb - b * ta / a
+    if abs(scale - 1) < 1e-12 and abs(offset) < 1e-12:
+        return None
+    return keras.layers.Rescaling(scale, offset=offset, name=name)
 
 
 def _head(x, num_classes):
@@ -148,11 +176,12 @@ def _classifier_only(arch, num_classes):
         raise BadInput(f"arch {arch!r} is a classifier: pass num_classes (2 or more)")
 
 
-def _build_small_cnn(input_shape, num_classes, filters=(32, 64), dense=128, dropout=0.25):
+def _build_small_cnn(input_shape, num_classes, filters=(32, 64), dense=128, dropout=0.25, input_scale="raw"):
     _classifier_only("small_cnn", num_classes)
     _image_shape("small_cnn", input_shape)
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    rescale = _rescale_to(input_scale, (1.0 / 255, 0.0))  # the convolutions want [0, 1]
+    x = rescale(inputs) if rescale is not None else inputs
     side = min(input_shape[:2])
     for i, f in enumerate(filters):
         x = keras.layers.Conv2D(int(f), 3, padding="same", activation="relu", name=f"conv{i}a")(x)
@@ -167,11 +196,12 @@ def _build_small_cnn(input_shape, num_classes, filters=(32, 64), dense=128, drop
     return keras.Model(inputs, _head(x, num_classes), name="small_cnn"), 1e-3, "adam"
 
 
-def _build_mobilenet_v2(input_shape, num_classes, alpha=1.0, weights=None, dropout=0.2):
+def _build_mobilenet_v2(input_shape, num_classes, alpha=1.0, weights=None, dropout=0.2, input_scale="raw"):
     _classifier_only("mobilenet_v2", num_classes)
     _image_shape("mobilenet_v2", input_shape, channels=(3,), min_side=32)
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    rescale = _rescale_to(input_scale, (1.0 / 127.5, -1.0))  # MobileNetV2 wants [-1, 1]
+    x = rescale(inputs) if rescale is not None else inputs
     base = keras.applications.MobileNetV2(input_shape=input_shape, alpha=alpha, include_top=False, weights=None)
     rows = input_shape[0] if input_shape[0] in (96, 128, 160, 192, 224) else 224
     _load_pretrained(base, weights, f"mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_"
@@ -184,19 +214,26 @@ def _build_mobilenet_v2(input_shape, num_classes, alpha=1.0, weights=None, dropo
 
 
 def _build_vgg19_transfer(input_shape, num_classes, weights=None, pooling="avg", dense=0, dropout=0.0,
-                          fine_tune_from=None):
+                          fine_tune_from=None, input_scale="raw"):
     _classifier_only("vgg19_transfer", num_classes)
     _image_shape("vgg19_transfer", input_shape, channels=(3,), min_side=32)
     if pooling not in ("avg", "flatten"):
         raise BadInput(f"unknown pooling {pooling!r}; valid: avg, flatten")
     inputs = keras.Input(input_shape, name="image")
-    # VGG19's caffe preprocessing as one frozen 1x1 convolution: BGR = flip(RGB), minus the ImageNet mean.
-    flip = np.zeros((1, 1, 3, 3), np.float32)
-    for i in range(3):
-        flip[0, 0, i, 2 - i] = 1.0
-    pre = keras.layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
-    x = pre(inputs)
-    pre.set_weights([flip, -np.array(_CAFFE_MEAN_BGR, np.float32)])  # weights, not config: the .h5 stays plain
+    x = inputs
+    if input_scale != "identity":
+        if input_scale not in _SCALE_OF:
+            raise BadInput(f"unknown input_scale {input_scale!r}; valid: {', '.join(INPUT_SCALES)}")
+        # VGG19's caffe preprocessing as one frozen 1x1 convolution: BGR = flip(raw RGB), minus the ImageNet mean,
+        # with raw = (input - b) / a for the input's scale folded into the weights.
+        a, b = _SCALE_OF[input_scale]
+        flip = np.zeros((1, 1, 3, 3), np.float32)
+        for i in range(3):
+            flip[0, 0, i, 2 - i] = 1.0 / a
+        pre = keras.layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
+        x = pre(inputs)
+        bias = -np.array(_CAFFE_MEAN_BGR, np.float32) - np.float32(b / a)
+        pre.set_weights([flip, bias])  # weights, not config: the .h5 stays plain
     base = keras.applications.VGG19(include_top=False, weights=None, input_shape=input_shape)
     _load_pretrained(base, weights, "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
     base.trainable = False
@@ -235,16 +272,19 @@ def _load_pretrained(base, weights, imagenet_file: str) -> None:
         url = _APPS_URL + imagenet_file
         path = _keras_cache_dir() / imagenet_file.rsplit("/", 1)[1]
         if not path.is_file():
+            where = f"on a machine with internet, download {url} and copy it to {path}"
             raise MissingWeights(
                 f"ImageNet weights for {base.name} are not on this machine (edgekeras never downloads): "
                 f"expected {path}",
-                fix=f"on a machine with internet, download {url} and copy it to {path}, or pass "
-                    "weights='/path/to/weights.h5'; weights=None trains from scratch")
+                fix=f"{where}, or pass weights='/path/to/weights.h5'; weights=None trains from scratch",
+                cli_fix=f"{where}, or pass --weights /path/to/weights.h5; without --weights it trains from scratch")
     else:
         path = Path(weights)
         if not path.is_file():
             raise MissingWeights(f"weights file {path} does not exist",
-                                 fix="pass an existing .h5 weights file, 'imagenet', or None")
+                                 fix="pass an existing .h5 weights file, 'imagenet', or None",
+                                 cli_fix="pass --weights with an existing .h5 weights file or 'imagenet', or no "
+                                         "--weights to train from scratch")
     try:
         base.load_weights(str(path))
     except (ValueError, OSError) as e:

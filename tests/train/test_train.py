@@ -35,7 +35,7 @@ def test_fit_saves_best_checkpoint_card_and_curves(tmp_path):
     result = train.fit("linear", (X, y), epochs=8, out=tmp_path / "lin.h5", seed=0)
     w, _ = result.model.get_layer("prediction").get_weights()
     np.testing.assert_allclose(w.ravel(), [1.0, 2.0], atol=0.1)
-    assert listing(tmp_path) >= {"lin.h5", "lin.h5.edgekeras.json", "lin.curves.png", "lin.h5.resume"}
+    assert listing(tmp_path) == {"lin.h5", "lin.h5.edgekeras.json", "lin.curves.png"}  # finished: no resume state
     card = ModelCard.read(tmp_path / "lin.h5.edgekeras.json")
     assert card.format == "keras-h5" and card.task == "regression" and card.steps[0].step == "train"
     assert card.accuracy.metric == "mae" and card.steps[0].settings["n_val"] == 200
@@ -54,10 +54,27 @@ def test_same_seed_same_weights(tmp_path):
         np.testing.assert_array_equal(wa, wb)
 
 
+def interrupted_fit(keras, *args, after: int, **kwargs):
+    """A fit that a Ctrl-C stops once `after` epochs are saved; returns the history of those epochs."""
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.history = getattr(self, "history", []) + [float(logs["loss"])]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == after:
+                raise KeyboardInterrupt
+
+    stop = Interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(*args, callbacks=[stop], **kwargs)
+    return stop.history
+
+
 def test_resume_continues_from_the_last_epoch(tmp_path, keras):
     X, y = regression_data(300)
-    first = train.fit("mlp", (X, y), epochs=2, out=tmp_path / "m.h5", seed=0, early_stopping=None)
-    assert first.epochs_run == 2
+    first_losses = interrupted_fit(keras, "mlp", (X, y), epochs=4, out=tmp_path / "m.h5", seed=0,
+                                   early_stopping=None, after=2)
     state = json.loads((tmp_path / "m.h5.resume" / "state.json").read_text())
     assert state["epoch"] == 2 and state["arch"] == "mlp"
     last = keras.models.load_model(tmp_path / "m.h5.resume" / "last.h5").get_weights()
@@ -72,14 +89,15 @@ def test_resume_continues_from_the_last_epoch(tmp_path, keras):
     for a, b in zip(start.weights, last):
         np.testing.assert_array_equal(a, b)
     assert second.epochs_run == 4 and len(second.history["loss"]) == 4
-    assert second.history["loss"][:2] == first.history["loss"]
+    assert second.history["loss"][:2] == first_losses
+    assert not (tmp_path / "m.h5.resume").exists()
 
 
 def test_resume_without_improvement_returns_and_keeps_the_best(tmp_path, keras):
     """A resumed run whose epochs are all worse keeps the best model and its recorded metrics."""
     X, y = regression_data(300)
-    first = train.fit("linear", (X, y), epochs=3, out=tmp_path / "m.h5", seed=0, early_stopping=None)
-    best_metrics = first.metrics
+    interrupted_fit(keras, "linear", (X, y), epochs=6, out=tmp_path / "m.h5", seed=0, early_stopping=None, after=3)
+    best_metrics = json.loads((tmp_path / "m.h5.resume" / "state.json").read_text())["best_logs"]
     # a learning rate this high makes every later epoch worse
     state = tmp_path / "m.h5.resume"
     model = keras.models.load_model(state / "last.h5")
@@ -279,3 +297,62 @@ def test_malformed_tf_config(monkeypatch, tmp_path):
     X, y = regression_data(50)
     with pytest.raises(BadInput, match="TF_CONFIG environment variable is not valid JSON"):
         train.fit("linear", (X, y), epochs=1)
+
+
+def test_unit_scaled_digits_train_with_default_options(tmp_path, digits):
+    """Pixels / 255 (the most common convention) must not be divided by 255 again inside the model."""
+    x_train, y_train, x_test, y_test = digits
+    np.savez(tmp_path / "train01.npz", x=x_train / 255.0, y=y_train)
+    np.savez(tmp_path / "test01.npz", x=x_test / 255.0, y=y_test)
+    cli._state.update(debug=False)
+    r = CliRunner().invoke(cli.main, ["train", "--arch", "small_cnn", "--data", str(tmp_path / "train01.npz"),
+                                      "--test", str(tmp_path / "test01.npz"), "--epochs", "15",
+                                      "--out", str(tmp_path / "d01.h5"), "--seed", "0"])
+    assert r.exit_code == 0, r.output
+    card = ModelCard.read(tmp_path / "d01.h5.edgekeras.json")
+    assert card.preprocessing.name == "unit" and card.preprocessing.input_range == [0.0, 1.0]
+    assert card.accuracy.value >= 0.95, card.accuracy
+    assert not (tmp_path / "d01.h5.resume").exists()  # the run finished: nothing to resume
+
+
+@pytest.mark.parametrize("scale,preset", [(1 / 127.5, "signed"), (1.0, "raw")])
+def test_input_scale_is_chosen_from_the_data_and_mapped_inside(tmp_path, digits, scale, preset):
+    x_train, y_train, _, _ = digits
+    x = x_train[:200] * scale - (1.0 if preset == "signed" else 0.0)
+    result = train.fit("small_cnn", (x, y_train[:200]), epochs=1, out=tmp_path / "m.h5", seed=0)
+    card = ModelCard.read(tmp_path / "m.h5.edgekeras.json")
+    assert card.preprocessing.name == preset
+    # the model's first layer maps that input to [0, 1] for the convolutions
+    inner = result.model.layers[1](x[:5]).numpy() if preset != "unit" else x[:5]
+    assert inner.min() >= -1e-5 and inner.max() <= 1 + 1e-5 and inner.max() > 0.5
+
+
+def test_input_range_that_fits_no_preset_stops_at_once(tmp_path, digits):
+    x_train, y_train, _, _ = digits
+    sixteenths = x_train[:100] * 16 / 255  # sklearn's raw digits: 0-16
+    with pytest.raises(BadInput, match=r"span \[0, 16\].*none of pixels 0-255") as e:
+        train.fit("small_cnn", (sixteenths, y_train[:100]), epochs=1)
+    assert "--preprocess identity" in str(e.value)
+    with pytest.raises(BadInput, match=r"--preprocess raw says the inputs are pixels 0-255, but the training images "
+                                       r"span \[0, 1\]") as e:
+        train.fit("small_cnn", (x_train[:100] / 255, y_train[:100]), epochs=1, preprocess="raw")
+    assert "--preprocess unit" in str(e.value)
+
+
+def test_a_loss_that_never_moves_is_called_out(tmp_path, digits):
+    x_train, y_train, _, _ = digits
+    model = train.build("small_cnn", (8, 8, 1), num_classes=10, learning_rate=0.0, dropout=0.0)
+    result = train.fit(model, (x_train[:128], y_train[:128]), epochs=3, seed=0, early_stopping=None)
+    assert any("never moved from its first value" in w for w in result.warnings)
+
+
+def test_learning_curves_mark_the_best_epoch(tmp_path, digits, monkeypatch):
+    import matplotlib.axes
+
+    x_train, y_train, _, _ = digits
+    marked = []
+    real = matplotlib.axes.Axes.axvline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", lambda self, x, *a, **k: marked.append(x) or real(self, x, *a, **k))
+    result = train.fit("small_cnn", (x_train[:200], y_train[:200]), epochs=3, out=tmp_path / "c.h5", seed=0)
+    assert marked and set(marked) == {result.metrics["epoch"]}
+    assert (tmp_path / "c.curves.png").read_bytes()[:4] == b"\x89PNG"
