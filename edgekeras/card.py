@@ -181,6 +181,7 @@ class TensorSpec(_Record):
 #: android_demo): decode, grayscale (1-channel models), resize, float32, channel order, mean/std.
 DECODE = "8-bit RGB; an alpha channel is dropped (not composited); EXIF orientation is not applied"
 GRAYSCALE = "L = 0.299 * R + 0.587 * G + 0.114 * B, in float64, unrounded (ITU-R BT.601 luma), before resizing"
+GRAYSCALE_WEIGHTS = [0.299, 0.587, 0.114]
 RESIZE = {
     "method": "bilinear", "antialias": False, "coordinates": "half_pixel", "edges": "clamp",
     "arithmetic": "float64", "when": "the image's size differs from image_size",
@@ -232,6 +233,7 @@ class Preprocessing(_Record):
     color: str | None = None  # "rgb" | "grayscale" | None (not an image)
     decode: str | None = None
     grayscale: str | None = None
+    grayscale_weights: list[float] | None = None
     resize: dict | None = None
     formula: str = NORMALIZE
     description: str = ""
@@ -254,7 +256,9 @@ class Preprocessing(_Record):
                            fix="choose a one-value preset for grayscale models: raw, unit or signed")
         if image:
             p.update(color="grayscale" if channels == 1 else "rgb", decode=DECODE, resize=dict(RESIZE),
-                     grayscale=GRAYSCALE if channels == 1 else None, image_size=list(image_size) if image_size else None)
+                     grayscale=GRAYSCALE if channels == 1 else None,
+                     grayscale_weights=list(GRAYSCALE_WEIGHTS) if channels == 1 else None,
+                     image_size=list(image_size) if image_size else None)
             if channels == 1:
                 p["channel_order"] = None
         else:

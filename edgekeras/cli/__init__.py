@@ -398,3 +398,7 @@ def demo(output_dir, force, epochs, as_json):
     _print_report(result.report, as_json=as_json)
 
 
+
+
+# Command modules register their commands on `main` when imported (each stays light: no TensorFlow at import).
+from . import android  # noqa: E402,F401  (android-bundle, android-golden)

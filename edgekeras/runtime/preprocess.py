@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..card import Preprocessing, Quantization
+from ..card import GRAYSCALE_WEIGHTS, Preprocessing, Quantization
 from ..errors import BadInput
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -51,9 +51,10 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def to_grayscale(rgb: np.ndarray) -> np.ndarray:
-    """RGB pixels (..., 3) -> luma (..., 1) in float64: 0.299 R + 0.587 G + 0.114 B, unrounded."""
+    """RGB pixels (..., 3) -> luma (..., 1) in float64: 0.299 R + 0.587 G + 0.114 B, unrounded, in that order."""
     a = np.asarray(rgb, dtype=np.float64)
-    return (0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2])[..., None]
+    wr, wg, wb = GRAYSCALE_WEIGHTS
+    return (wr * a[..., 0] + wg * a[..., 1] + wb * a[..., 2])[..., None]
 
 
 def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
