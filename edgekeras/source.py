@@ -21,7 +21,7 @@ import hashlib
 import importlib.util
 import inspect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,18 +85,25 @@ class SourceModel:
 
     # -- running ----------------------------------------------------------------------------------------
     def predict(self, feeds: dict[str, np.ndarray], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Run the model on a batch: inputs by name -> float32 outputs by name."""
+        """Run the model on a batch: inputs by name -> float32 outputs by name (in chunks of the model's fixed
+        batch size, the last one padded, when it has one)."""
         fn = self.function()
+        fixed = self.inputs[0].shape[0]
+        size = fixed or batch_size
         n = len(next(iter(feeds.values())))
         parts: list[dict[str, np.ndarray]] = []
-        for s in range(0, n, batch_size):
-            chunk = {t.name: tf.convert_to_tensor(feeds[t.name][s:s + batch_size], dtype=t.dtype) for t in self.inputs}
-            out = fn(**chunk)
-            parts.append({k: np.asarray(v, dtype=np.float32) for k, v in out.items()})
+        for s in range(0, n, size):
+            chunk = {t.name: np.asarray(feeds[t.name][s:s + size]) for t in self.inputs}
+            rows = len(next(iter(chunk.values())))
+            if fixed and rows < fixed:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed - rows, axis=0)]) for k, v in chunk.items()}
+            out = fn(**{t.name: tf.convert_to_tensor(chunk[t.name], dtype=t.dtype) for t in self.inputs})
+            parts.append({k: np.asarray(v, dtype=np.float32)[:rows] for k, v in out.items()})
         return {t.name: np.concatenate([p[t.name] for p in parts], axis=0) for t in self.outputs}
 
     def function(self):
-        """The model as one traced tf.function: inputs by name -> outputs by name (dynamic batch).
+        """The model as one traced tf.function: inputs by name -> outputs by name (the model's batch size, usually
+        dynamic).
 
         Traced once; the Keras reference, every TFLite conversion and the ONNX export use it. Grouped
         convolutions are traced through their plain convolution (tf_keras otherwise traces an XLA call that
@@ -104,7 +111,8 @@ class SourceModel:
         """
         if self._function is not None:
             return self._function
-        spec = [tf.TensorSpec([None] + list(t.shape[1:]), t.dtype, name=t.name) for t in self.inputs]
+        # A batch size fixed in the model stays fixed (recurrent loops lower to TFLite only with it).
+        spec = [tf.TensorSpec(list(t.shape), t.dtype, name=t.name) for t in self.inputs]
         in_names, out_names = [t.name for t in self.inputs], [t.name for t in self.outputs]
         if self.keras_model is not None:
             model = self.keras_model
@@ -136,11 +144,59 @@ class SourceModel:
         self.function()
         return self._concrete
 
+    def frozen_function(self):
+        """The traced function with its variables as constants and its calls inlined (one flat graph); cached."""
+        if getattr(self, "_frozen", None) is None:
+            # A TensorFlow internal (tf2onnx uses it too); TensorFlow is already set up by edgekeras._keras here.
+            from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+            self._frozen = convert_variables_to_constants_v2(self.concrete_function())
+        return self._frozen
+
+    def scales_inside(self) -> bool:
+        """True when the model starts by scaling its image input itself (a Rescaling or Normalization layer,
+        possibly after Resizing): it then takes raw 0-255 pixels."""
+        if self.keras_model is not None:
+            first = _first_layers(self.keras_model)
+            return any(type(layer).__name__ in ("Rescaling", "Normalization") for layer in first)
+        graph = self.frozen_function().graph
+        placeholders = [op for op in graph.get_operations() if op.type == "Placeholder"
+                        and op.outputs[0].dtype.is_floating and op.outputs[0].shape.rank == 4]
+        frontier = [placeholders[0].outputs[0]] if placeholders else []
+        while frontier:
+            ops = frontier.pop(0).consumers()
+            if any(op.type in _SCALING_OPS for op in ops):
+                return True
+            frontier += [o for op in ops if op.type in _PASS_THROUGH_OPS for o in op.outputs]
+        return False
+
+    def graph_activations(self) -> dict[str, str]:
+        """{output name: "softmax" | "sigmoid"} for outputs that a SavedModel's graph ends in those ops."""
+        found = {}
+        names = tf.nest.flatten({k: k for k in self.concrete_function().structured_outputs})
+        for name, tensor in zip(names, self.frozen_function().outputs):
+            op = tensor.op
+            while op.type in ("Identity", "IdentityN") and op.inputs:
+                op = op.inputs[0].op
+            if op.type in ("Softmax", "Sigmoid"):
+                found[name] = op.type.lower()
+        return found
+
     def tflite_converter(self) -> "tf.lite.TFLiteConverter":
         """A fresh TFLiteConverter for this model, from the function traced once (see `function`)."""
         if self.keras_model is None:
             return tf.lite.TFLiteConverter.from_saved_model(str(self.path), signature_keys=["serving_default"])
-        return tf.lite.TFLiteConverter.from_concrete_functions([self.concrete_function()], self.keras_model)
+        return tf.lite.TFLiteConverter.from_concrete_functions([self.concrete_function()], self._trackable())
+
+    def _trackable(self):
+        """What the converter reads the weights from. A Keras 3 model's variables wrap TensorFlow variables
+        that TensorFlow's tracking does not see through (converting with the model itself silently drops the
+        weights): hand the converter the TensorFlow variables themselves."""
+        if self.keras_version != 3:
+            return self.keras_model
+        holder = tf.Module()
+        holder.variables_ = [getattr(v, "value", v) for v in self.keras_model.variables]
+        return holder
 
     # -- what the outputs are ---------------------------------------------------------------------------
     def task(self, override: str | None = None) -> tuple[str | None, str]:
@@ -181,6 +237,24 @@ class SourceModel:
         if units == 1 and out.kind is None:
             return "regression", "its single linear output"
         return None, "the model does not say (no loss saved, and its last layer is linear)"
+
+
+_PASS_THROUGH_OPS = {"Identity", "Cast", "ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic", "ResizeArea",
+                     "StopGradient"}
+_SCALING_OPS = {"Mul", "RealDiv", "Sub", "AddV2", "Add", "Div"}
+
+
+def _first_layers(model) -> list:
+    """The layers that first touch a single input, past InputLayer and Resizing (nested models followed)."""
+    layers = [layer for layer in getattr(model, "layers", []) if type(layer).__name__ != "InputLayer"]
+    result = []
+    for layer in layers:
+        if hasattr(layer, "layers"):
+            return result + _first_layers(layer)
+        result.append(layer)
+        if type(layer).__name__ not in ("Resizing", "CenterCrop"):
+            break
+    return result
 
 
 def _activation_name(layer) -> str | None:
@@ -263,8 +337,6 @@ def _shape(shape) -> list[int | None]:
 def with_task_kinds(outputs: list[TensorSpec], task: str | None, labels_output: str | None) -> list[TensorSpec]:
     """Outputs with `kind` filled in for the task: the scored output's linear scores are logits (classification,
     binary) or values (regression)."""
-    from dataclasses import replace
-
     result = []
     for t in outputs:
         kind = t.kind
@@ -308,6 +380,12 @@ def load_source(info: ModelFileInfo, *, custom_objects: str | Path | dict | None
                 model = keras.models.load_model(str(path), compile=False, **kwargs)
             base = keras.Model
     except (ValueError, TypeError, KeyError, OSError, AttributeError) as e:
+        top = (info.config or {}).get("class_name")
+        if top not in (None, "Functional", "Sequential", "Model") and top in str(e):
+            raise BadInput(f"{path} is a subclassed Keras model (class {top!r}): loading it needs its Python class",
+                           fix=f"pass --custom-objects module.py, a file that defines or imports {top}; or, in your "
+                               "own code, export it with model.export('folder') and compress that folder (training-"
+                               "aware compression needs it rebuilt functionally)") from e
         raise _load_error(e, path, info.keras_version) from e
     if not isinstance(model, base):
         raise BadInput(f"{path} did not load as a Keras model (got {type(model).__name__})")
@@ -473,9 +551,12 @@ def _load_savedmodel(path: Path) -> SourceModel:
     inputs = [TensorSpec(n, _shape(s.shape), s.dtype.name) for n, s in kwargs.items()]
     outputs = [TensorSpec(n, _shape(s.shape), "float32") for n, s in sig.structured_outputs.items()]
     _require_fixed_shapes(inputs, path)
-    return SourceModel(name=str(path), path=path, format="savedmodel", keras_version=None, inputs=inputs,
-                       outputs=outputs, sha256=_sha256(path), params=None, card=ModelCard.find(path),
-                       _signature=sig, _loaded=loaded)
+    src = SourceModel(name=str(path), path=path, format="savedmodel", keras_version=None, inputs=inputs,
+                      outputs=outputs, sha256=_sha256(path), params=None, card=ModelCard.find(path),
+                      _signature=sig, _loaded=loaded)
+    src._activations = src.graph_activations()
+    src.outputs = [replace(t, kind="probabilities") if t.name in src._activations else t for t in outputs]
+    return src
 
 
 class _plain_grouped_convolutions:

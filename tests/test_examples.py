@@ -32,3 +32,15 @@ def test_vgg19_transfer_example(tmp_path):
     folder = tmp_path / "vgg19_transfer"
     assert {"vgg19_transfer.int8.tflite", "vgg19_transfer.int8.onnx", "vgg19_transfer.h5"} <= {
         p.name for p in folder.iterdir()}
+
+
+def test_keras3_textbook_example(tmp_path):
+    out = run("keras3_linear_regression.py", "--out", str(tmp_path / "k3"), cwd=tmp_path)
+    keras_pred = float(re.search(r"keras  : \[\[([\d.]+)\]\]", out).group(1))
+    assert abs(keras_pred - 5.5) < 0.5  # y = x1 + 2 x2 + 0.5 at (1, 2)
+    for line in ("float32 tflite", "float32 onnx  "):
+        pred = float(re.search(re.escape(line) + r": \[\[([\d.]+)\]\]", out).group(1))
+        assert abs(pred - keras_pred) < 1e-4, line
+    int8 = float(re.search(r"int8    tflite: \[\[([\d.]+)\]\]", out).group(1))
+    assert abs(int8 - keras_pred) < 0.05
+    assert out.count("parity passed: True") == 4

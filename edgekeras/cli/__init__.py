@@ -166,6 +166,7 @@ def _run(on_interrupt: str):
         @functools.wraps(f)
         def wrapper(*args, **kwargs):
             previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+            os.environ.setdefault("EDGEKERAS_SPARE_WORKER", "0")  # one run per command: no worker kept ready
             try:
                 with _terminal():
                     return f(*args, **kwargs)

@@ -1,6 +1,6 @@
 """Talking to the TensorFlow side of a compress run (`worker.py`): in a child process, or on a thread.
 
-`ChildWorker` starts `python -m edgekeras.compress.worker` and keeps TensorFlow's native output in a log
+`ChildWorker` runs `python -m edgekeras.compress.worker` and keeps TensorFlow's native output in a log
 file; if the child dies (a converter segfault), the events end with a "died" event naming its signal and
 the last lines of that log. `ThreadWorker` runs the same `Worker` on a thread of this process, for model
 objects that cannot cross a process boundary. Both take commands in order and deliver events in order.
@@ -13,78 +13,65 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from pathlib import Path
 
 _POLL = 0.2  # seconds between checks while waiting, so Ctrl-C is handled promptly
 
 
-class ChildWorker:
-    """The worker in a child process. Use as a context manager: leaving it ends the child, always."""
+class _Child:
+    """One `python -m edgekeras.compress.worker` process, its event pipe and its log file."""
 
-    def __init__(self, log_dir: Path):
-        self.log_path = Path(log_dir) / "worker.log"
-        self._events: queue.Queue = queue.Queue()
-        self.proc = None
-
-    def __enter__(self) -> "ChildWorker":
+    def __init__(self):
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if not os.environ.get("EDGEKERAS_DEBUG") else "0")
         env["PYTHONUNBUFFERED"] = "1"
-        self._log = open(self.log_path, "wb")
+        env["EDGEKERAS_WORKER"] = "1"
+        self.env = dict(os.environ)
+        fd, self.log_path = tempfile.mkstemp(prefix="edgekeras-worker-", suffix=".log")
+        self._log = os.fdopen(fd, "wb")
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "edgekeras.compress.worker", str(write_fd)],
                                          stdin=subprocess.PIPE, stdout=self._log, stderr=self._log,
                                          pass_fds=(write_fd,), env=env, text=True)
         finally:
             os.close(write_fd)
-        self._reader = threading.Thread(target=self._read, args=(read_fd,), daemon=True,
-                                        name="edgekeras-worker-events")
-        self._reader.start()
-        return self
+        self.events: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, args=(read_fd,), daemon=True, name="edgekeras-worker-events").start()
 
     def _read(self, fd: int) -> None:
         with os.fdopen(fd, "r") as events:
             for line in events:
                 if line.strip():
-                    self._events.put(json.loads(line))
+                    self.events.put(json.loads(line))
         code = self.proc.wait()
         if code != 0:
-            self._events.put({"event": "died", "returncode": code, "signal": _signal_name(code),
-                              "log": self.log_tail()})
+            self.events.put({"event": "died", "returncode": code, "signal": _signal_name(code),
+                             "log": self.log_tail()})
         else:
-            self._events.put({"event": "closed"})
+            self.events.put({"event": "closed"})
 
-    def send(self, cmd: dict) -> None:
-        try:
-            self.proc.stdin.write(json.dumps(cmd) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the child is gone; its "died" event says why
-
-    def next_event(self) -> dict:
-        while True:
-            try:
-                return self._events.get(timeout=_POLL)
-            except queue.Empty:
-                continue
+    def usable(self) -> bool:
+        """Still running, and started with the environment this process has now."""
+        return self.proc.poll() is None and self.env == dict(os.environ)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, errors="replace") as f:
+                return "\n".join(f.read().splitlines()[-lines:])
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
 
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def close(self, keep_log: bool = False) -> None:
+        if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
             except OSError:
@@ -96,6 +83,85 @@ class ChildWorker:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        if not keep_log:
+            try:
+                os.unlink(self.log_path)
+            except OSError:
+                pass
+
+
+_spare: list[_Child] = []  # one worker started ahead of need (TensorFlow already imported) for the next run
+_spare_lock = threading.Lock()
+
+
+def _take_child() -> _Child:
+    with _spare_lock:
+        while _spare:
+            child = _spare.pop()
+            if child.usable():
+                return child
+            child.close()
+    return _Child()
+
+
+def _start_spare() -> None:
+    with _spare_lock:
+        if not _spare:
+            _spare.append(_Child())
+
+
+@atexit.register
+def _close_spare() -> None:
+    with _spare_lock:
+        while _spare:
+            _spare.pop().close()
+
+
+class ChildWorker:
+    """The worker in a child process. Use as a context manager: leaving it ends the child, always.
+
+    Each run gets a fresh process (no state carries over from one model to the next). After a run that went
+    well, the next process is started at once in the background, so a following run in this process (a sweep,
+    a test suite, a script compressing several models) finds TensorFlow already imported.
+    """
+
+    def __init__(self):
+        self.child = None
+        self.crashed = False
+
+    @property
+    def log_path(self) -> str:
+        return self.child.log_path
+
+    def __enter__(self) -> "ChildWorker":
+        self.child = _take_child()
+        return self
+
+    def send(self, cmd: dict) -> None:
+        try:
+            self.child.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.child.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the child is gone; its "died" event says why
+
+    def next_event(self) -> dict:
+        while True:
+            try:
+                event = self.child.events.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+            if event["event"] == "died":
+                self.crashed = True
+            return event
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self.child.log_tail(lines)
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.child is not None:
+            self.child.close(keep_log=False)
+        if exc_type is None and os.environ.get("EDGEKERAS_SPARE_WORKER", "1") != "0":
+            _start_spare()
 
 
 def _signal_name(code: int) -> str | None:

@@ -319,7 +319,7 @@ class _Run:
         from .worker import Worker
 
         if self.recipe.isolate:
-            return ChildWorker(stage.scratch("").parent)
+            return ChildWorker()
         from ..source import source_from_object
 
         source = source_from_object(self.model) if self.info is None else None
@@ -356,6 +356,9 @@ class _Run:
         except OSError:
             kept = None
         where = _last_location(log_text)
+        rolled = getattr(self, "rolled_recurrent", [])
+        if where is None and rolled and "converting" in doing:
+            where = f"recurrent layer {', '.join(rolled)} (not unrolled: the usual cause of this crash)"
         how = e.get("signal") or f"exit status {e.get('returncode')}"
         return UnsupportedModel(
             f"TensorFlow crashed ({how}) while {doing}{f', near {where}' if where else ''}; the run stopped and "
@@ -374,7 +377,9 @@ class _Run:
             cmd.update(model=str(self.info.path), trust_model=self.recipe.trust_model,
                        custom_objects=str(objects) if isinstance(objects, (str, Path)) else objects)
         self.worker.send(cmd)
-        return ModelInfo.from_event(self._wait("model"))
+        event = self._wait("model")
+        self.rolled_recurrent = event.get("rolled_recurrent") or []
+        return ModelInfo.from_event(event)
 
     def resolve(self, info: ModelInfo) -> Metadata:
         """Preprocessing, labels and task: from the options, the card beside the model, or the model itself."""
@@ -610,10 +615,14 @@ def _append_card_warning(path: Path, message: str) -> None:
 
 
 def _rebuild_error(e: dict) -> Exception:
-    """An error event from the worker -> the same edgekeras error here (or an internal error, with its traceback)."""
+    """An error event from the worker -> the same edgekeras error here (or an internal error, with its traceback).
+
+    From a worker on a thread, the exception itself (its cause chain intact)."""
+    if isinstance(e.get("exception"), BaseException):
+        return e["exception"]
     cls = getattr(errors, e.get("type", ""), None)
     if isinstance(cls, type) and issubclass(cls, errors.EdgeKerasError) and cls is not errors.ParityError:
-        err = cls(e["message"], fix=e.get("fix"))
+        err = cls(e["message"], fix=e.get("fix"), cli_fix=e.get("cli_fix"))
         err.worker_traceback = e.get("traceback")
         return err
     return RuntimeError(f"{e['message']} (in the conversion process, while handling {e.get('command')!r})\n"

@@ -7,7 +7,8 @@ cannot cross a process boundary faithfully), by the same `Worker` on a thread.
 
 Protocol: the parent writes one JSON command per line to the child's stdin; the child answers with JSON
 events, one per line, on the file descriptor named on its command line (TensorFlow's own output goes to
-the child's stdout/stderr, which the parent keeps in a log file). Arrays travel as .npz files in the
+the child's stdout/stderr, which the parent keeps in a log file). On a thread, error events also carry the
+exception itself, so its cause is kept. Arrays travel as .npz files in the
 run's staging folder. Commands are handled in order; each ends with one event of its own name, or an
 "error" event (then the child keeps going, and the parent decides). Events:
 
@@ -33,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from .. import errors
+from .._native import quiet_native
 
 Emit = Callable[[dict], None]
 log = logging.getLogger("edgekeras.compress")
@@ -53,13 +55,16 @@ class Worker:
         """Run one command; always ends with its own event or an "error" event."""
         name = cmd["cmd"]
         try:
-            getattr(self, f"_cmd_{name}")(cmd, emit)
+            # In the caller's process (a model in memory), keep TensorFlow's and the converter's chatter off the
+            # terminal; in the child process this does nothing (its output is its log).
+            with quiet_native():
+                getattr(self, f"_cmd_{name}")(cmd, emit)
         except errors.EdgeKerasError as e:
             emit({"event": "error", "command": name, "type": type(e).__name__, "message": e.message, "fix": e.fix,
-                  "traceback": traceback.format_exc()})
+                  "cli_fix": e.cli_fix, "traceback": traceback.format_exc(), "exception": e})
         except Exception as e:  # a bug of ours, or a library failing where we did not expect: reported as such
             emit({"event": "error", "command": name, "type": "InternalError", "message": f"{type(e).__name__}: {e}",
-                  "fix": None, "traceback": traceback.format_exc()})
+                  "fix": None, "traceback": traceback.format_exc(), "exception": e})
 
     # -- commands ----------------------------------------------------------------------------------------
     def _cmd_load(self, cmd: dict, emit: Emit) -> None:
@@ -129,7 +134,20 @@ def describe(source) -> dict:
         "from_logits": source.from_logits,
         "task": list(source.task()),
         "preprocessing_hint": preprocessing_hint(source),
+        "rolled_recurrent": _rolled_recurrent(source.keras_model),
     }
+
+
+def _rolled_recurrent(model) -> list[str]:
+    """'name (Class)' of recurrent layers that are not unrolled (TFLite lowers their loops; they can crash it)."""
+    from ..source import _all_layers
+
+    found = []
+    for layer in _all_layers(model):
+        inner = getattr(layer, "forward_layer", layer)  # Bidirectional
+        if hasattr(inner, "cell") and not getattr(inner, "unroll", True):
+            found.append(f"{layer.name} ({type(layer).__name__})")
+    return found
 
 
 # Keras Applications that expect their `preprocess_input` outside the model, by the names Keras gives them,
@@ -143,11 +161,6 @@ _APPLICATION_PRESETS = [
     ("vgg19", "VGG19", "caffe"), ("resnet50", "ResNet50", "caffe"), ("resnet101", "ResNet101", "caffe"),
     ("resnet152", "ResNet152", "caffe"),
 ]
-_PASS_THROUGH_OPS = {"Identity", "Cast", "ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic", "ResizeArea",
-                     "ReadVariableOp", "StopGradient", "Placeholder"}
-_SCALING_OPS = {"Mul", "RealDiv", "Sub", "AddV2", "Add", "Div", "Truediv"}
-
-
 def preprocessing_hint(source) -> dict:
     """How this model expects its pixels, as far as the model itself shows.
 
@@ -160,7 +173,7 @@ def preprocessing_hint(source) -> dict:
     image = len(source.inputs) == 1 and len(source.inputs[0].shape) == 4 and source.inputs[0].shape[3] in (1, 3)
     if not image:
         return {"scales_inside": False, "application": None, "preset": None}
-    scales = _scales_inside(source)
+    scales = source.scales_inside()
     app = preset = None
     if source.keras_model is not None:
         names = [source.keras_model.name] + [layer.name for layer in _nested_models(source.keras_model)]
@@ -173,51 +186,6 @@ def preprocessing_hint(source) -> dict:
 
 def _nested_models(model) -> list:
     return [layer for layer in getattr(model, "layers", []) if hasattr(layer, "layers")]
-
-
-def _scales_inside(source) -> bool:
-    """True when the graph's first arithmetic op on the image input is a scaling (Mul/Div/Sub/Add by a constant)."""
-    graph = source.concrete_function().graph
-    placeholders = [op for op in graph.get_operations() if op.type == "Placeholder"
-                    and op.outputs[0].dtype.is_floating and op.outputs[0].shape.rank == 4]
-    if not placeholders:
-        return False
-    frontier, seen = [placeholders[0].outputs[0]], set()
-    for _ in range(64):
-        if not frontier:
-            return False
-        tensor = frontier.pop(0)
-        for op in tensor.consumers():
-            if op.name in seen:
-                continue
-            seen.add(op.name)
-            if op.type in _SCALING_OPS:
-                return True
-            if op.type in _PASS_THROUGH_OPS or op.type in ("StatefulPartitionedCall", "PartitionedCall"):
-                frontier.extend(op.outputs)
-                if op.type.endswith("PartitionedCall"):
-                    return _scales_inside_call(op)
-            else:
-                return False
-    return False
-
-
-def _scales_inside_call(op) -> bool:
-    """Look through a function call (a nested Keras model traced as a PartitionedCall)."""
-    try:
-        fname = op.get_attr("f").name
-        fn = op.graph._get_function(fname)  # the function body; a TensorFlow internal without a public twin
-    except (ValueError, AttributeError):
-        return False
-    graph = getattr(fn, "graph", None)
-    if graph is None:
-        return False
-    args = [o for o in graph.get_operations() if o.type == "Placeholder"]
-    for arg in args[:1]:
-        for consumer in arg.outputs[0].consumers():
-            if consumer.type in _SCALING_OPS:
-                return True
-    return False
 
 
 # -- a crash, on purpose, for the tests of crash containment --------------------------------------------------
@@ -255,6 +223,7 @@ def main(argv: list[str]) -> int:
     events = os.fdopen(int(argv[0]), "w", buffering=1)
 
     def emit(event: dict) -> None:
+        event.pop("exception", None)  # the object stays here; its text travels as "traceback"
         events.write(json.dumps(event, default=_json_default) + "\n")
         events.flush()
 
@@ -264,6 +233,8 @@ def main(argv: list[str]) -> int:
                 emit({"event": "log", "level": record.levelname, "message": record.getMessage()})
 
     logging.getLogger("edgekeras").addHandler(Relay())
+    from .. import _keras  # noqa: F401  (TensorFlow, imported while this process waits for its first command)
+
     worker = Worker()
     for line in sys.stdin:
         if not line.strip():

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..card import Quantization, TensorSpec
 from ..errors import BadInput, UnsupportedModel, first_line
+from .._native import quiet_native
 from .preprocess import dequantize, quantize
 
 
@@ -83,6 +84,23 @@ class Session:
         """Run a batch of inputs already in the file's dtypes; outputs in the file's dtypes."""
         raise NotImplementedError
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the file was made for, when it is not dynamic."""
+        b = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
+        return b if isinstance(b, int) and b > 0 else None
+
+    def _chunks(self, feeds: dict[str, np.ndarray], size: int):
+        """(inputs, rows) for each invoke of `size` samples; a short last chunk is padded to a fixed batch."""
+        n = len(next(iter(feeds.values())))
+        for start in range(0, n, size):
+            chunk = {k: np.ascontiguousarray(v[start:start + size]) for k, v in feeds.items()}
+            rows = len(next(iter(chunk.values())))
+            if self.fixed_batch and rows < self.fixed_batch:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], self.fixed_batch - rows, axis=0)]) for k, v in
+                         chunk.items()}
+            yield chunk, rows
+
 
 class LiteRTSession(Session):
     """A .tflite file on LiteRT (ai_edge_litert). Runs one sample at a time, as a device does."""
@@ -99,8 +117,9 @@ class LiteRTSession(Session):
         self.note = ""
         if kernels in ("auto", "xnnpack"):
             try:
-                self._interp = Interpreter(model_path=str(self.path), num_threads=threads)
-                self._interp.allocate_tensors()
+                with quiet_native((2,)):
+                    self._interp = Interpreter(model_path=str(self.path), num_threads=threads)
+                    self._interp.allocate_tensors()
                 self.kernels = "xnnpack"
             except (RuntimeError, ValueError) as e:
                 if kernels == "xnnpack":
@@ -132,10 +151,8 @@ class LiteRTSession(Session):
             self._out_idx = {d["name"]: d["index"] for d in self._interp.get_output_details()}
 
     def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(next(iter(feeds.values())))
         results: dict[str, list[np.ndarray]] = {t.name: [] for t in self.outputs}
-        for i in range(n):
-            sample = {k: np.ascontiguousarray(v[i:i + 1]) for k, v in feeds.items()}
+        for sample, rows in self._chunks(feeds, self.fixed_batch or 1):
             if self._runner is not None:
                 out = self._runner(**sample)
             else:
@@ -144,7 +161,7 @@ class LiteRTSession(Session):
                 self._interp.invoke()
                 out = {k: self._interp.get_tensor(i) for k, i in self._out_idx.items()}
             for k in results:
-                results[k].append(np.array(out[k]))
+                results[k].append(np.array(out[k])[:rows])
         return {k: np.concatenate(v, axis=0) for k, v in results.items()}
 
 
@@ -188,11 +205,10 @@ class OrtSession(Session):
                                    _ORT_TYPES.get(o.type, o.type)) for o in self._sess.get_outputs()]
 
     def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(next(iter(feeds.values())))
         names = [t.name for t in self.outputs]
         parts: list[list[np.ndarray]] = []
-        for s in range(0, n, self._batch):
-            parts.append(self._sess.run(names, {k: v[s:s + self._batch] for k, v in feeds.items()}))
+        for chunk, rows in self._chunks(feeds, self.fixed_batch or self._batch):
+            parts.append([o[:rows] for o in self._sess.run(names, chunk)])
         return {name: np.concatenate([p[j] for p in parts], axis=0) for j, name in enumerate(names)}
 
 

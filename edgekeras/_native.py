@@ -1,0 +1,84 @@
+"""Keep the native libraries' chatter (LiteRT, the TFLite converter) off the user's terminal. Standard library only.
+
+LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." and the converter prints
+"fully_quantize: 0, inference_type: 6, ..." straight to the process's file descriptors, past Python's
+logging; neither library has a switch for it. `quiet_native()` points file descriptors 1 and 2 at a
+temporary file for the duration of such a call, then writes back everything that is not known noise, so
+nothing else is lost (other threads' output during the window arrives a moment late). The known noise
+goes to the `edgekeras.native` logger at DEBUG level. `EDGEKERAS_DEBUG=1` turns the capture off; so does the
+compress worker process (`EDGEKERAS_WORKER=1`), whose whole output is its log and must survive a crash.
+
+Example:
+    with quiet_native():
+        interpreter = Interpreter(model_path="m.tflite")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+
+log = logging.getLogger("edgekeras.native")
+
+NOISE = re.compile(
+    r"(^I\d{4} |"  # TensorFlow's own INFO lines (absl format), shown when TF_CPP_MIN_LOG_LEVEL is left at 0
+    r"INFO: Created TensorFlow Lite XNNPACK delegate|INFO: Initialized TensorFlow Lite runtime|"
+    r"^fully_quantize: |^WARNING: All log messages before absl::InitializeLog|cudart_stub\.cc|"
+    r"cuda_platform\.cc|cuda_executor\.cc|port\.cc:\d+\] oneDNN custom operations|"
+    r"^W0000 .*(tf_tfl_flatbuffer_helpers|flatbuffer_export)\.cc|^I0000 .*(tf_tfl_flatbuffer_helpers|"
+    r"flatbuffer_export|tf_saved_model_freeze_variables)\.cc)")
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_native(fds: tuple[int, ...] = (1, 2)):
+    """Capture what native code writes to `fds` during the block; write back what is not known noise."""
+    if os.environ.get("EDGEKERAS_DEBUG") or os.environ.get("EDGEKERAS_WORKER") or not _lock.acquire(blocking=False):
+        yield  # debugging, or another thread is already capturing: leave the descriptors alone
+        return
+    try:
+        _flush_python()
+        captures = {fd: tempfile.TemporaryFile() for fd in fds}
+        saved = {fd: os.dup(fd) for fd in fds}
+        try:
+            for fd, capture in captures.items():
+                os.dup2(capture.fileno(), fd)
+            yield
+        finally:
+            _flush_python()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            for fd, capture in captures.items():
+                capture.seek(0)
+                _replay(fd, capture.read().decode("utf-8", "replace"))
+                capture.close()
+    finally:
+        _lock.release()
+
+
+def _flush_python() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def _replay(fd: int, text: str) -> None:
+    kept = []
+    for line in text.splitlines(keepends=True):
+        if NOISE.search(line):
+            log.debug("%s", line.rstrip())
+        else:
+            kept.append(line)
+    if kept:
+        try:
+            os.write(fd, "".join(kept).encode("utf-8"))
+        except OSError:
+            pass
