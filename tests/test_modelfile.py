@@ -155,3 +155,72 @@ def test_integer_token_inputs_keep_their_dtype(keras, tmp_path):
     with pytest.raises(BadInput, match="dtype float32 but the model takes int32"):
         np.save(tmp_path / "floats.npy", np.zeros((4, 12), np.float32))
         edgekeras.compress(tmp_path / "tok.h5", ["int8"], calib=tmp_path / "floats.npy", output_dir=tmp_path / "p")
+
+
+def test_keras_applications_without_builtin_preprocessing_name_their_preset(keras, tmp_path):
+    """MobileNetV2 expects preprocess_input ([-1, 1]) outside the model: the error for an image folder says so."""
+    from conftest import make_image_folder
+
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(base(inputs))
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "mnv2.h5")
+    folder = make_image_folder(tmp_path / "imgs", per_class=3, size=(32, 32))
+    with pytest.raises(BadInput, match="looks like MobileNetV2.*'signed'") as e:
+        edgekeras.compress(tmp_path / "mnv2.h5", "dynamic", calib=folder, output_dir=tmp_path / "o")
+    assert "--preprocess signed" in str(e.value)
+    report = edgekeras.compress(tmp_path / "mnv2.h5", "dynamic", calib=folder, output_dir=tmp_path / "o",
+                                preprocess="caffe")
+    assert any("looks like MobileNetV2" in w and "--preprocess signed" in w for w in report.warnings)
+
+
+def test_models_that_normalize_their_input_take_raw_pixels(keras, tmp_path):
+    """Looking past a leading Resizing to the Normalization behind it (ConvNeXt style)."""
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Resizing(8, 8)(inputs)
+    x = keras.layers.Normalization(mean=[123.0, 117.0, 104.0], variance=[3400.0, 3300.0, 3300.0])(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "norm.h5")
+    report = edgekeras.compress(tmp_path / "norm.h5", [], output_dir=tmp_path / "o")
+    assert not report.warnings
+    assert ModelCard.read(tmp_path / "o" / "norm.float32.tflite.edgekeras.json").preprocessing.name == "raw"
+
+
+def test_custom_objects_file_that_imports_its_classes(custom_model, tmp_path):
+    """A --custom-objects file that imports the layer from elsewhere (as users write them) is enough."""
+    (tmp_path / "mylayers.py").write_text(custom_model["module"].read_text())
+    (tmp_path / "objects.py").write_text("import sys\nsys.path.insert(0, %r)\nfrom mylayers import Scale\n"
+                                         % str(tmp_path))
+    report = edgekeras.compress(custom_model["model"], "dynamic", custom_objects=tmp_path / "objects.py",
+                                output_dir=tmp_path / "o")
+    assert report.file("float32").parity.passed
+
+
+def test_tf_keras_application_layers_load_without_custom_objects(keras, tmp_path):
+    """ConvNeXt's LayerScale is tf_keras' own, not a user's custom layer."""
+    from tf_keras.src.applications.convnext import LayerScale
+
+    inputs = keras.Input((6,), name="features")
+    x = LayerScale(1e-1, 6, name="scale")(keras.layers.Dense(6)(inputs))
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "ls.h5")
+    report = edgekeras.compress(tmp_path / "ls.h5", [], output_dir=tmp_path / "o")
+    assert report.file("float32").parity.passed
+
+
+def test_model_file_errors_come_before_tensorflow_is_imported(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "notes.h5").write_text("hello")
+    code = ("import sys, time\nt = time.perf_counter()\nimport edgekeras\n"
+            "for m in ('missing.h5', 'notes.h5'):\n"
+            "    try:\n        edgekeras.compress(m, 'int8')\n    except edgekeras.BadInput as e:\n"
+            "        print(type(e).__name__, str(e).splitlines()[0])\n"
+            "print('TF' if 'tensorflow' in sys.modules else 'no TF', round(time.perf_counter() - t, 2))")
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - t0
+    assert "BadInput model missing.h5 does not exist" in p.stdout and "is a text file, not a model" in p.stdout
+    assert "no TF" in p.stdout, p.stdout + p.stderr
+    assert elapsed < 10  # the answer does not wait for TensorFlow (about 0.5 s; a loaded machine may be slower)

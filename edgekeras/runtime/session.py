@@ -197,8 +197,9 @@ class OrtSession(Session):
         opts.log_severity_level = 3
         try:
             self._sess = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise UnsupportedModel(f"ONNX Runtime cannot load {self.path.name}: {e}") from None
+        except _ort_errors() as e:
+            raise UnsupportedModel(f"ONNX Runtime cannot load {self.path.name}: {first_line(e)}",
+                                   fix="check that the file is a complete .onnx model (re-export it)") from e
         self.inputs = [TensorSpec(i.name, [d if isinstance(d, int) else None for d in i.shape],
                                   _ORT_TYPES.get(i.type, i.type)) for i in self._sess.get_inputs()]
         self.outputs = [TensorSpec(o.name, [d if isinstance(d, int) else None for d in o.shape],
@@ -210,6 +211,16 @@ class OrtSession(Session):
         for chunk, rows in self._chunks(feeds, self.fixed_batch or self._batch):
             parts.append([o[:rows] for o in self._sess.run(names, chunk)])
         return {name: np.concatenate([p[j] for p in parts], axis=0) for j, name in enumerate(names)}
+
+
+def _ort_errors() -> tuple:
+    """ONNX Runtime's own exception types (they derive from Exception directly), plus the usual ones."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    own = tuple(getattr(state, n) for n in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel",
+                                            "NoSuchFile", "NotImplemented", "RuntimeException", "EngineError")
+                if hasattr(state, n))
+    return own + (RuntimeError, ValueError, OSError)
 
 
 def open_session(path: str | os.PathLike, *, threads: int | None = None, kernels: str = "auto") -> Session:

@@ -9,6 +9,7 @@ it instead of crashing an epoch.
 from __future__ import annotations
 
 import csv
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,10 +129,9 @@ def _arrays(data, target, role: str):
                     raise BadInput(f"{path} has keys {sorted(z.files)}; expected 'x' and 'y'",
                                    fix="save it with np.savez(path, x=x, y=y)")
                 return z["x"], z["y"], path.name, "auto"
-        except BadInput:
-            raise
-        except Exception as e:
-            raise BadInput(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:  # ValueError: pickled arrays
+            raise BadInput(f"{path} is not a readable .npz file ({type(e).__name__}: {e})",
+                           fix="save plain numeric arrays with np.savez(path, x=x, y=y)") from e
     if path.suffix.lower() == ".csv":
         return (*_read_csv(path, target), path.name, "regression")
     raise BadInput(f"{path}: unknown {role} format {path.suffix!r}",

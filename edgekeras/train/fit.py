@@ -458,9 +458,10 @@ def _float32_copy(model):
 
 
 def _learning_rate(model) -> float | None:
+    """The optimizer's learning rate as a number, or None when it is a schedule (not a single value)."""
     try:
         return float(f"{float(keras.backend.get_value(model.optimizer.learning_rate)):.6g}")
-    except Exception:
+    except (AttributeError, TypeError, ValueError):
         return None
 
 

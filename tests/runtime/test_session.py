@@ -45,11 +45,25 @@ def test_quantize_round_trip_and_clipping():
     assert dequantize(xq, q).tolist() == [0.0, 1.0, -59.0, 68.5]
 
 
-def test_session_reports_int8_io_and_runs_by_name(files):
+def test_session_reports_int8_io_and_runs_by_name(files, digits_model):
     s = open_session(files / "digits.int8.tflite")
     assert [t.name for t in s.inputs] == ["image"] and s.inputs[0].dtype == "int8"
     assert s.inputs[0].shape == [None, 8, 8, 1]
     assert s.kernels == "xnnpack" and s.note == ""
+    x = np.load(digits_model["eval"])["x"][:6]
+    by_name = s.run({"image": x})
+    assert list(by_name) == ["probs"] and by_name["probs"].shape == (6, 10)
+    np.testing.assert_array_equal(s.run(x)["probs"], by_name["probs"])  # one input: a bare array works too
+    assert np.allclose(by_name["probs"].sum(axis=1), 1.0, atol=0.02)
+
+
+def test_wrong_input_shapes_are_bad_input_naming_the_expected_shape(files):
+    s = open_session(files / "digits.int8.tflite")
+    with pytest.raises(edgekeras.BadInput, match=r"got shape \(8, 8, 1\), expected \(N, 8, 8, 1\)") as e:
+        s.run(np.zeros((8, 8, 1), np.float32))
+    assert "x[None]" in str(e.value)
+    with pytest.raises(edgekeras.BadInput, match=r"expected \(N, 8, 8, 1\)"):
+        open_session(files / "digits.onnx").run(np.zeros((2, 8, 8), np.float32))
 
 
 def test_xnnpack_refusal_falls_back_to_builtin_kernels(files, monkeypatch):
@@ -68,11 +82,16 @@ def test_xnnpack_refusal_falls_back_to_builtin_kernels(files, monkeypatch):
                 raise RuntimeError("Node number 3 (TfLiteXNNPackDelegate) failed to prepare.")
             return super().allocate_tensors()
 
+    x = np.random.default_rng(0).uniform(0, 255, (16, 8, 8, 1)).astype(np.float32)
+    normal = open_session(files / "digits.int8.tflite").run({"image": x})["probs"]
     monkeypatch.setattr(litert, "Interpreter", Refusing)
     s = open_session(files / "digits.int8.tflite")
     assert s.kernels == "builtin" and "XNNPACK refused" in s.note and "failed to prepare" in s.note
-    x = np.zeros((2, 8, 8, 1), np.float32)
-    assert s.run({"image": x})["probs"].shape == (2, 10)
+    fallback = s.run({"image": x})["probs"]
+    # the builtin int8 kernels compute what XNNPACK computes, up to a few rounding steps of the output
+    step = s.outputs[0].quantization.scale
+    assert np.abs(fallback - normal).max() <= 8 * step and np.abs(fallback - normal).mean() <= step
+    assert (fallback.argmax(axis=1) == normal.argmax(axis=1)).mean() >= 0.9
 
 
 def test_unknown_format_and_missing_input(files, tmp_path):
