@@ -22,6 +22,9 @@ from .errors import BadInput
 from .runtime.preprocess import IMAGE_SUFFIXES, image_pixels, list_images, normalize
 
 MIN_CALIBRATION_SAMPLES = 20
+#: The option that names each kind of data, for messages; all but calibration data carry labels.
+FLAGS = {"calibration": "--calib", "evaluation": "--eval", "training": "--data", "validation": "--val"}
+LABELLED = ("evaluation", "training", "validation")
 
 
 @dataclass
@@ -69,7 +72,7 @@ def check_source(source, purpose: str) -> str:
     Raises:
         BadInput: a missing path, an unknown file format, or a type edgekeras cannot read, with the fix.
     """
-    flag = "--calib" if purpose == "calibration" else "--eval"
+    flag = FLAGS[purpose]
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
@@ -77,15 +80,15 @@ def check_source(source, purpose: str) -> str:
         if path.is_file() and path.suffix.lower() not in (".npy", ".npz"):
             raise BadInput(f"{flag} {path}: unknown data format {path.suffix or '(no suffix)'!r}",
                            fix=_formats_help(purpose))
-        if purpose == "evaluation" and path.suffix.lower() == ".npy":
-            raise BadInput(f"--eval {path} is a .npy file, which holds no labels",
+        if purpose in LABELLED and path.suffix.lower() == ".npy":
+            raise BadInput(f"{flag} {path} is a .npy file, which holds no labels",
                            fix="save inputs and labels together: np.savez('eval.npz', x=x, y=y)")
         return str(path)
-    if purpose == "evaluation":
+    if purpose in LABELLED:
         if isinstance(source, (tuple, list)) and len(source) == 2:
             x, _ = source
             return f"arrays {_describe(x)}"
-        raise BadInput(f"eval must be a path or an (x, y) tuple, got {type(source).__name__}",
+        raise BadInput(f"{flag.lstrip('-')} must be a path or an (x, y) tuple, got {type(source).__name__}",
                        fix=f"pass {DATA_TYPES_HELP['evaluation']}")
     if isinstance(source, np.ndarray) or isinstance(source, dict) or callable(source) or _is_iterator(source):
         return _describe(source)
@@ -118,7 +121,7 @@ def load_data(source, inputs: list[TensorSpec], *, purpose: str, preprocessing: 
             an (x, y) tuple for evaluation (y may be {output name: labels}); a representative-dataset
             function as the TFLite converter takes (yielding [x] or {input name: x}, batch first).
         inputs: the model's inputs.
-        purpose: "calibration" or "evaluation" (evaluation needs labels).
+        purpose: "calibration", or "evaluation", "training", "validation" (these need labels).
         preprocessing: how image pixels become model inputs (needed for image folders).
         labels: the model's class names; an evaluation folder's subfolders are matched to them by name.
         limit: keep at most this many samples (a seeded random choice, so large sets stay fast; the first
@@ -129,7 +132,7 @@ def load_data(source, inputs: list[TensorSpec], *, purpose: str, preprocessing: 
         BadInput: missing path, unknown format or type, missing keys, no readable images, no labels for
             evaluation.
     """
-    flag = "--calib" if purpose == "calibration" else "--eval"
+    flag = FLAGS[purpose]
     check_source(source, purpose)
     if not isinstance(source, (str, Path)):
         return _subset(_from_python(source, inputs, purpose, limit), limit, seed)
@@ -166,8 +169,8 @@ def _by_name(x, inputs: list[TensorSpec], where: str) -> dict[str, np.ndarray]:
 
 
 def _from_python(source, inputs: list[TensorSpec], purpose: str, limit: int | None) -> Dataset:
-    where = "calib" if purpose == "calibration" else "eval"
-    if purpose == "evaluation":
+    where = FLAGS[purpose].lstrip("-")
+    if purpose in LABELLED:
         x, y = source
         extra = {}
         if isinstance(y, dict):
@@ -200,7 +203,7 @@ def _from_python(source, inputs: list[TensorSpec], purpose: str, limit: int | No
 
 
 def _formats_help(purpose: str) -> str:
-    if purpose == "calibration":
+    if purpose not in LABELLED:
         return "pass a .npy of inputs, a .npz with key 'x', or a folder of images"
     return "pass a .npz with keys 'x' and 'y', or a folder of images with one subfolder per class"
 
@@ -235,8 +238,8 @@ def _load_npz(path: Path, inputs: list[TensorSpec], purpose: str, flag: str) -> 
                            f"{', y=y' if purpose == 'evaluation' else ''})")
     y = arrays.get("y")
     extra = {k[2:]: v for k, v in arrays.items() if k.startswith("y_")}
-    if purpose == "evaluation" and y is None and not extra:
-        raise BadInput(f"--eval {path} has no 'y' (labels)",
+    if purpose in LABELLED and y is None and not extra:
+        raise BadInput(f"{flag} {path} has no 'y' (labels)",
                        fix="save it with np.savez(path, x=x, y=y) (and y_<output name>=... for other outputs)")
     return Dataset(x, y=y, source=path.name, extra_y=extra)
 
@@ -276,7 +279,7 @@ def image_input(inputs: list[TensorSpec], where: str) -> tuple[TensorSpec, int, 
 
 def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: Preprocessing | None,
                        labels: list[str] | None, limit: int | None, seed: int) -> Dataset:
-    flag = "--calib" if purpose == "calibration" else "--eval"
+    flag = FLAGS[purpose]
     spec, h, w, c = image_input(inputs, f"{flag} {folder}")
     if p is None:
         raise BadInput(f"{flag} {folder} is an image folder, but edgekeras does not know how this model expects "
@@ -289,16 +292,16 @@ def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: 
                        fix="put images in the folder, or pass a .npy/.npz file")
     y = None
     class_names = None
-    if purpose == "evaluation":
+    if purpose in LABELLED:
         classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
         files = [f for f in files if f.parent != folder]
         if not classes or not files:
-            raise BadInput(f"--eval {folder} has no class subfolders with images",
+            raise BadInput(f"{flag} {folder} has no class subfolders with images",
                            fix="put the images of each class in a subfolder named after the class")
         if labels:
             unknown = [cname for cname in classes if cname not in labels]
             if unknown:
-                raise BadInput(f"--eval {folder} has class folders {unknown} that are not among the model's "
+                raise BadInput(f"{flag} {folder} has class folders {unknown} that are not among the model's "
                                f"labels {labels}", fix="name each subfolder after one of the model's labels")
             index = {name: i for i, name in enumerate(labels)}
             class_names = list(labels)
@@ -310,7 +313,7 @@ def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: 
     if limit is not None and total > limit:
         idx = seeded_choice(total, limit, seed)
         files = [files[i] for i in idx]
-        if purpose == "evaluation":
+        if purpose in LABELLED:
             y_all = y_all[idx]
     images, keep, bad = [], [], []
     for i, f in enumerate(files):
@@ -324,7 +327,7 @@ def _load_image_folder(folder: Path, inputs: list[TensorSpec], purpose: str, p: 
         raise BadInput(f"{flag} {folder}: none of its {len(files)} image(s) could be read ({', '.join(bad[:3])})",
                        fix="check that the files are valid images")
     x = normalize(np.stack(images), p)
-    if purpose == "evaluation":
+    if purpose in LABELLED:
         y = y_all[keep]
     source = f"{folder.name}/ (image folder, {len(images)} of {total} images, preprocessing '{p.name}')"
     return Dataset({spec.name: x}, y=y, class_names=class_names, source=source, warnings=warnings)
@@ -340,7 +343,7 @@ def check_inputs(ds: Dataset, inputs: list[TensorSpec], preprocessing: Preproces
     Returns:
         Warnings: values outside the range the model expects; images that could not be read.
     """
-    flag = "--calib" if purpose == "calibration" else "--eval"
+    flag = FLAGS[purpose]
     warnings = list(ds.warnings)
     for t in inputs:
         if np.ndim(ds.x[t.name]) == 0:
@@ -381,8 +384,9 @@ def check_inputs(ds: Dataset, inputs: list[TensorSpec], preprocessing: Preproces
             w = _range_warning(ds.x[t.name], rng, preprocessing.name, t.name, flag, ds.source)
             if w:
                 warnings.append(w)
-    if purpose == "evaluation" and ds.y is None and not ds.extra_y:
-        raise BadInput(f"--eval data ({ds.source}) has no labels", fix="give labels: (x, y), or y in the .npz")
+    if purpose in LABELLED and ds.y is None and not ds.extra_y:
+        raise BadInput(f"{FLAGS[purpose]} data ({ds.source}) has no labels",
+                       fix="give labels: (x, y), or y in the .npz")
     return warnings
 
 

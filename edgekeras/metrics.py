@@ -49,14 +49,14 @@ def score(metric: str, output: np.ndarray, y: np.ndarray, kind: str | None = Non
     raise BadInput(f"unknown metric {metric!r}; valid: {', '.join(HIGHER_IS_BETTER)}")
 
 
-def check_labels(metric: str, y: np.ndarray, output: TensorSpec, source: str, n: int) -> None:
+def check_labels(metric: str, y: np.ndarray, output: TensorSpec, source: str, n: int, flag: str = "--eval") -> None:
     """Check evaluation labels against the output they score, before anything is computed.
 
     Raises:
         BadInput: a count, shape or value that the metric cannot use, naming the output.
     """
     y = np.asarray(y)
-    where = f"--eval data ({source})"
+    where = f"{flag} data ({source})"
     if len(y) != n:
         raise BadInput(f"{where} has {n} inputs but {len(y)} labels for output {output.name!r}",
                        fix="give one label per sample")

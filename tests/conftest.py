@@ -29,11 +29,6 @@ def listing(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in Path(folder).rglob("*")}
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "no_schema_check: the test writes invalid cards or reports on purpose")
-    config.addinivalue_line("markers", "slow: the heaviest end-to-end tests (CI runs them too)")
-
-
 def validate_outputs(folder: Path, skip_version_1: bool = False) -> int:
     """Validate every model card and report under `folder` against the shipped JSON Schemas; return the count.
 

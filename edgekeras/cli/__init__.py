@@ -256,12 +256,33 @@ def main():
               help="float32 files must match Keras within atol + rtol * |keras|.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
               help="Relative part of that tolerance.")
+@click.option("--max-accuracy-drop", type=float, metavar="PP",
+              help="With --int8 --eval: keep the worst-quantizing layers in float (as few as possible, each candidate "
+                   "measured as deployed) until int8 loses at most PP percentage points.")
+@click.option("--data", type=click.Path(path_type=str),
+              help="Training data for --prune/--cluster/--qat: .npz (x, y) or an image folder of class subfolders.")
+@click.option("--val", type=click.Path(path_type=str), help="Validation data for the fine-tuning (same forms).")
+@click.option("--prune", type=float, metavar="SPARSITY", help="Magnitude pruning to this sparsity, in (0, 1).")
+@click.option("--prune-schedule", type=click.Choice(["polynomial", "constant"]), default="polynomial",
+              show_default=True)
+@click.option("--structured", type=click.Choice(["2:4"]), help="m:n sparsity: 2 zeros in every 4 weights.")
+@click.option("--cluster", type=int, metavar="N", help="Weight clustering to N values per kernel (>= 2).")
+@click.option("--cluster-init", type=click.Choice(["kmeans++", "linear", "density", "random"]), default="kmeans++",
+              show_default=True, help="Centroid initialisation.")
+@click.option("--qat", is_flag=True, help="Quantization-aware training, exported as full int8.")
+@click.option("--finetune-epochs", type=click.IntRange(min=1),
+              help="Epochs per technique [default: 2; 12 when pruning 70% or more].")
+@click.option("--learning-rate", type=float, help="Fine-tuning learning rate [default: 1e-4; 1e-3 when pruning 70% "
+                                                   "or more].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Fine-tuning batch size.")
 @_output_options
 @_debug_option
 @_run(_NOTHING_WRITTEN)
 def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, task, onnx, opset,
              eval_, output_dir, force, custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol,
-             as_json):
+             max_accuracy_drop, data, val, prune, prune_schedule, structured, cluster, cluster_init, qat,
+             finetune_epochs, learning_rate, batch_size, as_json):
     """Compress MODEL (.h5, .keras or SavedModel folder; tf_keras or Keras 3) into verified .tflite/.onnx files.
 
     A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
@@ -273,8 +294,11 @@ def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samp
     report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, task=task, onnx=onnx,
                  opset=opset, eval=eval_, output_dir=output_dir, force=force, float_io=float_io,
                  custom_objects=custom_objects, trust_model=trust_model, allow_float_fallback=allow_float_fallback,
-                 parity_samples=parity_samples, atol=atol, rtol=rtol)
-    _print_report(report, as_json, note=None if modes else
+                 parity_samples=parity_samples, atol=atol, rtol=rtol, max_accuracy_drop=max_accuracy_drop, data=data,
+                 val=val, prune=prune, prune_schedule=prune_schedule, structured=structured, cluster=cluster,
+                 cluster_init=cluster_init, qat=qat, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
+                 batch_size=batch_size)
+    _print_report(report, as_json, note=None if modes or qat else
                   "no compression mode chosen (--int8, --float16, --dynamic, --int16x8): wrote the float32 baseline")
 
 
@@ -285,6 +309,19 @@ def _print_report(report, as_json: bool, note: str | None = None) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     click.echo(compress_table(report))
+    if report.optimization is not None:
+        from ..report.text import layers_table, metric_value
+
+        o = report.optimization
+        before = next((b for b in o["before"] if report.keras_accuracy and b["output"] == report.keras_accuracy.output),
+                      None)
+        click.echo(f"\n{o['techniques']}: fine-tuned {len(o['stages'])} epoch(s) on {o['samples']} samples of "
+                   f"{o['train']} in {o['seconds']:.0f} s; saved {o['model']}"
+                   + (f"; {before['metric']} before {before['value']:.3f}, after "
+                      f"{metric_value(report.keras_accuracy)}" if before else ""))
+        table = layers_table(report)
+        if table:
+            click.echo(table)
     if report.keras_accuracy is not None:
         a = report.keras_accuracy
         click.echo(f"\n{a.metric}: output {a.output!r} ({report.task}), on {a.samples} samples of {a.data}")

@@ -58,7 +58,7 @@ def check_modes(modes) -> list[str]:
 
 
 def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray] | None = None,
-            float_io: bool = False, allow_float_fallback: bool = False, progress=None) -> Converted:
+            float_io: bool = False, allow_float_fallback: bool = False, progress=None, qat: bool = False) -> Converted:
     """Convert `source` to a .tflite flatbuffer in `mode`.
 
     Args:
@@ -69,6 +69,8 @@ def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray
             files always have float32 input and output.
         allow_float_fallback: integer modes: accept ops that stay in float (else UnsupportedModel).
         progress: called with (samples done, samples) while the converter calibrates.
+        qat: int8 only: `source` is a quantize-aware trained model; its learned ranges are kept (the converter
+            then wants `supported_ops` left unset; calibration data still sets the ranges QAT left open).
 
     Returns:
         A `Converted` with the bytes and the resolved settings.
@@ -103,8 +105,11 @@ def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray
             settings["inference_input_type"] = settings["inference_output_type"] = "float32"
         if allow_float_fallback:
             ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-        conv.target_spec.supported_ops = ops
-        settings["supported_ops"] = [o.name for o in ops]
+        if qat:
+            settings["quantization_aware_training"] = True  # supported_ops unset: the QAT ranges are kept
+        else:
+            conv.target_spec.supported_ops = ops
+            settings["supported_ops"] = [o.name for o in ops]
         settings["allow_float_fallback"] = bool(allow_float_fallback)
     t0 = time.perf_counter()
     try:

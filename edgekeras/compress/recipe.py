@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,126 @@ DEFAULT_PARITY_SAMPLES = 32
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
 DEFAULT_OPSET = 17
+
+
+SCHEDULES = ("polynomial", "constant")
+CLUSTER_INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
+STRUCTURED = {"2:4": (2, 4)}
+DEFAULT_LEARNING_RATE = 1e-4
+
+
+@dataclass
+class Techniques:
+    """Settings of the training-aware compression stage.
+
+    Attributes:
+        prune: target sparsity in (0, 1) of every prunable kernel (None: no unstructured pruning).
+        prune_schedule: "polynomial" (sparsity grows from 0 to `prune` over the first 70% of the fine-tune
+            steps, then the mask stays fixed while the model recovers) or "constant" (`prune` from the first
+            training step on, masks re-chosen until the same point).
+        structured: "2:4": 2 zeros in every 4 consecutive weights along the input-channel axis (tfmot
+            `sparsity_m_by_n=(2, 4)`), the pattern sparse kernels can exploit. Layers it does not fit are pruned
+            unstructured to `prune` when it is given, else left dense.
+        cluster: number of clusters (weight values) per kernel, >= 2 (>= 3 together with pruning, which keeps
+            one cluster at zero).
+        cluster_init: tfmot CentroidInitialization: "kmeans++", "linear", "density" or "random".
+        qat: quantization-aware training for 8-bit (int8) TFLite.
+        finetune_epochs: epochs of fine-tuning of each stage (prune, cluster, qat).
+        batch_size: fine-tuning batch size.
+        learning_rate: Adam learning rate of every stage; None: 1e-4, a tenth of Adam's usual 1e-3. Measured on
+            the digits CNN (2 epochs, mean int8 accuracy of 3 seeds): 2:4 0.982 (0.973 at 1e-3), cluster 16
+            0.986 (0.979), QAT 0.985 (0.980), prune 0.5 0.982 (same). Heavy pruning needs longer fine-tuning
+            at either rate (see the module docstring).
+    """
+
+    prune: float | None = None
+    prune_schedule: str = "polynomial"
+    structured: str | None = None
+    cluster: int | None = None
+    cluster_init: str = "kmeans++"
+    qat: bool = False
+    finetune_epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float | None = None
+
+    def check(self) -> None:
+        """Validate the settings.
+
+        Raises:
+            BadInput: a value out of range or unknown; the message says what was found and what is valid.
+
+        Example:
+            Techniques(prune=0.8, qat=True).check()
+        """
+        if self.prune is not None and (not _is_number(self.prune) or not 0.0 < self.prune < 1.0):
+            raise BadInput(f"prune must be a sparsity between 0 and 1 (exclusive), got {self.prune!r}",
+                           fix="pass e.g. --prune 0.8 to zero 80% of the weights")
+        if self.prune_schedule not in SCHEDULES:
+            raise BadInput(f"unknown prune schedule {self.prune_schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.structured is not None and self.structured not in STRUCTURED:
+            raise BadInput(f"unknown structured sparsity {self.structured!r}; valid: {', '.join(STRUCTURED)}",
+                           fix="pass --structured 2:4 (2 zeros in every 4 weights)")
+        if self.cluster is not None:
+            low = 3 if self.prunes else 2
+            if not _is_int(self.cluster) or self.cluster < low:
+                why = " (with pruning, one cluster is kept at zero)" if self.prunes else ""
+                raise BadInput(f"cluster must be an integer >= {low}{why}, got {self.cluster!r}",
+                               fix="pass e.g. --cluster 16")
+        if self.cluster_init not in CLUSTER_INITS:
+            raise BadInput(f"unknown cluster init {self.cluster_init!r}; valid: {', '.join(CLUSTER_INITS)}")
+        for name in ("finetune_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise BadInput(f"{name} must be an integer >= 1, got {value!r}")
+        lr = self.learning_rate
+        if lr is not None and (not _is_number(lr) or not 0 < lr < 1):
+            raise BadInput(f"learning_rate must be a number in (0, 1), got {lr!r}",
+                           fix=f"leave it unset for {DEFAULT_LEARNING_RATE:g}, or pass e.g. 1e-4")
+        if not self.stages:
+            raise BadInput("no compression technique was asked for",
+                           fix="pass at least one of --prune, --structured, --cluster, --qat")
+
+    @property
+    def prunes(self) -> bool:
+        """Whether a pruning stage runs (unstructured and/or 2:4)."""
+        return self.prune is not None or self.structured is not None
+
+    @property
+    def stages(self) -> list[str]:
+        """The fine-tuning stages in order: a subset of ["prune", "cluster", "qat"]."""
+        return [name for name, on in (("prune", self.prunes), ("cluster", self.cluster is not None),
+                                      ("qat", bool(self.qat))) if on]
+
+    @property
+    def lr(self) -> float:
+        """The learning rate used (the default when `learning_rate` is None)."""
+        return float(self.learning_rate) if self.learning_rate is not None else DEFAULT_LEARNING_RATE
+
+    def short_name(self) -> str:
+        """A name for files: "pruned80", "2of4", "cluster16", "qat", "pqat", "cqat", "pcqat", or joined with "-"."""
+        parts = {"prune": ("2of4" if self.structured and self.prune is None else
+                           f"pruned{round(self.prune * 100)}" + ("-2of4" if self.structured else "")
+                           if self.prune is not None else ""),
+                 "cluster": f"cluster{self.cluster}", "qat": "qat"}
+        known = {("prune", "qat"): "pqat", ("cluster", "qat"): "cqat", ("prune", "cluster", "qat"): "pcqat"}
+        stages = tuple(self.stages)
+        if stages in known:
+            return known[stages]
+        return "-".join(parts[s] for s in stages)
+
+    def combination(self) -> str:
+        """The techniques as one name, e.g. "prune+qat (PQAT)" or "prune+cluster+qat (PCQAT)"."""
+        name = "+".join(self.stages)
+        known = {"prune+qat": "PQAT", "cluster+qat": "CQAT", "prune+cluster+qat": "PCQAT"}
+        return f"{name} ({known[name]})" if name in known else name
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_modes(modes) -> list[str]:
@@ -76,6 +197,10 @@ class Recipe:
     eval: str | None = None
     custom_objects: str | None = None
     output_dir: str = ""
+    data: str | None = None
+    val: str | None = None
+    techniques: Techniques | None = None  # training-aware compression (None: post-training quantization only)
+    max_accuracy_drop: float | None = None  # percentage points: the accuracy-gated int8 search
 
     def check(self) -> "Recipe":
         """Validate every setting and their combinations; return self.
@@ -102,6 +227,26 @@ class Recipe:
             raise BadInput(f"unknown preprocessing {self.preprocess!r}; valid: {', '.join(PREPROCESS)}")
         if self.task is not None and self.task not in TASKS:
             raise BadInput(f"unknown task {self.task!r}; valid: {', '.join(TASKS)}")
+        if self.techniques is not None:
+            self.techniques.check()
+            if self.data is None:
+                raise BadInput(f"{self.techniques.combination()} fine-tunes the model: it needs labelled training data",
+                               fix="pass --data TRAIN (data=...): a .npz with x and y, an image folder of class "
+                                   "subfolders, or (x, y) arrays")
+            if self.techniques.qat and "int8" not in self.modes:
+                self.modes = check_modes(self.modes + ["int8"])  # QAT is exported as full int8
+        elif self.data is not None or self.val is not None:
+            raise BadInput("--data/--val are the training data of training-aware compression, and no technique "
+                           "was asked for", fix="add --prune, --structured, --cluster or --qat, or drop --data")
+        if self.max_accuracy_drop is not None:
+            v = self.max_accuracy_drop
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise BadInput(f"max_accuracy_drop must be a number of percentage points >= 0, got {v!r}")
+            if self.eval is None:
+                raise BadInput("--max-accuracy-drop needs --eval: the bound is checked on labelled data",
+                               fix="pass --eval DATA (a .npz with x and y, or an image folder)")
+            if "int8" not in self.modes:
+                raise BadInput("--max-accuracy-drop applies to the int8 file", fix="add --int8")
         return self
 
     @property
@@ -109,8 +254,14 @@ class Recipe:
         return [m for m in self.modes if m in INTEGER_MODES]
 
     def output_names(self, stem: str) -> tuple[dict[tuple[str, str], str], str]:
-        """{(format, mode): file name} and the report's name, for a model named `stem`."""
+        """{(format, mode): file name} and the report's name, for a model named `stem`. With training-aware
+        compression the files are named after it (`digits.pqat.int8.tflite`), and the fine-tuned model is
+        saved too (`("keras-h5", "float32")`: `digits.pqat.h5`)."""
+        if self.techniques is not None:
+            stem = f"{stem}.{self.techniques.short_name()}"
         names = {("tflite", m): f"{stem}.{m}.tflite" for m in self.modes}
+        if self.techniques is not None:
+            names[("keras-h5", "float32")] = f"{stem}.h5"
         if self.onnx:
             names[("onnx", "float32")] = f"{stem}.onnx"
             if "int8" in self.modes:

@@ -83,13 +83,66 @@ class Worker:
         np.savez(cmd["out"], **out)
         emit({"event": "reference"})
 
+    def _cmd_optimize(self, cmd: dict, emit: Emit) -> None:
+        """Fine-tune with the training-aware techniques; later commands convert the result (QAT: int8 from the
+        quantize-aware model)."""
+        from dataclasses import asdict
+
+        from ..source import source_from_object
+        from .optimize import optimize
+        from .recipe import Techniques
+
+        src = self.source
+        if src.keras_model is None:
+            raise errors.UnsupportedModel(
+                f"{src.name} is a SavedModel (a TensorFlow graph): pruning, clustering and QAT need the Keras model",
+                fix="compress the .keras or .h5 file the SavedModel came from, or use post-training quantization only")
+        model = src.keras_model
+        if src.keras_version == 3:
+            from ..keras3 import to_tf_keras
+
+            model = to_tf_keras(model)  # tfmot works on tf_keras; proven equal on data before training
+        train, val = _load_npz(cmd["data"]), _load_npz(cmd["val"]) if cmd.get("val") else None
+        names = [t.name for t in src.inputs]
+
+        def split(arrays):
+            x = {n: arrays[f"x_{n}"] for n in names}
+            return (x if len(names) > 1 else x[names[0]]), arrays["y"]
+
+        x, y = split(train)
+        xv, yv = split(val) if val is not None else (None, None)
+        total = {"n": 0}
+
+        def on_epoch(epoch, logs):
+            total["n"] = epoch
+            emit({"event": "progress", "task": f"fine-tuning ({logs.get('stage', '')})", "i": epoch,
+                  "n": cmd["epochs_total"]})
+
+        opt = optimize(model, Techniques(**cmd["techniques"]), x, y, x_val=xv, y_val=yv, seed=int(cmd.get("seed", 0)),
+                       on_epoch=on_epoch, allow_float_fallback=bool(cmd.get("allow_float_fallback")))
+        opt.model.save(cmd["out"], include_optimizer=False, save_format="h5")
+        self.original = src
+        self.source = source_from_object(opt.model)
+        self.qat_source = None
+        if opt.qat_model is not None:
+            self.qat_source = source_from_object(opt.qat_model)
+            # tfmot renames layers ("quant_probs"): the int8 file keeps the model's own input and output names
+            self.qat_source.inputs, self.qat_source.outputs = self.source.inputs, self.source.outputs
+        emit({"event": "optimized", "layers": [asdict(layer) for layer in opt.layers],
+              "skipped": [list(s) for s in opt.skipped], "history": opt.history, "stages": opt.stages,
+              "seconds": opt.seconds, "strip_diff": opt.strip_diff, "params": self.source.params,
+              "sha256": self.source.sha256, "inputs": [t.name for t in self.source.inputs],
+              "outputs": [t.name for t in self.source.outputs]})
+
     def _cmd_convert(self, cmd: dict, emit: Emit) -> None:
         from . import ptq
 
         mode = cmd["mode"]
         calib = _load_npz(cmd["calib"]) if cmd.get("calib") else None
         crash_for_tests(mode)
-        conv = ptq.convert(self.source, mode, calibration=calib, float_io=bool(cmd.get("float_io")),
+        qat = mode == "int8" and getattr(self, "qat_source", None) is not None
+        conv = ptq.convert(self.qat_source if qat else self.source, mode, calibration=calib, qat=qat,
+                           float_io=bool(cmd.get("float_io")),
                            allow_float_fallback=bool(cmd.get("allow_float_fallback")),
                            progress=lambda i, n: emit({"event": "progress", "task": f"calibrating {mode}",
                                                        "i": i, "n": n}))

@@ -53,3 +53,22 @@ def compress_table(report) -> str:
 
     lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
     return "\n".join(lines)
+
+
+def layers_table(report) -> str:
+    """Per-layer weights of the int8 (else float32) .tflite file, as stored: sparsity, values per channel, 2:4."""
+    f = next((f for f in report.files if f.format == "tflite" and f.mode == "int8"),
+             next((f for f in report.files if f.format == "tflite"), None))
+    if f is None:
+        return ""
+    from ..card import ModelCard
+
+    layers = ModelCard.read(f.card).layers
+    if not layers:
+        return ""
+    rows = [[x["layer"], x.get("op", ""), str(x["params"]), f"{x['sparsity']:.1%}", str(x["distinct_values"]),
+             "-" if x.get("two_of_four") is None else f"{x['two_of_four']:.0%}"] for x in layers]
+    header = ["layer (in " + Path(f.path).name + ")", "op", "weights", "zeros", "values/channel", "2:4 groups"]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])

@@ -281,3 +281,52 @@ def float_ops(model: str | os.PathLike | bytes) -> list[str]:
         if "float32" in op["inputs"] or "float32" in op["outputs"]:
             found.append(f"{op['op']} ({op['tensor']})" if op["tensor"] else op["op"])
     return found
+
+
+# Ops whose input 1 is a weight tensor, and the axis of their input channels in TFLite's layout.
+_WEIGHT_OPS = {"CONV_2D": -1, "FULLY_CONNECTED": -1, "DEPTHWISE_CONV_2D": None, "TRANSPOSE_CONV": -1,
+               "CONV_3D": -2, "BATCH_MATMUL": None, "EMBEDDING_LOOKUP": None}
+
+
+def tflite_weight_stats(model: str | os.PathLike | bytes) -> list[dict]:
+    """Per-layer weights of a .tflite file as stored in it: what pruning and clustering left.
+
+    Returns:
+        [{"layer": the layer's path in the graph, "op": "CONV_2D"..., "params": weights, "dtype": "int8" | ...,
+          "sparsity": fraction of exact zeros, "distinct_values": most distinct values in one output channel,
+          "two_of_four": share of groups of 4 along the input channels that hold >= 2 zeros (None when the
+          input channels are not a multiple of 4)}], for the weight tensors of CONV_2D, FULLY_CONNECTED,
+          DEPTHWISE_CONV_2D, TRANSPOSE_CONV and similar ops.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    source = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    with quiet_native((2,)):
+        it = Interpreter(**source, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    stats, seen = [], set()
+    for op in it._get_ops_details():  # stable since TF 2.4; the public API has no op list
+        if op["op_name"] not in _WEIGHT_OPS or len(op["inputs"]) < 2:
+            continue
+        index = op["inputs"][1]
+        if index < 0 or index in seen or index not in tensors:
+            continue
+        try:
+            w = np.asarray(it.get_tensor(index))
+        except ValueError:
+            continue  # not a constant (a weight computed at run time)
+        seen.add(index)
+        outs = [i for i in op["outputs"] if i >= 0 and i in tensors]
+        name = (tensors[outs[0]]["name"] if outs else tensors[index]["name"]).split(";")[0]
+        name = name.rsplit("/", 1)[0] if "/" in name else name  # "model/conv0a/Relu" -> the layer, "model/conv0a"
+        channels = w.reshape(w.shape[0], -1) if w.ndim >= 2 else w.reshape(1, -1)
+        axis = _WEIGHT_OPS[op["op_name"]]
+        two_of_four = None
+        if axis is not None and w.ndim >= 2 and w.shape[axis] % 4 == 0:
+            groups = np.moveaxis(w, axis, -1).reshape(-1, 4)
+            two_of_four = float(np.mean((groups == 0).sum(axis=1) >= 2))
+        stats.append({"layer": name, "op": op["op_name"], "params": int(w.size), "dtype": w.dtype.name,
+                      "sparsity": float(np.mean(w == 0)),
+                      "distinct_values": int(max(len(np.unique(c)) for c in channels)),
+                      "two_of_four": two_of_four})
+    return stats
