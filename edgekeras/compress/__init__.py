@@ -3,8 +3,11 @@
 This package is also the function: `edgekeras.compress("model.h5", "int8", calib=...)` runs
 `edgekeras.compress.pipeline.compress`, whose signature and docstring it carries (`help()` and
 `inspect.signature` show them). Its modules: `pipeline` (the stages), `recipe` (settings), `worker` and
-`client` (the TensorFlow side, in a child process), `ptq` (the TFLite converter modes). Importing it does not
-import TensorFlow.
+`client` (the TensorFlow side, in a child process), `ptq` (the TFLite converter modes), `optimize` (pruning,
+clustering, QAT with tfmot), `verify` (a file against a reference). Importing it does not import TensorFlow.
+
+Building blocks for your own loop: `optimize(model, Techniques(prune=0.8), x, y)`, `wrap(model, "prune", ...)` and
+`.strip()`, `layer_stats(model)`, `flatten(model)`, `verify_file(path, reference, data)`.
 """
 
 from __future__ import annotations
@@ -24,8 +27,22 @@ class _CallablePackage(types.ModuleType):
         return compress(*args, **kwargs)
 
 
+_LAZY = {  # building blocks that need TensorFlow: imported on first use
+    "optimize": "optimize", "wrap": "optimize", "flatten": "optimize", "layer_stats": "optimize",
+    "Optimized": "optimize", "Techniques": "recipe", "verify_file": "verify",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _module = sys.modules[__name__]
 _module.__class__ = _CallablePackage
 _module.__signature__ = inspect.signature(compress)
 
-__all__ = ["compress", "CompressReport", "FileResult", "Recipe", "MODES"]
+__all__ = ["compress", "CompressReport", "FileResult", "Recipe", "MODES", *_LAZY]

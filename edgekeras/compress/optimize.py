@@ -1079,3 +1079,63 @@ def _stats(model, stages: list[_Stage], techniques: Techniques) -> list[LayerSta
 
 __all__ = ["Techniques", "Optimized", "LayerStats", "optimize", "flatten", "qat_unsupported", "layer_stats",
            "pruning_schedule", "SCHEDULES", "CLUSTER_INITS", "STRUCTURED", "DEFAULT_LEARNING_RATE"]
+
+
+# -- building blocks for your own training loop -----------------------------------------------------------------
+_STAGES = {"prune": _PruneStage, "cluster": _ClusterStage}
+
+
+@dataclass
+class Wrapped:
+    """A model wrapped for one technique, ready for your own `fit`: pass `callbacks` to it, then `strip()`."""
+
+    model: Any
+    callbacks: list
+    technique: str
+    skipped: list[tuple[str, str, str]]
+    _stage: Any = field(default=None, repr=False)
+    _plain: Any = field(default=None, repr=False)
+
+    def strip(self):
+        """The plain tf_keras model (wrappers removed; sparsity, clusters or QAT weights baked in; loads without
+        custom objects)."""
+        if self.technique == "qat":
+            return _float_copy(self._plain, self.model)[0]
+        with _quiet_tfmot():
+            return _clone_with_weights(self._stage.strip(self.model))
+
+
+def wrap(model, technique: str, techniques: Techniques, steps: int, *, allow_float_fallback: bool = False) -> Wrapped:
+    """Wrap a flattened copy of `model` for one technique ("prune", "cluster" or "qat"), for a training loop of
+    your own; `optimize` runs the same stages and fine-tunes them for you.
+
+    Args:
+        model: a tf_keras model (not modified).
+        technique: "prune" (unstructured and/or 2:4 from `techniques`), "cluster" or "qat".
+        techniques: the settings (`Techniques`); a combination picks the preserving schemes (e.g. QAT after
+            pruning keeps the zeros when `techniques.prune` is set).
+        steps: the training steps you will run (the pruning schedule reaches its target within them).
+        allow_float_fallback: QAT: leave layers it cannot wrap in float instead of raising.
+
+    Returns:
+        A `Wrapped`: `.model` to compile and fit with `.callbacks`, then `.strip()`.
+
+    Raises:
+        BadInput: an unknown technique or bad settings. UnsupportedModel: QAT cannot wrap a layer.
+
+    Example:
+        w = wrap(model, "prune", Techniques(prune=0.8), steps=len(x) // 32 * 4)
+        w.model.compile("adam", "sparse_categorical_crossentropy")
+        w.model.fit(x, y, epochs=4, callbacks=w.callbacks)
+        plain = w.strip()
+    """
+    techniques.check()
+    if technique not in ("prune", "cluster", "qat"):
+        raise BadInput(f"unknown technique {technique!r}; valid: prune, cluster, qat")
+    plain = flatten(model)
+    stage = _QatStage(techniques, _check_qat(plain, techniques, allow_float_fallback)) if technique == "qat" \
+        else _STAGES[technique](techniques)
+    with _quiet_tfmot():
+        wrapped = stage.wrap(plain, steps)
+    return Wrapped(model=wrapped, callbacks=list(stage.callbacks), technique=technique, skipped=list(stage.skipped),
+                   _stage=stage, _plain=plain)

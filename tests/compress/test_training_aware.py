@@ -143,3 +143,22 @@ def test_a_frozen_vgg19_inside_a_functional_model_is_pruned_and_qat_trained(tmp_
     convs = [layer for layer in card.layers if "block" in layer["layer"] and layer["params"] >= 1024]
     assert len(convs) == 16 and all(0.49 <= layer["sparsity"] <= 0.51 for layer in convs)
     assert report.file("int8").parity.samples == 32
+
+
+def test_building_blocks_for_your_own_loop(digits, digits_model, tmp_path, keras):
+    """wrap -> your fit -> strip, then convert with TFLite and check the file with verify_file."""
+    from edgekeras._keras import tf
+    from edgekeras.compress import Techniques, layer_stats, verify_file, wrap
+
+    x_train, y_train, x_test, y_test = digits
+    model = keras.models.load_model(digits_model["model"])
+    w = wrap(model, "prune", Techniques(prune=0.5), steps=2 * (len(x_train) // 32 + 1))
+    w.model.compile("adam", "sparse_categorical_crossentropy")
+    w.model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0, callbacks=w.callbacks)
+    plain = w.strip()
+    stats = {s.name: s for s in layer_stats(plain)}
+    assert 0.49 <= stats["conv1b"].sparsity <= 0.51
+    (tmp_path / "m.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(plain).convert())
+    parity, accuracy = verify_file(tmp_path / "m.tflite", plain, (x_test, y_test))
+    assert parity.passed and parity.outputs["probs"].max_abs_diff <= 1e-4
+    assert accuracy.metric == "accuracy" and accuracy.value == pytest.approx(accuracy.keras, abs=0.003)
