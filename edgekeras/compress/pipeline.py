@@ -17,6 +17,7 @@ The run reads as its stages (`_Run`):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -91,6 +92,7 @@ class CompressReport:
     report: str = ""
     keras_metrics: list[Accuracy] = field(default_factory=list)
     optimization: dict | None = None  # the training-aware stage: techniques, history, per-layer weights, before
+    timings: dict = field(default_factory=dict)  # wall seconds per stage (files: waiting for the worker, verifying)
     producer: dict = field(default_factory=producer_info)
     schema: str = REPORT_SCHEMA
     schema_version: int = SCHEMA_VERSION
@@ -293,30 +295,46 @@ class _Run:
         self.data, self.val = data, val
         self.warnings: list[str] = []
         self.optimization: dict | None = None
+        self.timings: dict[str, float] = {}
 
     def warn(self, message: str) -> None:
         log.warning(message)
         self.warnings.append(message)
 
     def execute(self) -> CompressReport:
-        self.plan()
+        with self.timed("plan"):
+            self.plan()
         with output_folder(self.out_dir), Staging(self.out_dir) as stage, self._worker(stage) as worker:
             for line in stage.recovered:
                 log.info("%s", line)
             self.worker = worker
-            info = self.load()
-            meta = self.resolve(info)
-            data = self.prepare_data(info, meta, stage)
+            with self.timed("load"):
+                info = self.load()
+                meta = self.resolve(info)
+            with self.timed("prepare data"):
+                data = self.prepare_data(info, meta, stage)
             if self.recipe.techniques is not None:
-                info = self.optimize(info, meta, data, stage)
+                with self.timed("optimize"):
+                    info = self.optimize(info, meta, data, stage)
             results, keras_scores = self.export_and_verify(info, meta, data, stage)
             if self.optimization is not None:
                 self._optimized_card(info, meta, keras_scores, stage)
-            report = self.make_report(info, meta, data, results, keras_scores)
-            stage.path(self.report_name).write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
-            stage.commit()
+            with self.timed("commit"):
+                report = self.make_report(info, meta, data, results, keras_scores)
+                stage.path(self.report_name).write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False)
+                                                        + "\n")
+                stage.commit()
         log.info("done in %.1f s", report.seconds)
         return report
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        """Wall seconds of a stage, for the report's `timings` (where a run spends its time)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
 
     # -- 1. plan -------------------------------------------------------------------------------------------------
     def plan(self) -> None:
@@ -704,7 +722,8 @@ class _Run:
             self.worker.send(cmd)
         log.info("computing Keras reference outputs on %d samples", len(data.parity))
         self.doing = commands[0][1]
-        self._wait("reference")
+        with self.timed("keras reference"):
+            self._wait("reference")
         with np.load(stage.scratch("reference.npz")) as z:
             reference = {k: z[k] for k in z.files}
         verifier = _Verifier(run=self, info=info, meta=meta, data=data, reference=reference, stage=stage)
@@ -712,8 +731,10 @@ class _Run:
         for cmd, doing in commands[1:]:
             self.doing = doing
             log.info("%s", doing)
-            event = self._wait("file")
-            results.append(verifier.verify(event))
+            with self.timed(f"waiting for {doing}"):
+                event = self._wait("file")
+            with self.timed(f"verifying {event['name']}"):
+                results.append(verifier.verify(event))
         self.worker.send({"cmd": "exit"})
         base = {f.format: f.bytes for f in results if f.mode == "float32"}
         final = []
@@ -736,7 +757,8 @@ class _Run:
         return CompressReport(model=r.model, source=source, output_dir=r.output_dir, task=meta.task, files=results,
                               keras_accuracy=primary, keras_metrics=keras_scores, calibration=data.calibration_info,
                               warnings=self.warnings, recipe=r.to_dict(), seconds=time.perf_counter() - self.t0,
-                              report=str(self.out_dir / self.report_name), optimization=self.optimization)
+                              report=str(self.out_dir / self.report_name), optimization=self.optimization,
+                              timings=dict(self.timings))
 
 
 def _encode_accuracy(a: Accuracy) -> dict:
