@@ -706,18 +706,21 @@ class _Run:
         commands = [({"cmd": "reference", "data": str(stage.scratch("parity.npz")),
                       "out": str(stage.scratch("reference.npz"))}, "computing the Keras reference outputs")]
         calib_path = str(stage.scratch("calib.npz")) if data.calib is not None and r.integer_modes else None
+        gate = self._gate_settings(meta, data, stage)
         for mode in r.modes:
             commands.append(({"cmd": "convert", "mode": mode, "out": str(stage.path(self.names[("tflite", mode)])),
                               "calib": calib_path if mode in ("int8", "int16x8") else None,
-                              "float_io": r.float_io and mode == "int8",
-                              "allow_float_fallback": r.allow_float_fallback}, f"converting {mode} to TFLite"))
+                              "float_io": r.float_io and mode == "int8", "gate": gate if mode == "int8" else None,
+                              # the gate's float islands are its decision, checked by measurement
+                              "allow_float_fallback": r.allow_float_fallback or (gate is not None and mode == "int8")},
+                             f"converting {mode} to TFLite" + (" (accuracy gate)" if gate and mode == "int8" else "")))
         if r.onnx:
             float_onnx = stage.path(self.names[("onnx", "float32")])
             commands.append(({"cmd": "onnx", "out": str(float_onnx), "opset": r.opset}, "exporting ONNX"))
             if "int8" in r.modes:
                 commands.append(({"cmd": "onnx_int8", "float_path": str(float_onnx),
-                                  "out": str(stage.path(self.names[("onnx", "int8")])), "calib": calib_path},
-                                 "quantizing ONNX to int8"))
+                                  "out": str(stage.path(self.names[("onnx", "int8")])), "calib": calib_path,
+                                  "gate": gate}, "quantizing ONNX to int8" + (" (accuracy gate)" if gate else "")))
         for cmd, _ in commands:
             self.worker.send(cmd)
         log.info("computing Keras reference outputs on %d samples", len(data.parity))
@@ -748,6 +751,21 @@ class _Run:
                 _append_card_warning(stage.path(card_path(f.name).name), message)
             final.append(f)
         return final, verifier.keras_scores()
+
+    def _gate_settings(self, meta: Metadata, data: Prepared, stage: Staging) -> dict | None:
+        """What the worker's accuracy gate needs: the bound, the scored output, its metric, the evaluation data."""
+        r = self.recipe
+        if r.max_accuracy_drop is None:
+            return None
+        ev = data.evaluation
+        y = data.labels_by_output.get(meta.primary)
+        if y is None:
+            raise BadInput(f"--max-accuracy-drop: --eval data ({ev.source}) has no labels for output {meta.primary!r}",
+                           fix="give labels for the first output (y)")
+        np.savez(stage.scratch("gate_eval.npz"), y=y, **{f"x_{k}": v for k, v in ev.x.items()})
+        kinds = {t.name: t.kind for t in meta.outputs}
+        return {"max_drop": r.max_accuracy_drop, "eval": str(stage.scratch("gate_eval.npz")), "output": meta.primary,
+                "metric": meta.scored[meta.primary], "kind": kinds.get(meta.primary)}
 
     def make_report(self, info: ModelInfo, meta: Metadata, data: Prepared, results, keras_scores) -> CompressReport:
         r = self.recipe
@@ -845,7 +863,19 @@ class _Verifier:
         if mode in ("int8", "int16x8") and self.data.calibration_info and self.data.calibration_info["synthetic"]:
             file_warnings.append("calibrated on synthetic data: accuracy may suffer")
         float_ops = list(event.get("float_ops") or [])
-        if float_ops:
+        gate = event["settings"].get("accuracy_gate")
+        if gate is not None:
+            layers = event["settings"].get("float_layers") or []
+            line = (f"{name}: the accuracy gate kept {len(layers)} layer(s) in float ({', '.join(layers) or 'none'})"
+                    f" to hold --max-accuracy-drop {self.run.recipe.max_accuracy_drop:g}")
+            log.info("%s", line)
+            file_warnings.append(line)
+            if not event.get("gate_met", True):
+                self.run.warn(f"{name}: the accuracy gate could NOT hold --max-accuracy-drop "
+                              f"{self.run.recipe.max_accuracy_drop:g}; kept the best candidate it found (see its card)")
+            for note in event.get("warnings") or []:
+                self.run.warn(f"{name}: {note}")
+        elif float_ops:
             self.run.warn(f"{name} keeps {len(float_ops)} op(s) in float: {', '.join(float_ops[:8])}"
                           + (" ..." if len(float_ops) > 8 else ""))
             file_warnings.append(f"ops kept in float: {', '.join(float_ops)}")

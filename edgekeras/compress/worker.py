@@ -81,6 +81,7 @@ class Worker:
         feeds = _load_npz(cmd["data"])
         out = self.source.predict(feeds)
         np.savez(cmd["out"], **out)
+        self.reference = out  # the accuracy gate scores the Keras model on the same data
         emit({"event": "reference"})
 
     def _cmd_optimize(self, cmd: dict, emit: Emit) -> None:
@@ -146,9 +147,39 @@ class Worker:
                            allow_float_fallback=bool(cmd.get("allow_float_fallback")),
                            progress=lambda i, n: emit({"event": "progress", "task": f"calibrating {mode}",
                                                        "i": i, "n": n}))
+        if mode == "int8" and cmd.get("gate") is not None:
+            self._gate_tflite(cmd, conv, calib, emit)
+            return
         Path(cmd["out"]).write_bytes(conv.data)
         emit({"event": "file", "name": Path(cmd["out"]).name, "format": "tflite", "mode": mode,
               "settings": conv.settings, "seconds": conv.seconds, "float_ops": conv.float_ops, "warnings": []})
+
+    def _gate_data(self, g: dict):
+        ev = _load_npz(g["eval"])
+        x = {t.name: ev[f"x_{t.name}"] for t in self.source.inputs}
+        y = ev["y"]
+        ref = getattr(self, "reference", None)
+        if ref is None or len(ref[g["output"]]) != len(y):
+            ref = self.source.predict(x)
+        from ..metrics import score
+
+        return x, y, score(g["metric"], ref[g["output"]], y, g.get("kind"))
+
+    def _gate_tflite(self, cmd: dict, conv, calib, emit: Emit) -> None:
+        """The accuracy-gated int8 search: plain int8 when it keeps the bound, else as few float layers as do."""
+        from . import gate
+
+        g = cmd["gate"]
+        t0 = time.perf_counter()
+        x, y, keras_value = self._gate_data(g)
+        self.gate = gate.search_tflite(
+            self.source, conv.settings, calib, x, y, metric=g["metric"], kind=g.get("kind"), output=g["output"],
+            keras_value=keras_value, max_drop=float(g["max_drop"]), float_io=bool(cmd.get("float_io")),
+            progress=lambda i, n: emit({"event": "progress", "task": "accuracy gate (int8 .tflite)", "i": i, "n": n}))
+        Path(cmd["out"]).write_bytes(self.gate.data)
+        emit({"event": "file", "name": Path(cmd["out"]).name, "format": "tflite", "mode": "int8",
+              "settings": self.gate.settings(), "seconds": conv.seconds + time.perf_counter() - t0,
+              "float_ops": self.gate.chosen.float_ops, "warnings": list(self.gate.notes), "gate_met": self.gate.met})
 
     def _cmd_onnx(self, cmd: dict, emit: Emit) -> None:
         from ..export import onnx as onnx_export
@@ -164,6 +195,23 @@ class Worker:
 
         t0 = time.perf_counter()
         calib = _load_npz(cmd["calib"])
+        if cmd.get("gate") is not None and getattr(self, "gate", None) is not None:
+            from . import gate
+
+            g = cmd["gate"]
+            x, y, _ = self._gate_data(g)
+            result = gate.search_onnx(
+                Path(cmd["float_path"]), Path(cmd["out"]), calib, x, y, metric=g["metric"], kind=g.get("kind"),
+                output=g["output"], keras_value=self.gate.keras_value, max_drop=float(g["max_drop"]),
+                inputs=self.source.inputs, ranking=self.gate.ranking, reasons=self.gate.reasons,
+                progress=lambda i, n: emit({"event": "progress", "task": "accuracy gate (int8 .onnx)", "i": i,
+                                            "n": n}))
+            Path(cmd["out"]).write_bytes(result.data)
+            emit({"event": "file", "name": Path(cmd["out"]).name, "format": "onnx", "mode": "int8",
+                  "settings": result.settings(), "seconds": time.perf_counter() - t0,
+                  "float_ops": onnx_export.float_nodes(Path(cmd["out"])), "warnings": list(result.notes),
+                  "gate_met": result.met})
+            return
         settings, float_nodes = onnx_export.quantize_int8(
             Path(cmd["float_path"]), Path(cmd["out"]), calib, self.source.inputs,
             progress=lambda i, n: emit({"event": "progress", "task": "calibrating int8 ONNX", "i": i, "n": n}))
