@@ -440,3 +440,4 @@ def demo(output_dir, force, epochs, as_json):
 
 # Command modules register their commands on `main` when imported (each stays light: no TensorFlow at import).
 from . import android  # noqa: E402,F401  (android-bundle, android-golden)
+from . import bench  # noqa: E402,F401  (bench, device-package)
