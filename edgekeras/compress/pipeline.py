@@ -386,12 +386,20 @@ class _Run:
         return ThreadWorker(Worker(source))
 
     def _wait(self, until: str) -> dict:
-        """Events until one named `until`; errors and crashes of the worker become our errors."""
+        """Events until one named `until`; errors and crashes of the worker become our errors. A result that comes
+        before the one awaited (the float32 file before the reference that runs beside it) is kept for later."""
+        stash = self.__dict__.setdefault("_stash", [])
+        for i, e in enumerate(stash):
+            if e["event"] == until:
+                return stash.pop(i)
         while True:
             e = self.worker.next_event()
             kind = e["event"]
             if kind == until:
                 return e
+            if kind in ("file", "reference", "model", "optimized"):
+                stash.append(e)
+                continue
             self._handle_side_event(e)
 
     def _handle_side_event(self, e: dict) -> None:
@@ -703,8 +711,11 @@ class _Run:
     # -- 5 and 6. export and verify ------------------------------------------------------------------------------
     def export_and_verify(self, info: ModelInfo, meta: Metadata, data: Prepared, stage: Staging):
         r = self.recipe
+        # The Keras reference runs on a thread of the worker beside the float32 conversion (which mostly uses one
+        # core); every later command waits for it.
         commands = [({"cmd": "reference", "data": str(stage.scratch("parity.npz")),
-                      "out": str(stage.scratch("reference.npz"))}, "computing the Keras reference outputs")]
+                      "out": str(stage.scratch("reference.npz")), "background": True},
+                     "computing the Keras reference outputs")]
         calib_path = str(stage.scratch("calib.npz")) if data.calib is not None and r.integer_modes else None
         gate = self._gate_settings(meta, data, stage)
         for mode in r.modes:
@@ -712,7 +723,8 @@ class _Run:
                               "calib": calib_path if mode in ("int8", "int16x8") else None,
                               "float_io": r.float_io and mode == "int8", "gate": gate if mode == "int8" else None,
                               # the gate's float islands are its decision, checked by measurement
-                              "allow_float_fallback": r.allow_float_fallback or (gate is not None and mode == "int8")},
+                              "allow_float_fallback": r.allow_float_fallback or (gate is not None and mode == "int8"),
+                              "beside_reference": mode == "float32"},
                              f"converting {mode} to TFLite" + (" (accuracy gate)" if gate and mode == "int8" else "")))
         if r.onnx:
             float_onnx = stage.path(self.names[("onnx", "float32")])

@@ -54,6 +54,8 @@ class Worker:
     def handle(self, cmd: dict, emit: Emit) -> None:
         """Run one command; always ends with its own event or an "error" event."""
         name = cmd["cmd"]
+        if not cmd.get("beside_reference"):
+            self._join_reference()
         try:
             # In the caller's process (a model in memory), keep TensorFlow's and the converter's chatter off the
             # terminal; in the child process this does nothing (its output is its log).
@@ -78,11 +80,41 @@ class Worker:
         emit({"event": "model", **describe(self.source)})
 
     def _cmd_reference(self, cmd: dict, emit: Emit) -> None:
+        """The Keras outputs on the parity data. With "background", on a thread, beside the next command (the
+        float32 conversion, sent with "beside_reference"): the model is traced first, so the two only read it
+        (tests/compress/test_failures.py checks both results bit for bit against running them one after the
+        other); every other command waits for the reference first."""
         feeds = _load_npz(cmd["data"])
+        if not cmd.get("background"):
+            self._reference(feeds, cmd["out"], emit)
+            return
+        import threading
+
+        self.source.concrete_function()  # trace now, not on two threads at once
+
+        def run():
+            try:
+                self._reference(feeds, cmd["out"], emit)
+            except Exception as e:  # reported like any command's error (see `handle`)
+                emit({"event": "error", "command": "reference", "type": getattr(e, "__class__").__name__
+                      if isinstance(e, errors.EdgeKerasError) else "InternalError",
+                      "message": getattr(e, "message", f"{type(e).__name__}: {e}"), "fix": getattr(e, "fix", None),
+                      "traceback": traceback.format_exc(), "exception": e})
+
+        self._reference_thread = threading.Thread(target=run, name="edgekeras-reference", daemon=True)
+        self._reference_thread.start()
+
+    def _reference(self, feeds: dict, out_path: str, emit: Emit) -> None:
         out = self.source.predict(feeds)
-        np.savez(cmd["out"], **out)
+        np.savez(out_path, **out)
         self.reference = out  # the accuracy gate scores the Keras model on the same data
         emit({"event": "reference"})
+
+    def _join_reference(self) -> None:
+        thread = getattr(self, "_reference_thread", None)
+        if thread is not None:
+            thread.join()
+            self._reference_thread = None
 
     def _cmd_optimize(self, cmd: dict, emit: Emit) -> None:
         """Fine-tune with the training-aware techniques; later commands convert the result (QAT: int8 from the
@@ -322,11 +354,16 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     _die_with_parent()
     events = os.fdopen(int(argv[0]), "w", buffering=1)
+    import threading
+
+    lock = threading.Lock()  # the reference thread emits too
 
     def emit(event: dict) -> None:
         event.pop("exception", None)  # the object stays here; its text travels as "traceback"
-        events.write(json.dumps(event, default=_json_default) + "\n")
-        events.flush()
+        line = json.dumps(event, default=_json_default) + "\n"
+        with lock:
+            events.write(line)
+            events.flush()
 
     class Relay(logging.Handler):
         def emit(self, record):

@@ -136,27 +136,30 @@ def test_a_parity_failure_mid_run_leaves_nothing(digits_model, tmp_path):
     assert not out.exists()
 
 
-def test_the_reference_is_computed_before_any_conversion_on_one_thread(digits_model, tmp_path, monkeypatch):
-    """The Keras model is never used by two threads at once: the worker runs its commands one after another."""
-    import threading
+def test_only_the_float32_conversion_runs_beside_the_reference(digits_model, tmp_path, monkeypatch):
+    """The Keras model is used by two threads only while the reference and the float32 conversion overlap (proven
+    safe by the test below); every other command starts after the reference is done."""
+    import time
 
     from edgekeras.compress.worker import Worker
 
     log = []
-    for name in ("_cmd_reference", "_cmd_convert", "_cmd_onnx"):
+    for name in ("_reference", "_cmd_convert", "_cmd_onnx"):
         real = getattr(Worker, name)
 
-        def wrapped(self, cmd, emit, real=real, name=name):
-            log.append(("start", name, threading.get_ident()))
-            real(self, cmd, emit)
-            log.append(("end", name, threading.get_ident()))
+        def wrapped(self, *args, real=real, name=name):
+            mode = args[0].get("mode", "") if name == "_cmd_convert" else ""
+            log.append(("start", name + mode, time.perf_counter()))
+            real(self, *args)
+            log.append(("end", name + mode, time.perf_counter()))
 
         monkeypatch.setattr(Worker, name, wrapped)
     edgekeras.compress(digits_model["model"], "int8", calib=digits_model["calib"], onnx=True, output_dir=tmp_path,
                        isolate=False)
-    assert [e[1] for e in log[:2]] == ["_cmd_reference", "_cmd_reference"]
-    assert all(log[i][0] == "start" and log[i + 1][0] == "end" for i in range(0, len(log), 2))  # never overlapping
-    assert len({e[2] for e in log}) == 1
+    at = {(kind, name): t for kind, name, t in log}
+    assert at[("end", "_reference")] <= at[("start", "_cmd_convertint8")]
+    assert at[("end", "_reference")] <= at[("start", "_cmd_onnx")]
+    assert at[("end", "_cmd_convertfloat32")] <= at[("start", "_cmd_convertint8")]
 
 
 def test_an_onnx_export_failure_says_tflite_works_without_onnx(tmp_path, keras, monkeypatch):
@@ -177,3 +180,34 @@ def test_an_onnx_export_failure_says_tflite_works_without_onnx(tmp_path, keras, 
     assert isinstance(e.value.__cause__, ValueError)  # the cause is kept (--debug shows it)
     assert not (tmp_path / "o").exists()
     assert onnx_export.DEFAULT_OPSET == 17
+
+
+def test_the_reference_beside_the_float32_conversion_is_bit_identical(digits_model, tmp_path, keras):
+    """The Keras reference runs on a thread while the float32 file converts: both results equal a run of one after
+    the other, bit for bit (a model with BatchNormalization and Dropout too)."""
+    from edgekeras.compress.worker import Worker
+    from edgekeras.source import source_from_object
+
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(8, 3)(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.Dropout(0.5)(keras.layers.BatchNormalization()(x))
+    bn = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(x)))
+    bn.layers[3].set_weights([np.full(8, 1.5, np.float32), np.full(8, 0.1, np.float32), np.full(8, 3.0, np.float32),
+                              np.full(8, 4.0, np.float32)])
+    np.savez(tmp_path / "data.npz", image=np.load(digits_model["eval"])["x"][:64])
+    for model in (keras.models.load_model(digits_model["model"]), bn):
+        results = {}
+        for background in (False, True):
+            worker, events = Worker(source_from_object(model)), []
+            out = tmp_path / f"{model.name}-{background}"
+            worker.handle({"cmd": "reference", "data": str(tmp_path / "data.npz"), "out": str(out) + ".npz",
+                           "background": background}, events.append)
+            worker.handle({"cmd": "convert", "mode": "float32", "out": str(out) + ".tflite",
+                           "beside_reference": True}, events.append)
+            worker.handle({"cmd": "exit"}, events.append)
+            assert [e["event"] for e in events if e["event"] != "progress"].count("error") == 0, events
+            with np.load(str(out) + ".npz") as z:
+                results[background] = ({k: z[k] for k in z.files}, Path(str(out) + ".tflite").read_bytes())
+        (ref_a, tfl_a), (ref_b, tfl_b) = results[False], results[True]
+        assert ref_a.keys() == ref_b.keys() and all(np.array_equal(ref_a[k], ref_b[k]) for k in ref_a)
+        assert tfl_a == tfl_b
