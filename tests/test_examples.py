@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
@@ -25,6 +27,7 @@ def test_linear_regression_example(tmp_path):
     assert (tmp_path / "linear.h5").is_file() and (tmp_path / "linear.h5.edgekeras.json").is_file()
 
 
+@pytest.mark.slow
 def test_vgg19_transfer_example(tmp_path):
     out = run("vgg19_transfer.py", "--size", "32", "--epochs", "1", cwd=tmp_path)
     per_param = float(re.search(r"int8 bytes per parameter: ([\d.]+)", out).group(1))

@@ -25,7 +25,7 @@ def linear(k3, tmp_path_factory):
     folder = tmp_path_factory.mktemp("k3lin")
     x = RNG.uniform(0, 3, (600, 2)).astype(np.float32)
     y = (x @ np.array([1.0, 2.0], np.float32) + 0.5).astype(np.float32)
-    model = k3.Sequential([k3.Input((2,)), k3.layers.Dense(1)])
+    model = k3.Sequential([k3.Input((2,)), k3.layers.Dense(1, name="price")])
     model.compile(optimizer="sgd", loss="mse")
     model.fit(x, y, epochs=10, batch_size=32, verbose=0)
     model.save(folder / "lin.keras")
@@ -66,7 +66,7 @@ def test_keras3_linear_regression_files(linear, name):
                                 output_dir=f / f"out_{name}")
     assert report.source["keras_version"] == 3 and report.task == "regression"
     for fmt in ("tflite", "onnx"):
-        assert report.file("float32", fmt).parity.outputs["dense"].max_abs_diff <= 1e-4
+        assert report.file("float32", fmt).parity.outputs["price"].max_abs_diff <= 1e-4
     keras_mae = report.keras_accuracy.value
     assert report.keras_accuracy.metric == "mae" and keras_mae < 0.5
     assert abs(report.file("int8").accuracy.value - keras_mae) <= 0.01  # the int8 file loses (almost) nothing

@@ -157,6 +157,7 @@ def test_integer_token_inputs_keep_their_dtype(keras, tmp_path):
         edgekeras.compress(tmp_path / "tok.h5", ["int8"], calib=tmp_path / "floats.npy", output_dir=tmp_path / "p")
 
 
+@pytest.mark.slow
 def test_keras_applications_without_builtin_preprocessing_name_their_preset(keras, tmp_path):
     """MobileNetV2 expects preprocess_input ([-1, 1]) outside the model: the error for an image folder says so."""
     from conftest import make_image_folder

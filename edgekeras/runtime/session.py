@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -319,6 +320,7 @@ def tflite_weight_stats(model: str | os.PathLike | bytes) -> list[dict]:
         outs = [i for i in op["outputs"] if i >= 0 and i in tensors]
         name = (tensors[outs[0]]["name"] if outs else tensors[index]["name"]).split(";")[0]
         name = name.rsplit("/", 1)[0] if "/" in name else name  # "model/conv0a/Relu" -> the layer, "model/conv0a"
+        name = re.sub(r"(^|/)quant_", r"\1", name)  # tfmot's QAT wrappers rename layers "quant_<name>"
         channels = w.reshape(w.shape[0], -1) if w.ndim >= 2 else w.reshape(1, -1)
         axis = _WEIGHT_OPS[op["op_name"]]
         two_of_four = None

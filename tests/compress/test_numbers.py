@@ -125,6 +125,7 @@ def test_grouped_convolutions_export_to_onnx(tmp_path, keras):
     assert [a.i for n in convs for a in n.attribute if a.name == "group"] == [4]
 
 
+@pytest.mark.slow
 def test_an_untrained_mobilenet_v3_is_not_reported_as_a_passing_int8_file(tmp_path, keras):
     """Its int8 output collapses to one value for every class: top-1 ties must not count as agreement."""
     model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=100)

@@ -27,6 +27,7 @@ def baseline(digits_model, tmp_path_factory):
                               output_dir=out)
 
 
+@pytest.mark.slow
 def test_pqat_is_8x_smaller_gzipped_and_keeps_accuracy(digits_model, train_npz, baseline, tmp_path):
     report = edgekeras.compress(digits_model["model"], calib=digits_model["calib"], eval=digits_model["eval"],
                                 data=train_npz, prune=0.8, qat=True, onnx=True, output_dir=tmp_path)

@@ -128,6 +128,7 @@ def test_small_cnn_cli_on_digits_reaches_95_percent(tmp_path, digits):
     assert card.labels == [str(i) for i in range(10)] and card.preprocessing.name == "raw"
 
 
+@pytest.mark.slow
 def test_vgg19_transfer_trains_only_the_head_and_compresses(tmp_path):
     folder = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=6, size=(32, 32))
     model = train.build("vgg19_transfer", (32, 32, 3), num_classes=3)
