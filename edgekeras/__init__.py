@@ -32,4 +32,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["ModelCard", "EdgeKerasError", "BadInput", "UnsafeModel", "UnsupportedModel", "ParityError",
-           "OutputError", "MissingWeights", "compress", "train", "export", "runtime", "keras", "__version__"]
+           "OutputError", "MissingWeights", "compress", "sweep", "train", "export", "runtime", "keras", "__version__"]

@@ -282,7 +282,8 @@ def test_cli_help_names_every_config():
 def test_sweep_help_imports_no_tensorflow():
     code = ("import sys\nfrom edgekeras import cli\nfrom edgekeras.cli import sweep\n"
             "try:\n    cli.main(['sweep', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print('HEAVY', [m for m in ('tensorflow', 'tf_keras', 'onnxruntime', 'ai_edge_litert') if m in sys.modules])")
+            "heavy = ('tensorflow', 'tf_keras', 'onnxruntime', 'ai_edge_litert')\n"
+            "print('HEAVY', [m for m in heavy if m in sys.modules])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "HEAVY []" in p.stdout and "Usage: " in p.stdout and "--finetune-epochs" in p.stdout

@@ -1,0 +1,987 @@
+"""`sweep()`: one Keras model through a grid of compression configs; one table of size, accuracy and latency.
+
+Each config is one `edgekeras.compress` run into `output_dir/<config>/`, so every row of the table is a
+verified file with its model card and its run's report. The grid (`GRID`, in this order):
+
+| config      | what                                   | the row's file              |
+|-------------|----------------------------------------|-----------------------------|
+| `float32`   | the original model, plain float32      | `<stem>.float32.tflite`     |
+| `float16`   | float16 weights                        | `<stem>.float16.tflite`     |
+| `dynamic`   | int8 weights, float activations        | `<stem>.dynamic.tflite`     |
+| `int8`      | full int8, post-training               | `<stem>.int8.tflite`        |
+| `prune50`   | prune 50% + int8                       | `<stem>.pruned50.int8.tflite` |
+| `prune80`   | prune 80% + int8                       | `<stem>.pruned80.int8.tflite` |
+| `2of4`      | 2:4 structured sparsity + int8         | `<stem>.2of4.int8.tflite`   |
+| `cluster16` | 16 weight clusters per kernel + int8   | `<stem>.cluster16.int8.tflite` |
+| `qat`       | quantization-aware training, int8      | `<stem>.qat.int8.tflite`    |
+| `pcqat`     | prune 80% + cluster 16 + QAT, int8     | `<stem>.pcqat.int8.tflite`  |
+
+`float32` is the baseline: always made, first, and every ratio is against its file (plain float32 of the
+original model). Fine-tuning uses `compress`'s defaults (2 epochs per stage; 12 at 1e-3 when pruning 80%)
+unless `finetune_epochs` is given.
+
+**Resume.** A config whose run finished (its report exists, validates, and the files it lists are there) is
+not run again; an interrupted sweep picks up at the first unfinished config. A finished run made with other
+settings (another model, data, seed or fine-tuning length) is an error unless `force` (which reruns every
+config). The table files are rewritten on every sweep, and latency is measured again, for all rows together.
+
+**Latency** is measured the same way for every row, after all runs, in this process: median of single-sample
+LiteRT invokes (`LATENCY_THREADS` threads, the file's default kernels), in `LATENCY_ROUNDS` interleaved rounds
+(A B C ... A B C ...) so that a machine getting slower or faster favours no row. The invoke loop is
+`edgekeras.runtime.measure`'s (the bench harness') when present, else one over `open_session(...).run_raw`.
+
+**Pareto-optimal rows.** Candidates are the rows with an accuracy whose file passed parity. On the size front,
+a candidate is Pareto-optimal when no other candidate has a gzipped size <= its own and a metric at least as
+good (higher accuracy; lower error for mae), with at least one of the two strictly better. The latency front is
+the same with the median latency in place of the gzipped size, except that two latencies within
+`LATENCY_TIE` (5%) of the larger count as equal: timing noise must not make a less accurate file "optimal"
+for being 0.2% faster than a more accurate one of the same architecture. Ties on both axes are all kept.
+(`pareto_optimal` is the rule, for any costs and scores.)
+
+The library never prints: it logs to `logging.getLogger("edgekeras.sweep")` and calls `progress`.
+
+Example:
+    report = edgekeras.sweep("digits.h5", data="train.npz", eval="test.npz", calib="calib.npz", output_dir="sweep")
+    for row in report.rows:
+        print(row.config, row.gzip_bytes, row.accuracy, row.latency_ms, row.pareto_size)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .._files import atomic_path, atomic_write_text, check_writable_dir
+from .._native import quiet_native
+from ..card import producer_info, sha256_file, validate
+from ..data import check_source
+from ..errors import BadInput, OutputError
+from ..metrics import HIGHER_IS_BETTER
+from ..modelfile import inspect_model
+from ..report.text import human_bytes
+from .pipeline import HEAVY_PRUNING, compress
+from .recipe import Recipe, Techniques, model_stem
+
+log = logging.getLogger("edgekeras.sweep")
+
+#: progress(done, total, text): called after each config (run or kept) and after the latency measurement.
+Progress = Callable[[int, int, str], None]
+
+SWEEP_SCHEMA = "edgekeras.sweep"
+SWEEP_SCHEMA_VERSION = 1
+LATENCY_THREADS = 1
+LATENCY_ROUNDS = 3
+LATENCY_WARMUP = 5
+LATENCY_SECONDS = 0.5  # timed invokes per file and round: about this long, within the bounds below
+LATENCY_MIN_RUNS = 10
+LATENCY_MAX_RUNS = 100
+LATENCY_TIE = 0.05  # on the latency front, latencies within 5% of the larger one count as equal (timing noise)
+BATCH_SIZE = 32  # compress()'s fine-tuning batch size (the sweep keeps the default)
+HEAVY_PRUNING_EPOCHS, DEFAULT_EPOCHS = 12, 2  # compress()'s default fine-tuning length (see its docstring)
+PARETO_DEFINITION = (
+    "candidates are the rows with an accuracy whose file passed parity; a candidate is Pareto-optimal when no other "
+    "candidate is at least as small (gzipped bytes; on the latency front: median latency, where latencies within "
+    f"{LATENCY_TIE:.0%} of each other count as equal) and at least as accurate (lower is better for mae), and strictly "
+    "better in one of the two")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One point of the grid: a mode, and the training-aware techniques applied before it."""
+
+    name: str
+    label: str
+    mode: str
+    prune: float | None = None
+    structured: str | None = None
+    cluster: int | None = None
+    qat: bool = False
+
+    @property
+    def trains(self) -> bool:
+        """Whether the config fine-tunes the model (and so needs training data)."""
+        return self.prune is not None or self.structured is not None or self.cluster is not None or self.qat
+
+    def epochs(self, finetune_epochs: int | None) -> int:
+        """The fine-tuning length compress() uses for this config."""
+        if finetune_epochs is not None:
+            return finetune_epochs
+        return HEAVY_PRUNING_EPOCHS if self.prune is not None and self.prune >= HEAVY_PRUNING else DEFAULT_EPOCHS
+
+    def techniques(self, finetune_epochs: int | None) -> Techniques | None:
+        """The `Techniques` compress() builds for this config (None for post-training quantization)."""
+        if not self.trains:
+            return None
+        return Techniques(prune=self.prune, structured=self.structured, cluster=self.cluster, qat=self.qat,
+                          finetune_epochs=self.epochs(finetune_epochs))
+
+    def compress_options(self, finetune_epochs: int | None) -> dict:
+        """The keyword arguments of this config's `compress()` call (besides the data and the output)."""
+        opts: dict = {"modes": self.mode}
+        if self.trains:
+            opts.update(prune=self.prune, structured=self.structured, cluster=self.cluster, qat=self.qat,
+                        finetune_epochs=finetune_epochs)
+        return opts
+
+
+BASELINE = SweepConfig("float32", "float32 (baseline)", "float32")
+GRID: tuple[SweepConfig, ...] = (
+    BASELINE,
+    SweepConfig("float16", "float16 weights", "float16"),
+    SweepConfig("dynamic", "dynamic range (int8 weights)", "dynamic"),
+    SweepConfig("int8", "int8 (post-training)", "int8"),
+    SweepConfig("prune50", "prune 50% + int8", "int8", prune=0.5),
+    SweepConfig("prune80", "prune 80% + int8", "int8", prune=0.8),
+    SweepConfig("2of4", "2:4 sparsity + int8", "int8", structured="2:4"),
+    SweepConfig("cluster16", "cluster 16 + int8", "int8", cluster=16),
+    SweepConfig("qat", "QAT int8", "int8", qat=True),
+    SweepConfig("pcqat", "prune 80% + cluster 16 + QAT int8", "int8", prune=0.8, cluster=16, qat=True),
+)
+CONFIGS = {c.name: c for c in GRID}
+
+
+@dataclass
+class SweepRow:
+    """One config's file, measured.
+
+    Attributes:
+        config, label: the config's name and what it does.
+        path, card, report: the file, its model card and its run's report (absolute paths).
+        mode: the file's mode ("float32", "float16", "dynamic", "int8").
+        bytes, gzip_bytes: its size, raw and gzipped (level 6, as compress reports it).
+        ratio, gzip_ratio: those sizes over the float32 baseline's (below 1: smaller).
+        metric: the metric compress chose ("accuracy", "binary_accuracy", "mae"); accuracy: its value for the file.
+        keras_accuracy: the same metric of the config's Keras model (the fine-tuned one for training-aware configs).
+        accuracy_change: `accuracy` minus the original Keras model's value (a fraction for accuracies).
+        parity_passed: the file passed compress' parity check against its Keras model.
+        latency_ms: median of single-sample invokes; latency_runs: how many were timed; kernels: LiteRT's kernels.
+        pareto_size, pareto_latency: on the size/accuracy and latency/accuracy fronts (see the module docstring).
+        resumed: finished by an earlier sweep and kept.
+        seconds: the compress run's time (as its report records it).
+        warnings: the run's warnings.
+    """
+
+    config: str
+    label: str
+    path: str
+    card: str
+    report: str
+    mode: str
+    bytes: int
+    gzip_bytes: int
+    ratio: float
+    gzip_ratio: float
+    metric: str | None
+    accuracy: float | None
+    keras_accuracy: float | None
+    accuracy_change: float | None
+    parity_passed: bool
+    seconds: float
+    resumed: bool
+    latency_ms: float | None = None
+    latency_runs: int = 0
+    kernels: str | None = None
+    pareto_size: bool = False
+    pareto_latency: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    @property
+    def pareto(self) -> bool:
+        """On either front."""
+        return self.pareto_size or self.pareto_latency
+
+
+@dataclass
+class SweepReport:
+    """What `sweep` did; also written as `output_dir/sweep.json` (with paths relative to `output_dir`).
+
+    Attributes:
+        model: the model (absolute path, or a description of a model in memory); model_sha256: its hash as
+            compress records it.
+        output_dir: the sweep's folder (absolute).
+        rows: one per config, the float32 baseline first.
+        metric, higher_is_better: the metric compress chose and its direction.
+        keras_accuracy: the original Keras model's value of that metric; evaluation: what it was measured on.
+        settings: the sweep's arguments (data as compress records them).
+        latency: how latency was measured (method, threads, rounds, runtime).
+        cpu: the CPU (name, cores, features).
+        ran, resumed: the configs run by this call, and those kept from an earlier one.
+        table, json, plot: the files written (`sweep.txt`, `sweep.json`, `sweep.png`).
+        seconds: wall time of this call.
+    """
+
+    model: str
+    model_sha256: str
+    output_dir: str
+    rows: list[SweepRow]
+    metric: str | None
+    higher_is_better: bool
+    keras_accuracy: float | None
+    evaluation: dict
+    settings: dict
+    latency: dict
+    cpu: dict
+    ran: list[str]
+    resumed: list[str]
+    table: str
+    json: str
+    plot: str
+    seconds: float
+    pareto_definition: str = PARETO_DEFINITION
+    producer: dict = field(default_factory=producer_info)
+    schema: str = SWEEP_SCHEMA
+    schema_version: int = SWEEP_SCHEMA_VERSION
+
+    def row(self, config: str) -> SweepRow:
+        """The row of one config.
+
+        Raises:
+            KeyError: no such config in this sweep (the message lists those there are).
+        """
+        for r in self.rows:
+            if r.config == config:
+                return r
+        raise KeyError(f"no config {config!r} in this sweep (it has: {', '.join(r.config for r in self.rows)})")
+
+    def pareto(self, front: str = "size") -> list[SweepRow]:
+        """The Pareto-optimal rows of a front, "size" (gzipped size vs accuracy) or "latency"."""
+        if front not in ("size", "latency"):
+            raise ValueError(f"front must be 'size' or 'latency', got {front!r}")
+        return [r for r in self.rows if (r.pareto_size if front == "size" else r.pareto_latency)]
+
+    def to_dict(self) -> dict:
+        """The report as JSON-able data; file paths relative to `output_dir`."""
+        out = Path(self.output_dir)
+        d = {"schema": self.schema, "schema_version": self.schema_version, "producer": self.producer}
+        for k, v in asdict(self).items():
+            if k not in d and k not in ("table", "json", "plot"):
+                d[k] = v
+        d["rows"] = [{**asdict(r), **{k: _relative(getattr(r, k), out) for k in ("path", "card", "report")},
+                      "pareto": [f for f, on in (("size", r.pareto_size), ("latency", r.pareto_latency)) if on]}
+                     for r in self.rows]
+        d["pareto"] = {"definition": self.pareto_definition, "size": [r.config for r in self.pareto("size")],
+                       "latency": [r.config for r in self.pareto("latency")]}
+        d["files"] = {"table": Path(self.table).name, "json": Path(self.json).name, "plot": Path(self.plot).name}
+        return d
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+# -- the sweep ----------------------------------------------------------------------------------------------------
+def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, seed: int = 0, force: bool = False,
+          finetune_epochs: int | None = None, progress: Progress | None = None) -> SweepReport:
+    """Compress one model with every config of a grid, measure every file, and mark the Pareto-optimal ones.
+
+    Each config is one `edgekeras.compress` run into `output_dir/<config>/` (a verified file, its card, the
+    run's report); the float32 baseline is always made first. Then the latency of every file is measured
+    here, and `output_dir/sweep.txt` (the table), `sweep.json` (rows, settings, CPU) and `sweep.png` (gzipped
+    size vs accuracy, latency vs accuracy, Pareto points highlighted) are written, each atomically.
+    Interrupted, it resumes: configs whose run finished are kept, not rerun.
+
+    Args:
+        model: a Keras model file or SavedModel folder, or a Keras model in memory (as `compress` takes).
+        data: labelled training data for the fine-tuning configs (a `.npz` with x and y, an image folder of
+            class subfolders, or (x, y) arrays). May be None only when no selected config fine-tunes.
+        eval: labelled evaluation data (same forms): every file's accuracy, and the parity check.
+        calib: calibration data for the integer modes; default: the training data's inputs (or, without
+            `data`, synthetic data, with the warning compress gives).
+        output_dir: the sweep's folder (created when missing).
+        configs: names of the configs to run (a list, or one string with commas); default: the whole `GRID`.
+            The float32 baseline is always included.
+        val: validation data for the fine-tuning (same forms as `data`).
+        seed: seed of calibration sampling and fine-tuning (as compress takes it).
+        force: rerun every config, replacing the files of earlier runs.
+        finetune_epochs: epochs per fine-tuning stage for every training-aware config; default: compress'
+            (2, and 12 when pruning 80%).
+        progress: called as progress(done, total, text) after each config and after the latency measurement.
+
+    Returns:
+        A `SweepReport`; `report.row("int8")` is the int8 row, `report.pareto("size")` the size front.
+
+    Raises:
+        BadInput: an unknown config name (the message lists the valid ones), no `eval`, no `data` for a
+            fine-tuning config, data that cannot be read or do not agree, a bad setting; all before any run.
+        OutputError: `output_dir` holds finished runs made with other settings (pass force=True), or cannot
+            be written.
+        UnsupportedModel, ParityError: from a compress run (see `edgekeras.compress`).
+
+    Example:
+        report = edgekeras.sweep("digits.h5", data="train.npz", eval="test.npz", output_dir="sweep",
+                                 configs=["float16", "int8", "prune50"], finetune_epochs=1)
+        print(open(report.table).read())
+    """
+    t0 = time.perf_counter()
+    plan = _plan(model, data=data, eval=eval, calib=calib, output_dir=output_dir, configs=configs, val=val,
+                 seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress)
+    total = len(plan.configs) + 1
+    docs: dict[str, dict] = {}
+    ran, kept = [], []
+    for i, cfg in enumerate(plan.configs, start=1):
+        folder = plan.out / cfg.name
+        if cfg.name in plan.finished:
+            docs[cfg.name] = plan.finished[cfg.name]
+            kept.append(cfg.name)
+            log.info("[%d/%d] %s: finished by an earlier sweep, kept (%s)", i, len(plan.configs), cfg.name, folder)
+            _tell(progress, i, total, f"{cfg.name}: kept from an earlier run")
+            continue
+        log.info("[%d/%d] %s: %s -> %s", i, len(plan.configs), cfg.name, cfg.label, folder)
+        started = time.perf_counter()
+        compress(model, **cfg.compress_options(plan.finetune_epochs), calib=plan.calib, eval=plan.eval,
+                 output_dir=folder, force=force or cfg.name in plan.leftovers, seed=seed,
+                 data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None)
+        docs[cfg.name] = json.loads((folder / plan.report_names[cfg.name]).read_text(encoding="utf-8"))
+        ran.append(cfg.name)
+        seconds = time.perf_counter() - started
+        _tell(progress, i, total, f"{cfg.name}: made in {seconds:.0f} s")
+    rows = _rows(plan, docs, kept)
+    if ran:
+        from .client import _close_spare
+
+        _close_spare()  # the next worker, importing TensorFlow in the background, would disturb the timing
+    latency = _measure_latency(rows)
+    _tell(progress, total, total, "latency measured")
+    higher = HIGHER_IS_BETTER.get(rows[0].metric or "accuracy", True)
+    _mark_pareto(rows, higher)
+    base = docs[BASELINE.name]
+    k = base.get("keras_accuracy") or {}
+    report = SweepReport(
+        model=plan.model_name, model_sha256=plan.sha256, output_dir=str(plan.out.resolve()), rows=rows,
+        metric=rows[0].metric, higher_is_better=higher, keras_accuracy=k.get("value"),
+        evaluation={"data": k.get("data"), "samples": k.get("samples"), "output": k.get("output")},
+        settings=plan.settings, latency=latency, cpu=_cpu(), ran=ran, resumed=kept,
+        table=str(plan.out.resolve() / "sweep.txt"), json=str(plan.out.resolve() / "sweep.json"),
+        plot=str(plan.out.resolve() / "sweep.png"), seconds=0.0)
+    report.seconds = time.perf_counter() - t0
+    atomic_write_text(report.table, format_table(report) + "\n")
+    atomic_write_text(report.json, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
+    plot(report, report.plot)
+    log.info("sweep done in %.0f s: %s", report.seconds, report.table)
+    return report
+
+
+def _tell(progress: Progress | None, done: int, total: int, text: str) -> None:
+    if progress is not None:
+        progress(done, total, text)
+
+
+# -- plan: everything checked before any run ---------------------------------------------------------------------
+@dataclass
+class _Plan:
+    out: Path
+    configs: list[SweepConfig]
+    model_name: str
+    stem: str
+    sha256: str
+    data: object
+    val: object
+    eval: object
+    calib: object
+    finetune_epochs: int | None
+    seed: int
+    report_names: dict[str, str]
+    row_names: dict[str, str]
+    settings: dict
+    finished: dict[str, dict] = field(default_factory=dict)
+    leftovers: set[str] = field(default_factory=set)
+
+
+def select_configs(configs=None) -> list[SweepConfig]:
+    """The configs named (a list, or a string with commas), in grid order, the float32 baseline first.
+
+    Raises:
+        BadInput: an unknown name or a wrong type; the message lists the valid names.
+    """
+    valid = ", ".join(CONFIGS)
+    if configs is None:
+        return list(GRID)
+    if isinstance(configs, str):
+        configs = [c.strip() for c in configs.split(",") if c.strip()]
+    try:
+        names = list(configs)
+    except TypeError:
+        raise BadInput(f"configs must be a list of config names, got {type(configs).__name__}",
+                       fix=f"e.g. configs=['float16', 'int8', 'prune50']; valid: {valid}") from None
+    bad = [c for c in names if not isinstance(c, str) or c not in CONFIGS]
+    if bad:
+        raise BadInput(f"unknown sweep config(s) {', '.join(map(repr, bad))}; valid: {valid}",
+                       fix="pick names from that list (configs=[...], or --configs a,b,c)")
+    if not names:
+        raise BadInput(f"configs is empty; valid: {valid}", fix="leave it unset for the whole grid")
+    return [c for c in GRID if c.name in names or c is BASELINE]
+
+
+def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, finetune_epochs, progress) -> _Plan:
+    chosen = select_configs(configs)
+    if eval is None:
+        raise BadInput("a sweep needs labelled evaluation data: every row's accuracy comes from it",
+                       fix="pass eval=... (a .npz with x and y, an image folder of class subfolders, or (x, y))",
+                       cli_fix="pass --eval DATA (a .npz with x and y, or an image folder of class subfolders)")
+    trains = [c.name for c in chosen if c.trains]
+    if data is None and trains:
+        raise BadInput(f"config(s) {', '.join(trains)} fine-tune the model: they need labelled training data",
+                       fix="pass data=... (a .npz with x and y, an image folder, or (x, y)), or choose only "
+                           "float16, dynamic, int8 with configs=[...]",
+                       cli_fix="pass --data TRAIN (a .npz with x and y, or an image folder), or choose only "
+                               "float16, dynamic, int8 with --configs")
+    if finetune_epochs is not None and (not isinstance(finetune_epochs, int) or isinstance(finetune_epochs, bool)
+                                        or finetune_epochs < 1):
+        raise BadInput(f"finetune_epochs must be an integer >= 1, got {finetune_epochs!r}",
+                       fix="leave it unset for compress' defaults (2; 12 when pruning 80%)")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise BadInput(f"seed must be a non-negative integer, got {seed!r}")
+    if progress is not None and not callable(progress):
+        raise BadInput(f"progress must be a function progress(done, total, text), got {type(progress).__name__}")
+    if not isinstance(output_dir, (str, os.PathLike)):
+        raise BadInput(f"output_dir must be a folder path, got {type(output_dir).__name__}",
+                       fix="pass output_dir='sweep' (created when missing)", cli_fix="pass -o DIR")
+    eval, data, val, calib = (_absolute(s) for s in (eval, data, val, calib))
+    eval_desc = check_source(eval, "evaluation")
+    data_desc = check_source(data, "training") if data is not None else None
+    val_desc = check_source(val, "validation") if val is not None else None
+    if calib is None and data is not None:
+        calib = data[0] if isinstance(data, (tuple, list)) else data
+        log.info("no calibration data given: the integer modes calibrate on the training data's inputs")
+    calib_desc = check_source(calib, "calibration") if calib is not None else None
+    _check_data_agree(eval, data, val)
+    if not trains:
+        data = val = None
+    if isinstance(model, (str, os.PathLike)):
+        info = inspect_model(model)
+        info.check_safe(trust_model=False)
+        model_name, sha = str(Path(model).resolve()), _file_sha256(Path(model))
+    elif hasattr(model, "get_weights") and hasattr(model, "count_params") and callable(model):
+        model_name, sha = f"in-memory model {getattr(model, 'name', '?')!r}", _weights_sha256(model)
+    else:
+        raise BadInput(f"model must be a path to a model file or folder, or a Keras model object; got "
+                       f"{type(model).__name__}", fix="pass e.g. 'model.h5', a SavedModel folder, or the model itself")
+    out = check_writable_dir(Path(output_dir))
+    stem = model_stem(model)
+    report_names, row_names = {}, {}
+    for cfg in chosen:
+        recipe = Recipe(modes=[cfg.mode], techniques=cfg.techniques(finetune_epochs),
+                        data="given" if cfg.trains else None).check()
+        names, report_names[cfg.name] = recipe.output_names(stem)
+        row_names[cfg.name] = names[("tflite", cfg.mode)]
+    settings = {"configs": [c.name for c in chosen], "data": data_desc if trains else None,
+                "val": val_desc if trains else None, "eval": eval_desc, "calib": calib_desc, "seed": seed,
+                "finetune_epochs": finetune_epochs, "force": force,
+                "epochs": {c.name: c.epochs(finetune_epochs) for c in chosen if c.trains}}
+    plan = _Plan(out=out, configs=chosen, model_name=model_name, stem=stem, sha256=sha, data=data, val=val,
+                 eval=eval, calib=calib, finetune_epochs=finetune_epochs, seed=seed, report_names=report_names,
+                 row_names=row_names, settings=settings)
+    if not force:
+        _check_earlier_sweep(plan)
+        _find_finished(plan)
+    return plan
+
+
+def _absolute(source):
+    """Paths made absolute, so the reports record where the data are whatever the working folder."""
+    return Path(source).resolve() if isinstance(source, (str, os.PathLike)) else source
+
+
+def _file_sha256(path: Path) -> str:
+    """The hash compress records for a model file or folder (a folder: the hashes of its files in path order)."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(bytes.fromhex(sha256_file(p)))
+    return h.hexdigest()
+
+
+def _weights_sha256(model) -> str:
+    """The hash compress records for a model in memory: its weights, in order."""
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def _peek(source) -> tuple[int, tuple, int | None] | None:
+    """(samples, sample shape, labels) of (x, y) arrays or a .npz with x (and y), read from the headers only;
+    None where that cannot be told without the model (image folders, multi-input .npz files)."""
+    if isinstance(source, (tuple, list)) and len(source) == 2 and isinstance(source[0], np.ndarray):
+        x, y = source
+        n_y = len(y) if hasattr(y, "__len__") and not isinstance(y, dict) else None
+        return len(x), tuple(x.shape[1:]), n_y
+    if isinstance(source, Path) and source.is_file() and source.suffix.lower() == ".npz":
+        shapes = _npz_shapes(source)
+        if shapes is None or "x" not in shapes:
+            return None
+        x = shapes["x"]
+        return (x[0], tuple(x[1:]), shapes["y"][0] if shapes.get("y") else None) if x else None
+    return None
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple] | None:
+    """{key: shape} of the arrays in a .npz, from their headers (nothing is loaded)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            shapes = {}
+            for name in z.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with z.open(name) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shapes[name[:-4]] = tuple(read(f)[0])
+            return shapes
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise BadInput(f"{path} is not a readable .npz file ({e})",
+                       fix="save it with np.savez(path, x=x, y=y)") from e
+
+
+def _check_data_agree(eval, data, val) -> None:
+    """Labels as many as samples, training and evaluation samples of one shape, one batch of training data."""
+    seen = {}
+    for flag, source in (("--eval", eval), ("--data", data), ("--val", val)):
+        if source is None:
+            continue
+        peek = _peek(source)
+        if peek is None:
+            continue
+        n, shape, n_y = peek
+        where = f"{flag} {source}" if isinstance(source, Path) else f"{flag.lstrip('-')} (arrays)"
+        if n_y is None:
+            raise BadInput(f"{where} has no labels", fix="save inputs and labels together: np.savez(path, x=x, y=y)")
+        if n_y != n:
+            raise BadInput(f"{where} has {n} samples but {n_y} labels", fix="give one label per sample")
+        seen[flag] = (shape, where)
+    if "--eval" in seen:
+        for flag in ("--data", "--val"):
+            if flag in seen and seen[flag][0] != seen["--eval"][0]:
+                raise BadInput(f"{seen[flag][1]} holds samples of shape {seen[flag][0]}, but {seen['--eval'][1]} "
+                               f"holds {seen['--eval'][0]}: both must fit the model's input",
+                               fix="give training and evaluation data for the same model input")
+    if data is not None:
+        peek = _peek(data)
+        if peek is not None and peek[0] < BATCH_SIZE:
+            raise BadInput(f"the training data has {peek[0]} sample(s), fewer than one fine-tuning batch "
+                           f"({BATCH_SIZE})", fix="give more training data")
+
+
+def _check_earlier_sweep(plan: _Plan) -> None:
+    """A sweep.json of another model in the folder: refuse (its table would be replaced by an unrelated one)."""
+    path = plan.out / "sweep.json"
+    if not path.is_file():
+        return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not ours to judge; it is replaced
+    other = earlier.get("model_sha256") if isinstance(earlier, dict) else None
+    if other and other != plan.sha256:
+        raise OutputError(f"{plan.out} holds a sweep of another model ({earlier.get('model')}, sha256 "
+                          f"{other[:12]}...; this one is {plan.sha256[:12]}...)",
+                          fix="choose another output_dir, or pass force=True to redo the sweep there",
+                          cli_fix="choose another -o DIR, or pass --force to redo the sweep there")
+
+
+def _find_finished(plan: _Plan) -> None:
+    """Configs whose run finished (kept), and folders an interrupted run left files in (replaced when rerun).
+
+    Raises:
+        OutputError: a finished run made with other settings than this sweep's.
+    """
+    for cfg in plan.configs:
+        folder = plan.out / cfg.name
+        if not folder.is_dir():
+            continue
+        doc, why = _finished_run(folder, plan.report_names[cfg.name], plan.row_names[cfg.name], cfg.mode)
+        if doc is None:
+            if any(not p.name.startswith(".") for p in folder.iterdir()):  # hidden: compress' staging, its own
+                log.warning("%s: %s; the config runs again and replaces its files", folder, why)
+                plan.leftovers.add(cfg.name)
+            continue
+        differences = _differences(doc, folder, cfg, plan)
+        if differences:
+            raise OutputError(f"{folder} holds a finished {cfg.name} run made with other settings: "
+                              + "; ".join(differences),
+                              fix="pass force=True to redo every config with these settings, or choose another "
+                                  "output_dir", cli_fix="pass --force to redo every config, or choose another -o DIR")
+        plan.finished[cfg.name] = doc
+
+
+def _finished_run(folder: Path, report_name: str, row_name: str, mode: str) -> tuple[dict | None, str]:
+    """(the report, "") when the run in `folder` finished: its report validates, every file it lists is there with
+    its size, and the row's file has its sha256; else (None, why not)."""
+    path = folder / report_name
+    if not path.is_file():
+        return None, f"no {report_name} (an interrupted run)"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        validate(doc, "report")
+    except (OSError, ValueError, BadInput) as e:
+        return None, f"{report_name} is not a valid report ({str(e).splitlines()[0][:200]})"
+    entry = next((f for f in doc["files"] if f["path"] == row_name and f["format"] == "tflite" and f["mode"] == mode),
+                 None)
+    if entry is None:
+        return None, f"{report_name} lists no {row_name}"
+    for f in doc["files"]:
+        p = folder / f["path"]
+        if not p.is_file() or p.stat().st_size != f["bytes"] or not (folder / f["card"]).is_file():
+            return None, f"{f['path']} (or its card) is missing or changed since {report_name} was written"
+    if sha256_file(folder / row_name) != entry["sha256"]:
+        return None, f"{row_name} changed since {report_name} was written"
+    return doc, ""
+
+
+def _differences(doc: dict, folder: Path, cfg: SweepConfig, plan: _Plan) -> list[str]:
+    """How a finished run's settings differ from what this sweep would run (empty: the same)."""
+    r = doc.get("recipe") or {}
+    diffs = []
+    card = json.loads((folder / (plan.row_names[cfg.name] + ".edgekeras.json")).read_text(encoding="utf-8"))
+    load = next((s.get("settings") or {} for s in card.get("steps") or [] if s.get("step") == "load"), {})
+    if load.get("sha256") != plan.sha256:
+        diffs.append(f"another model (sha256 {str(load.get('sha256'))[:12]}..., this one {plan.sha256[:12]}...)")
+    want = {"seed": plan.seed, "eval": plan.settings["eval"], "calib": plan.settings["calib"],
+            "data": plan.settings["data"] if cfg.trains else None,
+            "val": plan.settings["val"] if cfg.trains else None}
+    for key, value in want.items():
+        if r.get(key) != value:
+            diffs.append(f"{key} {r.get(key)!r} (now {value!r})")
+    t = r.get("techniques") or {}
+    mine = cfg.techniques(plan.finetune_epochs)
+    if (mine is None) != (not t):
+        diffs.append("other techniques")
+    elif mine is not None:
+        for key in ("prune", "structured", "cluster", "qat", "finetune_epochs"):
+            if t.get(key) != getattr(mine, key):
+                diffs.append(f"{key} {t.get(key)!r} (now {getattr(mine, key)!r})")
+    return diffs
+
+
+# -- rows ---------------------------------------------------------------------------------------------------------
+def _rows(plan: _Plan, docs: dict[str, dict], kept: list[str]) -> list[SweepRow]:
+    base_doc = docs[BASELINE.name]
+    base = _file_entry(base_doc, plan.row_names[BASELINE.name])
+    original = (base_doc.get("keras_accuracy") or {}).get("value")
+    rows = []
+    for cfg in plan.configs:
+        doc, folder = docs[cfg.name], plan.out.resolve() / cfg.name
+        f = _file_entry(doc, plan.row_names[cfg.name])
+        acc = f.get("accuracy") or {}
+        value = acc.get("value")
+        rows.append(SweepRow(
+            config=cfg.name, label=cfg.label, path=str(folder / f["path"]), card=str(folder / f["card"]),
+            report=str(folder / plan.report_names[cfg.name]), mode=f["mode"], bytes=f["bytes"],
+            gzip_bytes=f["gzip_bytes"], ratio=f["bytes"] / base["bytes"],
+            gzip_ratio=f["gzip_bytes"] / base["gzip_bytes"],
+            metric=acc.get("metric"), accuracy=value, keras_accuracy=(doc.get("keras_accuracy") or {}).get("value"),
+            accuracy_change=value - original if value is not None and original is not None else None,
+            parity_passed=bool(f["parity"]["passed"]), seconds=float(doc.get("seconds", 0.0)),
+            resumed=cfg.name in kept, warnings=list(doc.get("warnings") or [])))
+    return rows
+
+
+def _file_entry(doc: dict, name: str) -> dict:
+    return next(f for f in doc["files"] if f["path"] == name)
+
+
+# -- latency ------------------------------------------------------------------------------------------------------
+def _timing_method():
+    """(name, open) where open(path) -> (call, kernels): the bench harness' way when it is installed (its
+    model opening and invoke), else one of our own over `open_session(...).run_raw` on one zero sample."""
+    try:
+        from ..runtime.measure import open_for_timing
+    except ImportError:
+        open_for_timing = None
+    if open_for_timing is not None:
+        def open_harness(path):
+            m = open_for_timing(path, LATENCY_THREADS)
+            call = m.invoker()
+            call()  # the first call may bind outputs (ONNX Runtime); time the next ones
+            return m.invoker(), m.kernels
+
+        return "edgekeras.runtime.measure: Interpreter.invoke() on a seeded random sample", open_harness
+
+    from ..runtime.session import open_session
+
+    def open_own(path):
+        s = open_session(path, threads=LATENCY_THREADS)
+        feeds = {t.name: np.zeros([1 if d is None else d for d in t.shape], dtype=np.dtype(t.dtype)) for t in s.inputs}
+        return (lambda: s.run_raw(feeds)), s.kernels
+
+    return "open_session(...).run_raw on one zero sample", open_own
+
+
+def _measure_latency(rows: list[SweepRow]) -> dict:
+    """Median single-sample latency of every row's file, in interleaved rounds; sets the rows' fields."""
+    method, opener = _timing_method()
+    runs: dict[str, int] = {}
+    samples: dict[str, list[float]] = {r.config: [] for r in rows}
+    clock = time.perf_counter_ns
+    for _ in range(LATENCY_ROUNDS):
+        for r in rows:
+            with quiet_native((2,)):  # LiteRT's "Created XNNPACK delegate" lines
+                call, r.kernels = opener(r.path)
+            warm = []
+            for _ in range(LATENCY_WARMUP):
+                t = clock()
+                call()
+                warm.append(clock() - t)
+            if r.config not in runs:
+                each = max(statistics.median(warm), 1) / 1e9
+                runs[r.config] = int(min(LATENCY_MAX_RUNS, max(LATENCY_MIN_RUNS, LATENCY_SECONDS / each)))
+            timed = [0] * runs[r.config]
+            for i in range(len(timed)):
+                t = clock()
+                call()
+                timed[i] = clock() - t
+            samples[r.config].extend(v / 1e6 for v in timed)
+            del call  # the interpreter goes with it: one file open at a time
+    for r in rows:
+        r.latency_ms = statistics.median(samples[r.config])
+        r.latency_runs = len(samples[r.config])
+    log.info("latency measured: %s", ", ".join(f"{r.config} {r.latency_ms:.3g} ms" for r in rows))
+    return {"method": method, "statistic": "median", "runtime": "litert", "threads": LATENCY_THREADS,
+            "rounds": LATENCY_ROUNDS, "warmup": LATENCY_WARMUP, "batch": 1, "pareto_tie": LATENCY_TIE,
+            "runs_per_round": f"{LATENCY_MIN_RUNS}-{LATENCY_MAX_RUNS} (about {LATENCY_SECONDS} s per file)"}
+
+
+def _cpu() -> dict:
+    """The CPU, as the bench harness describes it when installed, else from /proc/cpuinfo."""
+    try:
+        from ..runtime.cpu import cpu_info, describe
+    except ImportError:
+        name = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+                if line.startswith("model name"):
+                    name = line.partition(":")[2].strip()
+                    break
+        except OSError:
+            pass
+        info = {"name": name, "machine": platform.machine(), "cores": os.cpu_count()}
+        return {**info, "description": f"{name} ({info['machine']}, {info['cores']} cores)"}
+    info = cpu_info()
+    return {**info, "description": describe(info)}
+
+
+# -- Pareto -------------------------------------------------------------------------------------------------------
+def pareto_optimal(costs: list[float | None], scores: list[float | None], higher_is_better: bool = True,
+                   tie: float = 0.0) -> list[bool]:
+    """Which points are Pareto-optimal: no other point dominates them.
+
+    Point q dominates point p when q's cost is lower than or equal to p's, q's score is at least as good, and q
+    is strictly better in one of the two. Two costs a, b are equal when |a - b| <= tie * max(a, b) (tie=0:
+    exactly equal), and lower when a < b and not equal. A point with a None cost or score is no candidate
+    (False) and dominates nothing. Points equal on both axes are all kept.
+
+    Args:
+        costs: lower is better (gzipped bytes, milliseconds).
+        scores: the metric; `higher_is_better` says its direction (False for mae).
+        tie: relative tolerance under which two costs count as equal (the sweep: 0 for sizes, `LATENCY_TIE`
+            for latencies).
+
+    Returns:
+        One bool per point.
+
+    Example:
+        pareto_optimal([10, 20, 30], [0.9, 0.95, 0.93])              # [True, True, False]
+        pareto_optimal([1.0, 1.01], [0.90, 0.95], tie=0.05)          # [False, True]
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    pts = [(float(c), sign * float(s)) if c is not None and s is not None else None for c, s in zip(costs, scores)]
+
+    def dominates(q, p) -> bool:
+        same = abs(q[0] - p[0]) <= tie * max(abs(q[0]), abs(p[0]))
+        lower = q[0] < p[0] and not same
+        return (lower or same) and q[1] >= p[1] and (lower or q[1] > p[1])
+
+    return [p is not None and not any(q is not None and j != i and dominates(q, p) for j, q in enumerate(pts))
+            for i, p in enumerate(pts)]
+
+
+def _mark_pareto(rows: list[SweepRow], higher: bool) -> None:
+    scores = [r.accuracy if r.parity_passed else None for r in rows]
+    for r, on in zip(rows, pareto_optimal([float(r.gzip_bytes) for r in rows], scores, higher)):
+        r.pareto_size = on
+    for r, on in zip(rows, pareto_optimal([r.latency_ms for r in rows], scores, higher, tie=LATENCY_TIE)):
+        r.pareto_latency = on
+
+
+# -- the table and the plot ---------------------------------------------------------------------------------------
+def _metric_text(value: float | None, metric: str | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if metric != "mae" else f"{value:.4g}"
+
+
+def _change_text(change: float | None, metric: str | None) -> str:
+    if change is None:
+        return "-"
+    return f"{change * 100:+.1f} pt" if metric != "mae" else f"{change:+.3g}"
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3f} ms" if x < 1 else f"{x:.2f} ms" if x < 100 else f"{x:.0f} ms"
+
+
+def _metric_name(metric: str | None) -> str:
+    return {"accuracy": "top-1 accuracy", "binary_accuracy": "binary accuracy", "mae": "mean absolute error"}.get(
+        metric or "", metric or "accuracy")
+
+
+def format_table(report: SweepReport) -> str:
+    """The sweep as a plain-text table (what `sweep.txt` holds and `edgekeras sweep` prints); `*` marks
+    Pareto-optimal rows, the last column says on which front."""
+    header = ["", "config", "file", "mode", "size", "gzip", "f32/size", "f32/gzip", report.metric or "accuracy",
+              "vs keras", "parity", "latency", "pareto"]
+    rows = []
+    out = Path(report.output_dir)
+    for r in report.rows:
+        fronts = "+".join(f for f, on in (("size", r.pareto_size), ("latency", r.pareto_latency)) if on)
+        rows.append(["*" if r.pareto else "", r.config, _relative(r.path, out), r.mode, human_bytes(r.bytes),
+                     human_bytes(r.gzip_bytes), f"{1 / r.ratio:.1f}x", f"{1 / r.gzip_ratio:.1f}x",
+                     _metric_text(r.accuracy, r.metric), _change_text(r.accuracy_change, r.metric),
+                     "pass" if r.parity_passed else "FAIL", _ms(r.latency_ms), fronts])
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    right = {4, 5, 6, 7, 8, 9, 11}
+
+    def fmt(row):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    ev = report.evaluation
+    keras = _metric_text(report.keras_accuracy, report.metric)
+    rule = fmt(["" if i == 0 else "-" * w for i, w in enumerate(widths)])
+    lines = [f"sweep of {Path(report.model).name} (sha256 {report.model_sha256[:12]}...): {len(report.rows)} configs",
+             f"{report.metric or 'accuracy'}: {_metric_name(report.metric)} of output {ev.get('output')!r} on "
+             f"{ev.get('samples')} samples of {ev.get('data')}; the original Keras model: {keras} ('vs keras' is "
+             "the change from it)",
+             f"latency: median of single-sample LiteRT invokes, {report.latency['threads']} thread(s), on "
+             f"{report.cpu.get('description') or report.cpu.get('name')}",
+             "", fmt(header), rule] + [fmt(row) for row in rows]
+    lines += ["", f"* Pareto-optimal: {report.pareto_definition}. size: gzipped size vs {report.metric}; latency: "
+                  f"median latency vs {report.metric}."]
+    if report.resumed:
+        lines.append(f"kept from an earlier run: {', '.join(report.resumed)}")
+    return "\n".join(lines)
+
+
+def plot(report: SweepReport, path: str | os.PathLike) -> None:
+    """Write the two-panel figure as a PNG, atomically: gzipped size vs metric and latency vs metric, Pareto points
+    highlighted and joined by their front, parity failures crossed out, every point labelled (labels placed so
+    that they do not overlap, with a leader line when moved away from their point)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig = Figure(figsize=(13, 5.4))
+    canvas = FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.11, top=0.88, wspace=0.16)
+    higher = report.higher_is_better
+    metric = report.metric or "accuracy"
+    for ax, front in zip(fig.subplots(1, 2), ("size", "latency")):
+        def on_front(r):
+            return r.pareto_size if front == "size" else r.pareto_latency
+
+        pts = [(r, r.gzip_bytes / 1e3 if front == "size" else r.latency_ms) for r in report.rows]
+        pts = [(r, x) for r, x in pts if x is not None and r.accuracy is not None]
+        optimal = [(r, x) for r, x in pts if on_front(r)]
+        others = [(r, x) for r, x in pts if not on_front(r)]
+        ax.scatter([x for _, x in others], [r.accuracy for r, _ in others], s=36, color="0.6", zorder=2,
+                   label="dominated")
+        failed = [(r, x) for r, x in pts if not r.parity_passed]
+        if failed:
+            ax.scatter([x for _, x in failed], [r.accuracy for r, _ in failed], s=70, marker="x", color="red",
+                       zorder=4, label="parity failed (not a candidate)")
+        if optimal:
+            line = sorted(optimal, key=lambda p: (p[1], -p[0].accuracy if higher else p[0].accuracy))
+            ax.step([x for _, x in line], [r.accuracy for r, _ in line], where="post", color="tab:blue", alpha=0.5,
+                    zorder=2)
+            ax.scatter([x for _, x in optimal], [r.accuracy for r, _ in optimal], s=64, color="tab:blue", zorder=3,
+                       label="Pareto-optimal")
+        if report.keras_accuracy is not None:
+            ax.axhline(report.keras_accuracy, color="0.5", linestyle="--", linewidth=1, label="Keras model")
+        if front == "size":
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("gzipped size (kB, log scale; lower is better)")
+            ax.set_title(f"gzipped size vs {metric}")
+        else:
+            ax.set_xlabel(f"median latency of one invoke (ms, {report.latency['threads']} thread(s); lower is better)")
+            ax.set_title(f"latency vs {metric}")
+        ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
+        ax.margins(x=0.15, y=0.12)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right" if higher else "upper right")
+        ax.autoscale_view()
+        ax.set_xlim(ax.get_xlim())  # fixed from here on: labels are placed in display space
+        ax.set_ylim(ax.get_ylim())
+        ordered = sorted(pts, key=lambda p: not on_front(p[0]))  # the front's labels first, at their best place
+        _place_labels(ax, canvas.get_renderer(), [(r.config, x, r.accuracy, on_front(r)) for r, x in ordered])
+    fig.suptitle(f"{Path(report.model).name}: {len(report.rows)} configs; {metric} on "
+                 f"{report.evaluation.get('samples')} samples; latency on {report.cpu.get('name')}", fontsize=10)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def _place_labels(ax, renderer, items: list[tuple[str, float, float, bool]]) -> None:
+    """Annotate each (text, x, y, bold) at the first of a list of offsets where it stays inside the axes and overlaps
+    no label placed before (nor the legend); where none is free, at the offset that overlaps least."""
+    from matplotlib.text import Text
+
+    near = [(6, 4), (6, -12), (-6, 4), (-6, -12)]
+    offsets = near + [(dx, dy) for step in range(1, 8) for dy in (4 + 13 * step, -12 - 13 * step)
+                      for dx in (6, -6, 40, -40)]
+    legend = ax.get_legend()
+    taken = [legend.get_window_extent(renderer)] if legend is not None else []
+    frame = ax.get_window_extent(renderer)
+
+    def cost(box) -> float:
+        outside = not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1)
+        overlap = sum(max(0.0, min(box.x1, b.x1) - max(box.x0, b.x0)) * max(0.0, min(box.y1, b.y1) - max(box.y0, b.y0))
+                      for b in taken)
+        return overlap + (1e9 if outside else 0.0)
+
+    for text, x, y, bold in items:
+        best = None
+        for dx, dy in offsets:
+            t = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                            ha="left" if dx > 0 else "right", fontweight="bold" if bold else "normal",
+                            color="tab:blue" if bold else "0.3",
+                            arrowprops=None if (dx, dy) in near else dict(arrowstyle="-", color="0.7", lw=0.6))
+            t.update_positions(renderer)
+            box = Text.get_window_extent(t, renderer)  # the text alone (an Annotation's includes its line)
+            c = cost(box)
+            if best is None or c < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (c, t, box)
+            else:
+                t.remove()
+            if c == 0:
+                break
+        taken.append(best[2])
+
+
+__all__ = ["sweep", "SweepReport", "SweepRow", "SweepConfig", "GRID", "CONFIGS", "select_configs", "pareto_optimal",
+           "format_table", "plot"]
