@@ -498,6 +498,20 @@ def validate(document: dict, kind: str = "model-card") -> None:
                        fix="regenerate it with edgekeras")
 
 
+def sha256_path(path: str | os.PathLike) -> str:
+    """The hash edgekeras records for a model: a file's sha256, or for a folder (a SavedModel) the sha256 of its
+    files' hashes in path order."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(bytes.fromhex(sha256_file(p)))
+    return h.hexdigest()
+
+
 def check_card_matches(card: ModelCard, file: str | os.PathLike) -> None:
     """BadInput when `card` does not describe `file` (its sha256 differs): a stale or swapped card."""
     if card.sha256 is None:

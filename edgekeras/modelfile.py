@@ -192,6 +192,18 @@ def _lambdas(config: Any) -> list[str]:
     return names
 
 
+def weights_sha256(model) -> str:
+    """The hash edgekeras records for a model in memory: the bytes of its weights, in order."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
 def check_custom_objects_file(spec) -> None:
     """A `--custom-objects` path must be an existing .py file (it is imported later, with TensorFlow)."""
     if spec is None or isinstance(spec, dict):

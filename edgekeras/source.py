@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import inspect
 import re
@@ -28,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from ._keras import keras, keras3, tf
-from .card import ModelCard, TensorSpec, sha256_file
+from .card import ModelCard, TensorSpec, sha256_path
 from .errors import BadInput, UnsupportedModel, first_line
-from .modelfile import ModelFileInfo
+from .modelfile import ModelFileInfo, weights_sha256
 
 TASKS = ("classification", "binary", "regression")
 
@@ -390,7 +389,7 @@ def load_source(info: ModelFileInfo, *, custom_objects: str | Path | dict | None
     if not isinstance(model, base):
         raise BadInput(f"{path} did not load as a Keras model (got {type(model).__name__})")
     return _from_keras(model, name=str(path), path=path, fmt=info.format, version=info.keras_version,
-                       sha256=_sha256(path), loss=info.loss, from_logits=info.from_logits)
+                       sha256=sha256_path(path), loss=info.loss, from_logits=info.from_logits)
 
 
 def source_from_object(model) -> SourceModel:
@@ -412,12 +411,9 @@ def source_from_object(model) -> SourceModel:
         raise BadInput(f"the Keras model {model.name!r} has no defined inputs (a subclassed model, or never built)",
                        fix="build it functionally (keras.Input(...)), or call it once on data and export a "
                            "SavedModel with model.export(folder)")
-    h = hashlib.sha256()
-    for w in model.get_weights():
-        h.update(np.ascontiguousarray(w).tobytes())
     loss, from_logits = _compiled_loss(model)
     return _from_keras(model, name=f"in-memory model {model.name!r}", path=None, fmt="memory", version=version,
-                       sha256=h.hexdigest(), loss=loss, from_logits=from_logits)
+                       sha256=weights_sha256(model), loss=loss, from_logits=from_logits)
 
 
 def _keras_version_of(obj) -> int | None:
@@ -460,15 +456,6 @@ def _require_fixed_shapes(inputs: list[TensorSpec], name) -> None:
                 f"input {t.name!r} of {name} has shape {t.shape}: only the batch dimension may be of any size for "
                 "edge export (TFLite and calibration need fixed sizes)",
                 fix="rebuild or export the model with a fixed input shape, e.g. keras.Input((224, 224, 3))")
-
-
-def _sha256(path: Path) -> str:
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(bytes.fromhex(sha256_file(p)))
-    return h.hexdigest()
 
 
 _UNKNOWN = re.compile(r"(?:Unknown (layer|object|activation|loss|metric|initializer|regularizer|constraint)"
@@ -552,7 +539,7 @@ def _load_savedmodel(path: Path) -> SourceModel:
     outputs = [TensorSpec(n, _shape(s.shape), "float32") for n, s in sig.structured_outputs.items()]
     _require_fixed_shapes(inputs, path)
     src = SourceModel(name=str(path), path=path, format="savedmodel", keras_version=None, inputs=inputs,
-                      outputs=outputs, sha256=_sha256(path), params=None, card=ModelCard.find(path),
+                      outputs=outputs, sha256=sha256_path(path), params=None, card=ModelCard.find(path),
                       _signature=sig, _loaded=loaded)
     src._activations = src.graph_activations()
     src.outputs = [replace(t, kind="probabilities") if t.name in src._activations else t for t in outputs]

@@ -1141,8 +1141,8 @@ def _stats(model, stages: list[_Stage], techniques: Techniques) -> list[LayerSta
     return stats
 
 
-__all__ = ["Techniques", "Optimized", "LayerStats", "optimize", "flatten", "qat_unsupported", "layer_stats",
-           "pruning_schedule", "SCHEDULES", "CLUSTER_INITS", "STRUCTURED", "DEFAULT_LEARNING_RATE"]
+__all__ = ["Techniques", "Optimized", "LayerStats", "Wrapped", "optimize", "wrap", "flatten", "qat_unsupported",
+           "layer_stats", "pruning_schedule", "CLUSTER_INITS", "STRUCTURED", "DEFAULT_LEARNING_RATE"]
 
 
 # -- building blocks for your own training loop -----------------------------------------------------------------

@@ -48,11 +48,9 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 import zipfile
@@ -64,11 +62,11 @@ import numpy as np
 
 from .._files import atomic_path, atomic_write_text, check_writable_dir
 from .._native import quiet_native
-from ..card import producer_info, sha256_file, validate
+from ..card import producer_info, sha256_file, sha256_path, validate
 from ..data import check_source
 from ..errors import BadInput, OutputError
 from ..metrics import HIGHER_IS_BETTER
-from ..modelfile import inspect_model
+from ..modelfile import inspect_model, weights_sha256
 from ..report.text import human_bytes
 from .pipeline import HEAVY_PRUNING, compress
 from .recipe import Recipe, Techniques, model_stem
@@ -468,9 +466,9 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
     if isinstance(model, (str, os.PathLike)):
         info = inspect_model(model)
         info.check_safe(trust_model=False)
-        model_name, sha = str(Path(model).resolve()), _file_sha256(Path(model))
+        model_name, sha = str(Path(model).resolve()), sha256_path(Path(model))
     elif hasattr(model, "get_weights") and hasattr(model, "count_params") and callable(model):
-        model_name, sha = f"in-memory model {getattr(model, 'name', '?')!r}", _weights_sha256(model)
+        model_name, sha = f"in-memory model {getattr(model, 'name', '?')!r}", weights_sha256(model)
     else:
         raise BadInput(f"model must be a path to a model file or folder, or a Keras model object; got "
                        f"{type(model).__name__}", fix="pass e.g. 'model.h5', a SavedModel folder, or the model itself")
@@ -498,24 +496,6 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
 def _absolute(source):
     """Paths made absolute, so the reports record where the data are whatever the working folder."""
     return Path(source).resolve() if isinstance(source, (str, os.PathLike)) else source
-
-
-def _file_sha256(path: Path) -> str:
-    """The hash compress records for a model file or folder (a folder: the hashes of its files in path order)."""
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(bytes.fromhex(sha256_file(p)))
-    return h.hexdigest()
-
-
-def _weights_sha256(model) -> str:
-    """The hash compress records for a model in memory: its weights, in order."""
-    h = hashlib.sha256()
-    for w in model.get_weights():
-        h.update(np.ascontiguousarray(w).tobytes())
-    return h.hexdigest()
 
 
 def _peek(source) -> tuple[int, tuple, int | None] | None:
@@ -762,20 +742,9 @@ def _measure_latency(rows: list[SweepRow]) -> dict:
 
 
 def _cpu() -> dict:
-    """The CPU, as the bench harness describes it when installed, else from /proc/cpuinfo."""
-    try:
-        from ..runtime.cpu import cpu_info, describe
-    except ImportError:
-        name = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-                if line.startswith("model name"):
-                    name = line.partition(":")[2].strip()
-                    break
-        except OSError:
-            pass
-        info = {"name": name, "machine": platform.machine(), "cores": os.cpu_count()}
-        return {**info, "description": f"{name} ({info['machine']}, {info['cores']} cores)"}
+    """The CPU, as the bench harness describes it."""
+    from ..runtime.cpu import cpu_info, describe
+
     info = cpu_info()
     return {**info, "description": describe(info)}
 
