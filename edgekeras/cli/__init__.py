@@ -276,15 +276,15 @@ def main():
                                                    "or more].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Fine-tuning batch size.")
-@click.option("--finetune-frozen", is_flag=True,
-              help="Also fine-tune the layers the model froze (by default they are compressed but keep their weights).")
+@click.option("--keep-frozen", is_flag=True,
+              help="Layers the model froze keep their weights while compressed (by default they fine-tune too).")
 @_output_options
 @_debug_option
 @_run(_NOTHING_WRITTEN)
 def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, task, onnx, opset,
              eval_, output_dir, force, custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol,
              max_accuracy_drop, data, val, prune, prune_schedule, structured, cluster, cluster_init, qat,
-             finetune_epochs, learning_rate, batch_size, finetune_frozen, as_json):
+             finetune_epochs, learning_rate, batch_size, keep_frozen, as_json):
     """Compress MODEL (.h5, .keras or SavedModel folder; tf_keras or Keras 3) into verified .tflite/.onnx files.
 
     A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
@@ -299,7 +299,7 @@ def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samp
                  parity_samples=parity_samples, atol=atol, rtol=rtol, max_accuracy_drop=max_accuracy_drop, data=data,
                  val=val, prune=prune, prune_schedule=prune_schedule, structured=structured, cluster=cluster,
                  cluster_init=cluster_init, qat=qat, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
-                 batch_size=batch_size, finetune_frozen=finetune_frozen)
+                 batch_size=batch_size, finetune_frozen=not keep_frozen)
     _print_report(report, as_json, note=None if modes or qat else
                   "no compression mode chosen (--int8, --float16, --dynamic, --int16x8): wrote the float32 baseline")
 

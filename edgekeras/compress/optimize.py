@@ -47,15 +47,17 @@ at its output only, with tfmot's own Default8BitOutputQuantizeConfig (our additi
 Preserving schemes: after pruning, clustering keeps the zeros (`preserve_sparsity`) and QAT keeps them
 (PrunePreserve); after clustering, QAT keeps the clusters of Conv2D and Dense kernels (ClusterPreserve).
 
-Frozen layers (`trainable=False`, e.g. a frozen pretrained base, where most weights usually are) are
-compressed like the others (pruned, clustered, quantize-aware) but keep their weights while the other layers
-fine-tune around them; `Techniques(finetune_frozen=True)` fine-tunes them too. Measured: on a frozen VGG19 base,
-fine-tuning the base at the heavy-pruning rate (1e-3) took the model from 1.000 to 0.333 (3 classes); on a small
-digits base (99k weights, a trained softmax head, int8 accuracy 0.969), prune 0.8, int8 accuracy after 2 epochs
-at 1e-4 / 2 at 1e-3 / 12 at 1e-3: base pruned and fine-tuned 0.894 / 0.967 / 0.983; base pruned but kept frozen
-(the default) 0.808 / 0.922 / 0.956; base left dense 0.906 / 0.964 / 0.972, in a file 3.7x larger. Frozen
+Frozen layers (`trainable=False`, e.g. a frozen pretrained base, where most weights usually are) are compressed
+like the others and fine-tuned while compressed (their surviving weights, centroids and quantization ranges
+re-learn); the result has the caller's trainable flags again. `Techniques(finetune_frozen=False)` keeps their
+weights instead (only the other layers fine-tune). Measured on a small digits base (99k weights, a trained
+softmax head, int8 accuracy 0.969), prune 0.8, int8 accuracy after 2 epochs at 1e-4 / 2 at 1e-3 / 12 at 1e-3:
+base pruned and fine-tuned (the default) 0.894 / 0.967 / 0.983; base pruned but kept frozen 0.808 / 0.922 /
+0.956; base left dense 0.906 / 0.964 / 0.972, in a file 3.7x larger. On a frozen VGG19 base with random weights
+(benchmarks/compression.py): pruned 50% and fine-tuned 1.000, kept frozen 0.333 (3 classes); pruned 80%, 0.667
+either way at 1e-4 or 1e-3 (a random 16-layer stack does not survive losing 80% of every kernel). Frozen
 kernels under 1024 weights (e.g. VGG's RGB->BGR preprocessing conv) and layers without a kernel
-(BatchNormalization keeps its statistics) are not compressed. The result has the caller's trainable flags.
+(BatchNormalization keeps its statistics) are not compressed.
 Nested models are inlined first (`flatten`), so every technique reaches a base's layers.
 
 Fine-tuning length, measured on the digits CNN (99k weights, 1437 training images, int8 accuracy 0.983): the
@@ -1032,8 +1034,8 @@ class _Run:
         self.frozen = {layer.name for layer in plain.layers if layer.weights and not layer.trainable}
         if self.frozen:
             log.info("%d frozen layer(s): compressed, and %s", len(self.frozen),
-                     "fine-tuned while compressed (finetune_frozen)" if techniques.finetune_frozen else
-                     "kept frozen while the other layers fine-tune around them (finetune_frozen=True to train them)")
+                     "fine-tuned while compressed; frozen again in the result" if techniques.finetune_frozen else
+                     "kept frozen while the other layers fine-tune around them")
         self.steps = math.ceil(data.n / techniques.batch_size) * techniques.finetune_epochs
         self.history: dict[str, list[float]] = {}
         self.epoch_stages: list[str] = []
@@ -1074,9 +1076,8 @@ def _inner_name(layer) -> str:
 
 
 def _freeze_wrapped(wrapped, frozen: set[str]) -> None:
-    """Keep the wrappers of frozen layers frozen: masks, centroids and quantization ranges still apply to them,
-    but their weights do not train (a pretrained base fine-tuned at the head's learning rate is destroyed:
-    measured, a frozen VGG19 base thawed at 1e-3 for 80% pruning took the model from 1.000 to 0.333)."""
+    """Keep the wrappers of frozen layers frozen (finetune_frozen=False): masks, centroids and quantization ranges
+    still apply to them, but their weights do not train."""
     for layer in wrapped.layers:
         if _inner_name(layer) in frozen:
             layer.trainable = False

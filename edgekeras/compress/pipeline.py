@@ -135,7 +135,7 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
              isolate: bool = True, data=None, val=None, prune: float | None = None,
              prune_schedule: str = "polynomial", structured: str | None = None, cluster: int | None = None,
              cluster_init: str = "kmeans++", qat: bool = False, finetune_epochs: int | None = None,
-             learning_rate: float | None = None, batch_size: int = 32, finetune_frozen: bool = False,
+             learning_rate: float | None = None, batch_size: int = 32, finetune_frozen: bool = True,
              max_accuracy_drop: float | None = None) -> CompressReport:
     """Compress a Keras model into verified edge files, each with a model card.
 
@@ -183,8 +183,8 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
         finetune_epochs, learning_rate, batch_size: fine-tuning of each stage. Default: 2 epochs at 1e-4, and 12
             epochs at 1e-3 when pruning 70% or more (measured on the digits CNN: 80% pruning lost 2 points with
             the short default and 0.2 with the long one).
-        finetune_frozen: also fine-tune the layers the model froze; by default they are compressed but keep their
-            weights (a pretrained base trained at the head's learning rate loses what it learned).
+        finetune_frozen: the layers the model froze (a frozen base) fine-tune while compressed, then are frozen
+            again (measured better on the bases tried); False keeps their weights (`--keep-frozen`).
         max_accuracy_drop: with int8 and `eval`: the most the int8 files may lose against Keras, in percentage
             points (accuracy) or percent of the Keras error (mae); when plain int8 loses more, the layers that
             quantize worst are kept in float, as few as possible, each candidate measured as deployed.

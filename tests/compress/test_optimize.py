@@ -142,7 +142,7 @@ def test_flatten_inlines_nested_models_with_the_same_outputs(opt, keras):
     assert not np.all(model.get_layer("probs").get_weights()[0] == 0)  # copies, not shared layers
 
 
-def test_frozen_base_is_compressed_and_stays_frozen(opt, keras, tiny_data):
+def test_frozen_base_is_compressed_and_fine_tuned_but_stays_frozen(opt, keras, tiny_data):
     model = nested_model(keras)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     before = model.get_weights()
@@ -156,7 +156,7 @@ def test_frozen_base_is_compressed_and_stays_frozen(opt, keras, tiny_data):
     assert not result.model.get_layer("bn").trainable and not result.model.get_layer("stem").trainable
     original = model.get_layer("base").get_layer("block").get_layer("conv").get_weights()[0]
     kept = result.model.get_layer("block_conv").get_weights()[0]
-    assert not np.allclose(kept[kept != 0], original[kept != 0])  # clustered while frozen
+    assert not np.allclose(kept[kept != 0], original[kept != 0])  # clustered (and fine-tuned) while frozen
     np.testing.assert_array_equal(result.model.get_layer("stem").get_weights()[0],  # too small to prune: as it was
                                   model.get_layer("base").get_layer("stem").get_weights()[0])
     np.testing.assert_array_equal(result.model.get_layer("bn").get_weights()[2],  # frozen BatchNorm statistics
@@ -166,7 +166,7 @@ def test_frozen_base_is_compressed_and_stays_frozen(opt, keras, tiny_data):
 
 @pytest.mark.parametrize("finetune_frozen", [False, True])
 def test_frozen_weights_train_only_when_asked(opt, keras, tiny_data, finetune_frozen):
-    """By default a frozen base is pruned but keeps its surviving weights (the head fine-tunes around it)."""
+    """A frozen base is pruned and fine-tuned by default; with finetune_frozen=False it keeps its surviving weights."""
     model = nested_model(keras)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     result = opt.optimize(model, opt.Techniques(prune=0.5, finetune_epochs=2, learning_rate=1e-2,
