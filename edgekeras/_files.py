@@ -10,7 +10,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a staging folder's owner is then told by its process id
+    fcntl = None
 
 from .errors import OutputError
 
@@ -132,6 +138,7 @@ def refuse_existing(paths: list[Path], force: bool, flag: str = "-o/--output-dir
 
 
 STAGING_PREFIX = ".edgekeras-staging-"
+_NEW_PREFIX = ".edgekeras-new-"  # a staging folder before its lock is taken (renamed to STAGING_PREFIX then)
 _JOURNAL = "commit.json"
 
 
@@ -143,7 +150,10 @@ class Staging:
     (same file system, atomic per file), then removes the folder. A run killed hard (SIGKILL, power loss)
     leaves its folder behind, named with its process id; the next run in that output folder finds it
     (`recover`): a folder with a journal was killed while committing and its moves are finished (so a file
-    is never left beside another run's card), any other is deleted. `scratch(name)` gives a path for
+    is never left beside another run's card), any other is deleted. A run holds an exclusive lock (flock) on its
+    folder while it lives, and the system releases it when the process dies however it dies, so a folder whose
+    lock can be taken is a dead run's: process ids are not used (they repeat across containers, where every
+    run may be PID 1). `scratch(name)` gives a path for
     working files that are never committed.
 
     Example:
@@ -155,7 +165,10 @@ class Staging:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.recovered = recover(self.folder)
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.folder))
+        new = Path(tempfile.mkdtemp(prefix=f"{_NEW_PREFIX}{os.getpid()}-", dir=self.folder))
+        self._lock = _lock(new)  # taken before the folder carries the name `recover` looks at
+        self.dir = new.with_name(STAGING_PREFIX + new.name[len(_NEW_PREFIX):])
+        os.rename(new, self.dir)
         self._files: list[str] = []
 
     def path(self, name: str) -> Path:
@@ -180,6 +193,9 @@ class Staging:
 
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> "Staging":
         return self
@@ -198,14 +214,38 @@ def _finish_moves(staging: Path, folder: Path, moves: list[str]) -> list[Path]:
     return final
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+def _lock(folder: Path) -> int | None:
+    """Hold an exclusive lock on `folder` (an open descriptor, released when closed or when the process dies)."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _owner_alive(folder: Path) -> bool:
+    """Is the run that made this staging folder still running? Its lock says so (its process id where there is
+    no flock)."""
+    if fcntl is None:
+        try:
+            pid = int(folder.name.split("-")[-2])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return True  # gone, or not ours to judge
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # locked: its run holds it
+    finally:
+        os.close(fd)
+    return False
 
 
 def recover(folder: Path) -> list[str]:
@@ -217,12 +257,12 @@ def recover(folder: Path) -> list[str]:
     done = []
     if not Path(folder).is_dir():
         return done
+    for d in sorted(Path(folder).glob(_NEW_PREFIX + "*")):
+        # killed between making its folder and locking it (an empty folder): removed once surely not in the making
+        if d.is_dir() and time.time() - d.stat().st_mtime > 60 and not _owner_alive(d):
+            shutil.rmtree(d, ignore_errors=True)
     for d in sorted(Path(folder).glob(STAGING_PREFIX + "*")):
-        try:
-            pid = int(d.name[len(STAGING_PREFIX):].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid == os.getpid() or _pid_alive(pid):
+        if not d.is_dir() or _owner_alive(d):
             continue
         journal = d / _JOURNAL
         if journal.is_file():

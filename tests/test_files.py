@@ -49,3 +49,32 @@ def test_refuse_existing_names_files_and_says_force(tmp_path):
     with pytest.raises(OutputError, match=r"(?s)already exists: .*a.*--force"):
         refuse_existing([tmp_path / "a", tmp_path / "b"], force=False)
     refuse_existing([tmp_path / "a"], force=True)
+
+
+def test_recovery_tells_a_dead_run_by_its_lock_not_its_process_id(tmp_path):
+    """In containers every run may be PID 1: a leftover named with a live process id (ours) is still a dead run's,
+    and a live run's folder (another process holding it) is never touched."""
+    import subprocess
+    import sys
+    import time
+
+    from edgekeras import _files
+
+    dead = tmp_path / f"{_files.STAGING_PREFIX}{os.getpid()}-leftover"  # our own pid, as after a container restart
+    dead.mkdir()
+    (dead / "m.tflite").write_bytes(b"half")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from edgekeras._files import Staging; s = Staging(sys.argv[1]); "
+         "print(s.dir, flush=True); time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        live = holder.stdout.readline().strip()
+        assert live and os.path.isdir(live)
+        assert not dead.exists()  # the holder's own Staging recovered it on the way in
+        with Staging(tmp_path) as mine:
+            assert os.path.isdir(live) and mine.recovered == []  # the other run's folder is left alone
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert _files.recover(tmp_path) == [f"removed the staging folder of an interrupted run ({os.path.basename(live)})"]
+    assert listing(tmp_path) == set()
