@@ -141,7 +141,7 @@ class LiteRTSession(Session):
             key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
             self._runner = self._interp.get_signature_runner(key)
             ind, outd = self._runner.get_input_details(), self._runner.get_output_details()
-            # keep the signature's declared order
+            # the signature lists inputs and outputs sorted by name, not in the model's order: callers match by name
             self.inputs = [_spec_from_detail(n, ind[n]) for n in sigs[key]["inputs"]]
             self.outputs = [_spec_from_detail(n, outd[n]) for n in sigs[key]["outputs"]]
         else:
@@ -285,8 +285,10 @@ def float_ops(model: str | os.PathLike | bytes) -> list[str]:
 
 
 # Ops whose input 1 is a weight tensor, and the axis of their input channels in TFLite's layout.
-_WEIGHT_OPS = {"CONV_2D": -1, "FULLY_CONNECTED": -1, "DEPTHWISE_CONV_2D": None, "TRANSPOSE_CONV": -1,
-               "CONV_3D": -2, "BATCH_MATMUL": None, "EMBEDDING_LOOKUP": None}
+# op -> (input-channel axis of its weight tensor or None, output-channel axis), in TFLite's layouts: CONV_2D and
+# TRANSPOSE_CONV [O, H, W, I], FULLY_CONNECTED [O, I], DEPTHWISE_CONV_2D [1, H, W, O], CONV_3D [D, H, W, I, O].
+_WEIGHT_OPS = {"CONV_2D": (-1, 0), "FULLY_CONNECTED": (-1, 0), "DEPTHWISE_CONV_2D": (None, -1),
+               "TRANSPOSE_CONV": (-1, 0), "CONV_3D": (-2, -1), "BATCH_MATMUL": (None, -1), "EMBEDDING_LOOKUP": (None, 0)}
 
 
 def tflite_weight_stats(model: str | os.PathLike | bytes) -> list[dict]:
@@ -321,8 +323,8 @@ def tflite_weight_stats(model: str | os.PathLike | bytes) -> list[dict]:
         name = (tensors[outs[0]]["name"] if outs else tensors[index]["name"]).split(";")[0]
         name = name.rsplit("/", 1)[0] if "/" in name else name  # "model/conv0a/Relu" -> the layer, "model/conv0a"
         name = re.sub(r"(^|/)quant_", r"\1", name)  # tfmot's QAT wrappers rename layers "quant_<name>"
-        channels = w.reshape(w.shape[0], -1) if w.ndim >= 2 else w.reshape(1, -1)
-        axis = _WEIGHT_OPS[op["op_name"]]
+        axis, out_axis = _WEIGHT_OPS[op["op_name"]]
+        channels = np.moveaxis(w, out_axis, 0).reshape(w.shape[out_axis], -1) if w.ndim >= 2 else w.reshape(1, -1)
         two_of_four = None
         if axis is not None and w.ndim >= 2 and w.shape[axis] % 4 == 0:
             groups = np.moveaxis(w, axis, -1).reshape(-1, 4)

@@ -101,3 +101,21 @@ def test_unknown_format_and_missing_input(files, tmp_path):
     s = open_session(files / "digits.onnx")
     with pytest.raises(edgekeras.BadInput, match="missing"):
         s.run({"img": np.zeros((1, 8, 8, 1), np.float32)})
+
+
+def test_weight_stats_count_distinct_values_per_output_channel_of_a_depthwise_conv(tmp_path, keras):
+    """TFLite keeps a depthwise kernel as [1, H, W, channels]: its output channels are the last axis."""
+    import tensorflow as tf
+
+    from edgekeras.runtime.session import tflite_weight_stats
+
+    inputs = keras.Input((8, 8, 4))
+    dw = keras.layers.DepthwiseConv2D(3, name="dw")
+    m = keras.Model(inputs, dw(inputs))
+    k = np.zeros((3, 3, 4, 1), np.float32)
+    for c in range(4):  # channel c: 3 values of its own (12 over the whole kernel)
+        k[..., c, 0] = np.resize(np.array([1, 2, 3], np.float32) + 10 * c, (3, 3))
+    dw.set_weights([k, np.zeros(4, np.float32)])
+    stats = tflite_weight_stats(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    (layer,) = [s for s in stats if s["op"] == "DEPTHWISE_CONV_2D"]
+    assert layer["params"] == 36 and layer["distinct_values"] == 3 and layer["sparsity"] == 0.0
