@@ -37,8 +37,8 @@ from . import _NOTHING_WRITTEN, _debug_option, _output_options, _run, main
               help="ssh: an option passed to ssh as -o (repeatable), e.g. StrictHostKeyChecking=accept-new.")
 @click.option("--benchmark-binary", type=click.Path(path_type=str),
               help="adb: LiteRT's benchmark_model built for the phone (e.g. android_aarch64_benchmark_model).")
-@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
-              help="Warn when a file scores more than this below the Keras model (0.01 = one point).")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, metavar="PP",
+              help="Warn when a file scores more than PP percentage points below the Keras model.")
 @click.option("--timeout", type=float, default=600, show_default=True,
               help="Seconds any one measuring process may take.")
 @_output_options

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--eval", default=None)
     b.add_argument("--timeout", type=float, default=600.0)
-    b.add_argument("--max-accuracy-drop", type=float, default=0.01)
+    b.add_argument("--max-accuracy-drop", type=float, default=1.0, help="percentage points")
     b.add_argument("--json", action="store_true")
     b.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)  # the ssh target's protocol
     b.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)

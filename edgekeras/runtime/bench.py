@@ -59,7 +59,7 @@ DEFAULT_RUNS = 100
 DEFAULT_WARMUP = 10
 DEFAULT_ROUNDS = 3
 DEFAULT_TIMEOUT = 600.0
-DEFAULT_MAX_ACCURACY_DROP = 0.01
+DEFAULT_MAX_ACCURACY_DROP = 1.0  # percentage points, as compress --max-accuracy-drop
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the `edgekeras` package
 
 
@@ -598,10 +598,10 @@ def findings(report: BenchReport, cards: list[ModelCard | None], *,
         for f, _ in scored:
             if ref_value is None or f.metric not in ("accuracy", "binary_accuracy"):
                 continue
-            drop = ref_value - f.accuracy
+            drop = (ref_value - f.accuracy) * 100  # percentage points
             if drop > max_accuracy_drop:
-                add(f, f"accuracy drop: {f.file} scores {f.accuracy:.4f}, {drop * 100:.1f} points below {ref_name} "
-                       f"({ref_value:.4f}); the threshold is {max_accuracy_drop * 100:.1f} points")
+                add(f, f"accuracy drop: {f.file} scores {f.accuracy:.4f}, {drop:.1f} points below {ref_name} "
+                       f"({ref_value:.4f}); the threshold is {max_accuracy_drop:.1f} points")
     for f in files:
         if f.p99_ms is not None and f.p50_ms > 0 and f.p99_ms > 5 * f.p50_ms and f.runs >= 50:
             add(f, f"{f.file}: noisy measurement (p99 {_ms(f.p99_ms)} ms is {f.p99_ms / f.p50_ms:.0f}x p50 "

@@ -96,7 +96,7 @@ def test_warnings_the_numbers_justify_are_on_the_page():
                                            "int8_note": "no int8 dot-product instructions"},
                          target="local", settings={"threads": 1, "runs": 10, "warmup": 1, "rounds": 1})
     cards = [card("float32"), card("int8"), card("int8", ["prune", "convert"]), card("int16x8")]
-    warnings = findings(report, cards, max_accuracy_drop=0.01)
+    warnings = findings(report, cards, max_accuracy_drop=1.0)
     text = "\n".join(warnings)
     assert "int8 is slower than float32" in text and "m.int8.tflite" in text and "Test CPU" in text
     assert "pruning gave no gain once gzipped" in text and "m.pruned.int8.tflite" in text
