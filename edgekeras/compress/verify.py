@@ -20,6 +20,7 @@ from ..card import Accuracy, Parity
 from ..errors import BadInput
 from ..export.parity import compare
 from ..metrics import check_labels, infer_task_from_labels, metric_for, score
+from ..modelfile import looks_like_keras_model
 from ..runtime.session import open_session
 
 
@@ -48,9 +49,9 @@ def verify_file(path, reference, data, *, task: str | None = None, exact: bool |
     x, y = data if isinstance(data, tuple) and len(data) == 2 else (data, None)
     feeds = session._feeds(x)
     got = session.run(feeds)
-    if callable(reference) and not hasattr(reference, "count_params"):
+    if callable(reference) and not looks_like_keras_model(reference):
         ref = {k: np.asarray(v, np.float32) for k, v in reference(feeds).items()}
-        kinds, ref_task = {}, None
+        kinds, ref_task, first = {}, None, session.outputs[0].name
     else:
         from ..source import source_from_object
 
@@ -59,14 +60,16 @@ def verify_file(path, reference, data, *, task: str | None = None, exact: bool |
         if missing:
             raise BadInput(f"{Path(path).name} and the reference model name their inputs differently ({missing})",
                            fix="compare a file with the model it was exported from")
-        ref = src.predict(feeds)
-        ref = {t.name: ref[r.name] for t, r in zip(session.outputs, src.outputs)}
-        kinds = {t.name: r.kind for t, r in zip(session.outputs, src.outputs)}
+        pairs = _pair_outputs(session.outputs, src.outputs, Path(path).name)
+        predicted = src.predict(feeds)
+        ref = {f.name: predicted[r.name] for f, r in pairs}
+        kinds = {f.name: r.kind for f, r in pairs}
         ref_task = src.task(task)[0]
+        first = pairs[0][0].name  # the file's name for the model's first output: the one labels belong to
     quantized = any(t.quantization for t in session.inputs + session.outputs) or any(
         t.dtype != "float32" for t in session.inputs)
-    first = session.outputs[0].name
-    task = task or ref_task or (infer_task_from_labels(y, session.outputs[0]) if y is not None else None)
+    scored = next(t for t in session.outputs if t.name == first)
+    task = task or ref_task or (infer_task_from_labels(y, scored) if y is not None else None)
     classes = {first} if task == "classification" else set()
     parity, _ = compare(ref, got, exact=(not quantized) if exact is None else exact, file=Path(path).name,
                         runtime=session.runtime, kernels=session.kernels, data="given data", atol=atol, rtol=rtol,
@@ -74,7 +77,21 @@ def verify_file(path, reference, data, *, task: str | None = None, exact: bool |
     if y is None:
         return parity, None
     metric = metric_for(task or "regression")
-    check_labels(metric, y, session.outputs[0], "given data", len(got[first]))
+    check_labels(metric, y, scored, "given data", len(got[first]))
     return parity, Accuracy(metric=metric, value=score(metric, got[first], y, kinds.get(first)),
                             keras=score(metric, ref[first], y, kinds.get(first)), samples=len(y), data="given data",
                             output=first)
+
+
+def _pair_outputs(file_outputs: list, model_outputs: list, file: str) -> list[tuple]:
+    """(file output, model output) pairs in the model's order. By name: a converter may list a file's outputs in
+    another order than the model's (TFLite signatures sort them by name); by position only when there is one."""
+    by_name = {t.name: t for t in file_outputs}
+    if len(file_outputs) == len(model_outputs) and all(r.name in by_name for r in model_outputs):
+        return [(by_name[r.name], r) for r in model_outputs]
+    if len(file_outputs) == len(model_outputs) == 1:
+        return [(file_outputs[0], model_outputs[0])]
+    raise BadInput(f"{file} and the reference model name their outputs differently (file: "
+                   f"{[t.name for t in file_outputs]}, model: {[t.name for t in model_outputs]})",
+                   fix="compare a file with the model it was exported from, or pass the reference as a function "
+                       "that returns {file output name: array}")

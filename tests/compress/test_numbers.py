@@ -110,6 +110,31 @@ def test_float_io_int8_with_evaluation(digits_model, tmp_path):
     assert abs(i8.accuracy.value - report.keras_accuracy.value) <= 0.01 and i8.parity.passed
 
 
+def test_verify_file_pairs_outputs_by_name_not_position(tmp_path, keras):
+    """A TFLite signature lists outputs sorted by name: 'score' (the model's first) comes after 'aux'."""
+    import tensorflow as tf
+
+    from edgekeras.compress import verify_file
+    from edgekeras.runtime import open_session
+
+    x = RNG.normal(size=(300, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    inputs = keras.Input((4,), name="features")
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    m = keras.Model(inputs, [keras.layers.Dense(3, activation="softmax", name="score")(h),
+                             keras.layers.Dense(1, name="aux")(h)])
+    m.compile(keras.optimizers.Adam(0.05), ["sparse_categorical_crossentropy", "mse"])
+    m.fit(x, [y, x[:, :1]], epochs=15, verbose=0)
+    (tmp_path / "m.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    assert [t.name for t in open_session(tmp_path / "m.tflite").outputs] == ["aux", "score"]  # the trap
+    parity, accuracy = verify_file(tmp_path / "m.tflite", m, (x[:100], y[:100]))
+    assert parity.passed and set(parity.outputs) == {"score", "aux"}
+    keras_acc = float((m.predict(x[:100], verbose=0)[0].argmax(1) == y[:100]).mean())
+    assert accuracy.output == "score" and accuracy.metric == "accuracy"
+    assert accuracy.keras == pytest.approx(keras_acc) and accuracy.value == pytest.approx(keras_acc, abs=0.02)
+    assert keras_acc > 0.8  # a trained model: a swapped pairing could not score this
+
+
 def test_grouped_convolutions_export_to_onnx(tmp_path, keras):
     import onnx
 
