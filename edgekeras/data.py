@@ -188,10 +188,12 @@ def _from_python(source, inputs: list[TensorSpec], purpose: str, limit: int | No
                        "iterable of samples", fix="make it a generator: def gen(): for x in data: yield [x[None]]") from None
     parts: list[dict[str, np.ndarray]] = []
     count = 0
+    first = inputs[0]
     for sample in iterator:
         arrays = _by_name(sample, inputs, "calib (a representative-dataset sample)")
         parts.append(arrays)
-        count += len(next(iter(arrays.values()))) if np.ndim(next(iter(arrays.values()))) else 1
+        a = arrays[first.name]
+        count += len(a) if np.ndim(a) == len(first.shape) else 1  # a batch, or one sample without its batch axis
         if limit is not None and count >= limit:
             break
     if not parts:

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .card import TensorSpec
@@ -57,12 +59,19 @@ def check_labels(metric: str, y: np.ndarray, output: TensorSpec, source: str, n:
     """
     y = np.asarray(y)
     where = f"{flag} data ({source})"
+    if y.ndim == 0:
+        raise BadInput(f"{where}: the labels of output {output.name!r} are a single value, not one per sample",
+                       fix=f"give an array of {n} labels")
     if len(y) != n:
         raise BadInput(f"{where} has {n} inputs but {len(y)} labels for output {output.name!r}",
                        fix="give one label per sample")
     if y.dtype.kind not in "biuf":
         raise BadInput(f"{where}: labels have dtype {y.dtype}; expected numbers (class indices, one-hot rows or "
                        "regression targets)")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        bad = int((~np.isfinite(y.reshape(len(y), -1))).any(axis=1).sum())
+        raise BadInput(f"{where}: {bad} label(s) of output {output.name!r} are NaN or infinite",
+                       fix="remove or repair those samples")
     width = int(np.prod([d for d in output.shape[1:] if d])) if len(output.shape) > 1 else 1
     if metric == "accuracy":
         classes = output.shape[-1]
@@ -98,6 +107,23 @@ def infer_task_from_labels(y: np.ndarray, output: TensorSpec) -> str:
     integral = y.dtype.kind in "biu" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0))
     if width and width >= 2 and y.ndim == 1 and integral and y.size and y.min() >= 0 and y.max() < width:
         return "classification"
+    if width and width >= 2 and y.ndim == 2 and y.shape[1] == width and np.isin(y, (0, 1)).all() \
+            and (y.sum(axis=1) == 1).all():
+        return "classification"  # one-hot rows
     if width == 1 and np.isin(y, (0, 1)).all():
         return "binary"
     return "regression"
+
+
+def with_task_kinds(outputs: list[TensorSpec], task: str | None, labels_output: str | None) -> list[TensorSpec]:
+    """Outputs with `kind` filled in for the task: the scored output's linear scores are logits (classification,
+    binary) or values (regression)."""
+    result = []
+    for t in outputs:
+        kind = t.kind
+        if kind is None and t.name == labels_output and task in ("classification", "binary"):
+            kind = "logits"
+        elif kind is None and task == "regression" and t.name == labels_output:
+            kind = "values"
+        result.append(replace(t, kind=kind))
+    return result

@@ -172,7 +172,9 @@ def _loss_name(name: str) -> str:
     """'SparseCategoricalCrossentropy' or 'sparse_categorical_crossentropy' -> the snake_case name."""
     import re
 
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if name and name[0].isupper() else name
+    if not name or not name[0].isupper():
+        return name
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()  # KLDivergence -> kl_divergence
 
 
 def _lambdas(config: Any) -> list[str]:
@@ -211,3 +213,8 @@ def check_custom_objects_file(spec) -> None:
     path = Path(spec)
     if not path.is_file() or path.suffix != ".py":
         raise BadInput(f"--custom-objects {path}: not a Python file", fix="pass the path of a .py file")
+
+
+def looks_like_keras_model(obj: Any) -> bool:
+    """A Keras model object (tf_keras or Keras 3), told by its interface without importing either."""
+    return hasattr(obj, "get_weights") and hasattr(obj, "count_params") and callable(obj)

@@ -333,20 +333,6 @@ def _shape(shape) -> list[int | None]:
     return [None if d is None else int(d) for d in shape]
 
 
-def with_task_kinds(outputs: list[TensorSpec], task: str | None, labels_output: str | None) -> list[TensorSpec]:
-    """Outputs with `kind` filled in for the task: the scored output's linear scores are logits (classification,
-    binary) or values (regression)."""
-    result = []
-    for t in outputs:
-        kind = t.kind
-        if kind is None and t.name == labels_output and task in ("classification", "binary"):
-            kind = "logits"
-        elif kind is None and task == "regression" and t.name == labels_output:
-            kind = "values"
-        result.append(replace(t, kind=kind))
-    return result
-
-
 # -- loading ----------------------------------------------------------------------------------------------------
 def load_source(info: ModelFileInfo, *, custom_objects: str | Path | dict | None = None,
                 trust_model: bool = False) -> SourceModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -225,3 +226,21 @@ def test_model_file_errors_come_before_tensorflow_is_imported(tmp_path):
     assert "BadInput model missing.h5 does not exist" in p.stdout and "is a text file, not a model" in p.stdout
     assert "no TF" in p.stdout, p.stdout + p.stderr
     assert elapsed < 10  # the answer does not wait for TensorFlow (about 0.5 s; a loaded machine may be slower)
+
+
+def test_a_whole_compress_run_of_a_file_leaves_tensorflow_out_of_the_callers_process(digits_model, tmp_path):
+    """TensorFlow lives in the worker process: the caller (a notebook, a service) keeps its memory and its threads,
+    through loading, evaluation, conversion, ONNX export and verification."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgekeras\n"
+            f"r = edgekeras.compress({str(digits_model['model'])!r}, 'int8', calib={str(digits_model['calib'])!r}, "
+            f"eval={str(digits_model['eval'])!r}, onnx=True, output_dir={str(tmp_path / 'o')!r})\n"
+            "print(sorted(f.mode + '/' + f.format for f in r.files), r.file('int8').accuracy.value > 0.9)\n"
+            "print('TF' if 'tensorflow' in sys.modules else 'no TF', 'keras' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "EDGEKERAS_SPARE_WORKER": "0"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "['float32/onnx', 'float32/tflite', 'int8/onnx', 'int8/tflite'] True" in p.stdout, p.stdout
+    assert "no TF False" in p.stdout, p.stdout

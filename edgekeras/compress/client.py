@@ -6,7 +6,7 @@ the last lines of that log. `ThreadWorker` runs the same `Worker` on a thread of
 objects that cannot cross a process boundary. Both take commands in order and deliver events in order.
 
 Example:
-    with ChildWorker(log_dir) as w:
+    with ChildWorker() as w:
         w.send({"cmd": "load", "model": "m.h5"})
         event = w.next_event()
 """
@@ -38,9 +38,10 @@ class _Child:
         self.env = dict(os.environ)
         fd, self.log_path = tempfile.mkstemp(prefix="edgekeras-worker-", suffix=".log")
         self._log = os.fdopen(fd, "wb")
+        out = None if os.environ.get("EDGEKERAS_DEBUG") else self._log  # --debug: TensorFlow's log on the terminal
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "edgekeras.compress.worker", str(write_fd)],
-                                         stdin=subprocess.PIPE, stdout=self._log, stderr=self._log,
+                                         stdin=subprocess.PIPE, stdout=out, stderr=out,
                                          pass_fds=(write_fd,), env=env, text=True)
         finally:
             os.close(write_fd)
@@ -48,16 +49,22 @@ class _Child:
         threading.Thread(target=self._read, args=(read_fd,), daemon=True, name="edgekeras-worker-events").start()
 
     def _read(self, fd: int) -> None:
-        with os.fdopen(fd, "r") as events:
-            for line in events:
-                if line.strip():
-                    self.events.put(json.loads(line))
-        code = self.proc.wait()
-        if code != 0:
-            self.events.put({"event": "died", "returncode": code, "signal": _signal_name(code),
-                             "log": self.log_tail()})
-        else:
-            self.events.put({"event": "closed"})
+        """Events until the pipe closes; then always one last event saying how the child ended."""
+        try:
+            with os.fdopen(fd, "r") as events:
+                for line in events:
+                    if line.strip():
+                        try:
+                            self.events.put(json.loads(line))
+                        except ValueError:
+                            break  # a line cut short: the child died while writing it
+        finally:
+            code = self.proc.wait()
+            if code != 0:
+                self.events.put({"event": "died", "returncode": code, "signal": _signal_name(code),
+                                 "log": self.log_tail()})
+            else:
+                self.events.put({"event": "closed"})
 
     def usable(self) -> bool:
         """Still running, and started with the environment this process has now."""

@@ -38,8 +38,8 @@ from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_source
                     synthetic_inputs)
 from ..errors import BadInput, UnsupportedModel
 from ..export.parity import compare
-from ..metrics import check_labels, infer_task_from_labels, metric_for, score
-from ..modelfile import check_custom_objects_file, inspect_model
+from ..metrics import check_labels, infer_task_from_labels, metric_for, score, with_task_kinds
+from ..modelfile import check_custom_objects_file, inspect_model, looks_like_keras_model
 from ..runtime.session import open_session, tflite_weight_stats
 from .recipe import (DEFAULT_ATOL, DEFAULT_CALIB_SAMPLES, DEFAULT_OPSET, DEFAULT_PARITY_SAMPLES, DEFAULT_RTOL,
                      Recipe, Techniques, model_stem)
@@ -312,6 +312,7 @@ class _Run:
             self.worker = worker
             with self.timed("load"):
                 info = self.load()
+                self.source_card = self._source_card(info)
                 meta = self.resolve(info)
             with self.timed("prepare data"):
                 data = self.prepare_data(info, meta, stage)
@@ -353,7 +354,7 @@ class _Run:
             check_custom_objects_file(self.custom_objects)
             r.model = str(Path(model).resolve())
             default_out = Path(model).resolve().parent
-        elif _looks_like_a_model(model):
+        elif looks_like_keras_model(model):
             r.model = f"in-memory model {getattr(model, 'name', '?')!r}"
             r.isolate = False
             default_out = Path.cwd()
@@ -415,7 +416,8 @@ class _Run:
         elif kind == "died":
             raise self._crash(e)
         elif kind == "closed":
-            raise RuntimeError("the conversion process ended before it answered")
+            raise UnsupportedModel(f"the conversion process ended while {self.doing}, before it answered",
+                                   fix="rerun with --debug to see TensorFlow's log")
 
     def _crash(self, e: dict) -> UnsupportedModel:
         doing = self.doing
@@ -455,7 +457,7 @@ class _Run:
     def resolve(self, info: ModelInfo) -> Metadata:
         """Preprocessing, labels and task: from the options, the card beside the model, or the model itself."""
         r = self.recipe
-        card = ModelCard.find(self.info.path) if self.info is not None else None
+        card = self.source_card
         image = info.image_input
         size, channels = (list(image.shape[1:3]), image.shape[3]) if image is not None else (None, None)
         hint = info.hint
@@ -494,9 +496,20 @@ class _Run:
                            f"outputs {first.shape[-1]} classes", fix="fix or delete the stale model card")
         return self._metadata(info, pre, labels, task)
 
-    def _metadata(self, info: ModelInfo, pre, labels, task) -> Metadata:
-        from ..source import with_task_kinds
+    def _source_card(self, info: ModelInfo) -> ModelCard | None:
+        """The card beside the model file, when it describes this very file (a card that names another sha256 is
+        stale: the model was saved again since, and its preprocessing or labels may have changed)."""
+        if self.info is None:
+            return None
+        card = ModelCard.find(self.info.path)
+        if card is not None and card.sha256 and card.sha256 != info.sha256:
+            self.warn(f"the model card beside {self.info.path.name} describes another file (sha256 "
+                      f"{card.sha256[:12]}..., the model's {info.sha256[:12]}...): it was ignored; pass --preprocess "
+                      "(and --task) for this model, or save the model and its card again together")
+            return None
+        return card
 
+    def _metadata(self, info: ModelInfo, pre, labels, task) -> Metadata:
         outputs = with_task_kinds(info.outputs, task, info.outputs[0].name)
         classes = set()
         for i, t in enumerate(outputs):
@@ -598,12 +611,7 @@ class _Run:
             raise BadInput(f"--eval data ({ev.source}) has labels for {unknown}, which are not outputs of the model "
                            f"(outputs: {', '.join(names)})", fix="name label arrays y (first output) or y_<output name>")
         if meta.primary in by_output and meta.task is None:
-            meta.task = infer_task_from_labels(by_output[meta.primary], meta.outputs[0])
-            self.task_reason = "the evaluation labels"
-            self.warn(f"the model does not say its task (no loss saved and a linear last layer): scoring output "
-                      f"{meta.primary!r} as {meta.task} from the evaluation labels; pass --task to choose")
-            refreshed = self._metadata(info, meta.preprocessing, meta.labels, meta.task)
-            meta.outputs, meta.class_outputs = refreshed.outputs, refreshed.class_outputs
+            self._task_from_labels(info, meta, by_output[meta.primary], "evaluation")
         for t in meta.outputs:
             if t.name not in by_output:
                 continue
@@ -612,6 +620,16 @@ class _Run:
             check_labels(metric, by_output[t.name], t, ev.source, len(ev))
             meta.scored[t.name] = metric
         data.labels_by_output = by_output
+
+    def _task_from_labels(self, info: ModelInfo, meta: Metadata, y: np.ndarray, purpose: str) -> None:
+        """The task of a model that does not say it (no loss saved, a linear last layer), from its labels; the
+        outputs' kinds (logits or values) and the class outputs follow it."""
+        meta.task = infer_task_from_labels(y, meta.outputs[0])
+        self.task_reason = f"the {purpose} labels"
+        self.warn(f"the model does not say its task (no loss saved and a linear last layer): output {meta.primary!r} "
+                  f"is taken as {meta.task} from the {purpose} labels; pass --task to choose")
+        refreshed = self._metadata(info, meta.preprocessing, meta.labels, meta.task)
+        meta.outputs, meta.class_outputs = refreshed.outputs, refreshed.class_outputs
 
     def _training_data(self, source, purpose: str, info: ModelInfo, meta: Metadata, stage: Staging) -> Dataset:
         """Labelled data to fine-tune on, checked before any training (shapes, labels, at least one batch)."""
@@ -630,9 +648,7 @@ class _Run:
             raise BadInput(f"{flag} data ({ds.source}) has no labels for output {meta.primary!r}",
                            fix="save it with np.savez(path, x=x, y=y)")
         if meta.task is None:
-            meta.task = infer_task_from_labels(y, meta.outputs[0])
-            self.warn(f"the model does not say its task: fine-tuning output {meta.primary!r} as {meta.task} from the "
-                      "training labels; pass --task to choose")
+            self._task_from_labels(info, meta, y, purpose)
         check_labels(metric_for(meta.task), y, meta.outputs[0], ds.source, len(ds), flag=flag)
         batch = r.techniques.batch_size
         if purpose == "training" and len(ds) < batch:
@@ -696,7 +712,7 @@ class _Run:
 
     def _steps_before_export(self) -> list[Step]:
         """The steps every output shares: the source card's, the load, the fine-tuning."""
-        card = ModelCard.find(self.info.path) if self.info is not None else None
+        card = self.source_card
         steps = list(card.steps) if card is not None else []
         source = self.info.path.resolve().name if self.info is not None else self.recipe.model
         steps.append(Step("load", {"source": source, "format": self.model_info.format,
@@ -738,7 +754,7 @@ class _Run:
         for cmd, _ in commands:
             self.worker.send(cmd)
         log.info("computing Keras reference outputs on %d samples", len(data.parity))
-        self.doing = commands[0][1]
+        self.doing = f"{commands[0][1]} and {commands[1][1]}"  # they run side by side
         with self.timed("keras reference"):
             self._wait("reference")
         with np.load(stage.scratch("reference.npz")) as z:
@@ -814,10 +830,6 @@ def _output_task(t: TensorSpec, activation: str | None) -> str:
     if activation == "sigmoid":
         return "binary"
     return "regression"
-
-
-def _looks_like_a_model(obj) -> bool:
-    return hasattr(obj, "get_weights") and hasattr(obj, "count_params") and callable(obj)
 
 
 def _append_card_warning(path: Path, message: str) -> None:

@@ -28,10 +28,7 @@ from tensorflow.lite.python.convert_phase import ConverterError  # noqa: E402  (
 from ..errors import BadInput, UnsupportedModel
 from ..runtime.session import float_ops
 from ..source import SourceModel
-
-MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
-INTEGER_MODES = ("int8", "int16x8")
-
+from .recipe import INTEGER_MODES, MODES
 
 @dataclass
 class Converted:
@@ -42,19 +39,6 @@ class Converted:
     settings: dict
     seconds: float
     float_ops: list[str] = field(default_factory=list)
-
-
-def check_modes(modes) -> list[str]:
-    """Validate mode names; return them in canonical order without duplicates.
-
-    Raises:
-        BadInput: an unknown mode; the message lists the valid ones.
-    """
-    modes = [modes] if isinstance(modes, str) else list(modes)
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        raise BadInput(f"unknown compression mode(s) {unknown}; valid: {', '.join(MODES)}")
-    return [m for m in MODES if m in modes]
 
 
 def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray] | None = None,
@@ -79,7 +63,8 @@ def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray
         BadInput: an unknown mode, or an integer mode without calibration data.
         UnsupportedModel: the converter fails, or an op cannot be integer and fallback is not allowed.
     """
-    check_modes([mode])
+    if mode not in MODES:
+        raise BadInput(f"unknown compression mode {mode!r}; valid: {', '.join(MODES)}")
     n = len(next(iter(calibration.values()))) if calibration else 0
     if mode in INTEGER_MODES and n == 0:
         raise BadInput(f"{mode} needs calibration data")

@@ -26,6 +26,7 @@ DEFAULT_PARITY_SAMPLES = 32
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
 DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 13, 18  # what tf2onnx 1.17 writes (edgekeras.export.onnx checks it again against tf2onnx)
 
 
 SCHEDULES = ("polynomial", "constant")
@@ -213,18 +214,23 @@ class Recipe:
             BadInput: the first problem, with its fix.
         """
         self.modes = check_modes(self.modes)
+        if self.techniques is not None and self.techniques.qat and "int8" not in self.modes:
+            self.modes = check_modes(self.modes + ["int8"])  # QAT is exported as full int8
         for name in ("calib_samples", "parity_samples", "seed", "opset"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or (v < 1 and name != "seed") or v < 0:
+            if not _is_int(v) or (v < 1 and name != "seed") or v < 0:
                 raise BadInput(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} integer, "
                                f"got {v!r}")
         for name in ("atol", "rtol"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            if not _is_number(v) or not math.isfinite(v) or v < 0:
                 raise BadInput(f"{name} must be a non-negative number, got {v!r}")
         if self.atol == 0 and self.rtol == 0:
             raise BadInput("atol and rtol cannot both be 0: float32 files never match bit for bit",
                            fix="keep the defaults (atol 1e-4, rtol 1e-5) or loosen them")
+        if self.onnx and not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise BadInput(f"ONNX opset {self.opset} is not one tf2onnx writes here",
+                           fix=f"choose an opset from {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
         if self.float_io and "int8" not in self.modes:
             raise BadInput("float_io (--float-io) only applies to int8", fix="add the int8 mode or drop float_io")
         if self.preprocess is not None and self.preprocess not in PREPROCESS:
@@ -237,14 +243,12 @@ class Recipe:
                 raise BadInput(f"{self.techniques.combination()} fine-tunes the model: it needs labelled training data",
                                fix="pass --data TRAIN (data=...): a .npz with x and y, an image folder of class "
                                    "subfolders, or (x, y) arrays")
-            if self.techniques.qat and "int8" not in self.modes:
-                self.modes = check_modes(self.modes + ["int8"])  # QAT is exported as full int8
         elif self.data is not None or self.val is not None:
             raise BadInput("--data/--val are the training data of training-aware compression, and no technique "
                            "was asked for", fix="add --prune, --structured, --cluster or --qat, or drop --data")
         if self.max_accuracy_drop is not None:
             v = self.max_accuracy_drop
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            if not _is_number(v) or not math.isfinite(v) or v < 0:
                 raise BadInput(f"max_accuracy_drop must be a number of percentage points >= 0, got {v!r}")
             if self.eval is None:
                 raise BadInput("--max-accuracy-drop needs --eval: the bound is checked on labelled data",

@@ -66,7 +66,7 @@ from ..card import producer_info, sha256_file, sha256_path, validate
 from ..data import check_source
 from ..errors import BadInput, OutputError
 from ..metrics import HIGHER_IS_BETTER
-from ..modelfile import inspect_model, weights_sha256
+from ..modelfile import inspect_model, looks_like_keras_model, weights_sha256
 from ..report.text import human_bytes
 from .pipeline import HEAVY_PRUNING, compress
 from .recipe import Recipe, Techniques, model_stem
@@ -339,10 +339,10 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
         if cfg.name in plan.finished:
             docs[cfg.name] = plan.finished[cfg.name]
             kept.append(cfg.name)
-            log.info("[%d/%d] %s: finished by an earlier sweep, kept (%s)", i, len(plan.configs), cfg.name, folder)
+            log.info("[%d/%d] %s: finished by an earlier sweep, kept (%s)", i, total, cfg.name, folder)
             _tell(progress, i, total, f"{cfg.name}: kept from an earlier run")
             continue
-        log.info("[%d/%d] %s: %s -> %s", i, len(plan.configs), cfg.name, cfg.label, folder)
+        log.info("[%d/%d] %s: %s -> %s", i, total, cfg.name, cfg.label, folder)
         started = time.perf_counter()
         compress(model, **cfg.compress_options(plan.finetune_epochs), calib=plan.calib, eval=plan.eval,
                  output_dir=folder, force=force or cfg.name in plan.leftovers, seed=seed,
@@ -467,7 +467,7 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
         info = inspect_model(model)
         info.check_safe(trust_model=False)
         model_name, sha = str(Path(model).resolve()), sha256_path(Path(model))
-    elif hasattr(model, "get_weights") and hasattr(model, "count_params") and callable(model):
+    elif looks_like_keras_model(model):
         model_name, sha = f"in-memory model {getattr(model, 'name', '?')!r}", weights_sha256(model)
     else:
         raise BadInput(f"model must be a path to a model file or folder, or a Keras model object; got "

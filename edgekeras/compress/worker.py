@@ -57,16 +57,15 @@ class Worker:
         if not cmd.get("beside_reference"):
             self._join_reference()
         try:
-            # In the caller's process (a model in memory), keep TensorFlow's and the converter's chatter off the
-            # terminal; in the child process this does nothing (its output is its log).
-            with quiet_native():
+            if name in ("convert", "onnx", "onnx_int8"):
+                # In the caller's process (a model in memory), keep the converter's and tf2onnx's chatter off the
+                # terminal; in the child process this does nothing (its output is its log).
+                with quiet_native():
+                    getattr(self, f"_cmd_{name}")(cmd, emit)
+            else:
                 getattr(self, f"_cmd_{name}")(cmd, emit)
-        except errors.EdgeKerasError as e:
-            emit({"event": "error", "command": name, "type": type(e).__name__, "message": e.message, "fix": e.fix,
-                  "cli_fix": e.cli_fix, "traceback": traceback.format_exc(), "exception": e})
-        except Exception as e:  # a bug of ours, or a library failing where we did not expect: reported as such
-            emit({"event": "error", "command": name, "type": "InternalError", "message": f"{type(e).__name__}: {e}",
-                  "fix": None, "traceback": traceback.format_exc(), "exception": e})
+        except Exception as e:  # ours (EdgeKerasError) or a bug: reported as such, with its traceback
+            emit(_error_event(name, e))
 
     # -- commands ----------------------------------------------------------------------------------------
     def _cmd_load(self, cmd: dict, emit: Emit) -> None:
@@ -96,10 +95,7 @@ class Worker:
             try:
                 self._reference(feeds, cmd["out"], emit)
             except Exception as e:  # reported like any command's error (see `handle`)
-                emit({"event": "error", "command": "reference", "type": getattr(e, "__class__").__name__
-                      if isinstance(e, errors.EdgeKerasError) else "InternalError",
-                      "message": getattr(e, "message", f"{type(e).__name__}: {e}"), "fix": getattr(e, "fix", None),
-                      "traceback": traceback.format_exc(), "exception": e})
+                emit(_error_event("reference", e))
 
         self._reference_thread = threading.Thread(target=run, name="edgekeras-reference", daemon=True)
         self._reference_thread.start()
@@ -119,7 +115,7 @@ class Worker:
     def _cmd_optimize(self, cmd: dict, emit: Emit) -> None:
         """Fine-tune with the training-aware techniques; later commands convert the result (QAT: int8 from the
         quantize-aware model)."""
-        from dataclasses import asdict
+        from dataclasses import asdict, replace
 
         from ..source import source_from_object
         from .optimize import optimize
@@ -156,6 +152,10 @@ class Worker:
         opt.model.save(cmd["out"], include_optimizer=False, save_format="h5")
         self.original = src
         self.source = source_from_object(opt.model)
+        # The translation and flattening keep the order of inputs and outputs, not always their names (a Keras 3
+        # input without a name): the files keep the names the original model's data and cards use.
+        self.source.inputs = [replace(t, name=o.name) for t, o in zip(self.source.inputs, src.inputs)]
+        self.source.outputs = [replace(t, name=o.name, kind=o.kind) for t, o in zip(self.source.outputs, src.outputs)]
         self.qat_source = None
         if opt.qat_model is not None:
             self.qat_source = source_from_object(opt.qat_model)
@@ -252,6 +252,14 @@ class Worker:
 
     def _cmd_exit(self, cmd: dict, emit: Emit) -> None:
         emit({"event": "exit"})
+
+
+def _error_event(command: str, e: Exception) -> dict:
+    """An exception as an "error" event: our errors by type with their fix, anything else as an internal error."""
+    ours = isinstance(e, errors.EdgeKerasError)
+    return {"event": "error", "command": command, "type": type(e).__name__ if ours else "InternalError",
+            "message": e.message if ours else f"{type(e).__name__}: {e}", "fix": e.fix if ours else None,
+            "cli_fix": e.cli_fix if ours else None, "traceback": traceback.format_exc(), "exception": e}
 
 
 def describe(source) -> dict:

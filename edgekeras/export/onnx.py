@@ -36,8 +36,6 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
     from tf2onnx import constants as tf2onnx_constants
 
     from .._keras import tf
-    # A TensorFlow internal (tf2onnx uses it too); TensorFlow is already set up by edgekeras._keras here.
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     supported = [o for o in tf2onnx_constants.OPSET_TO_IR_VERSION if o >= 13]
     if opset not in supported:
@@ -46,9 +44,9 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
                                    f"{DEFAULT_OPSET})")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     concrete = source.concrete_function()
-    # Freeze: tf2onnx's from_function leaves captured eager tensors (e.g. the mean and variance of a Keras
+    # Frozen: tf2onnx's from_function leaves captured eager tensors (e.g. the mean and variance of a Keras
     # Normalization layer, as in EfficientNet) as graph inputs with no value; freezing makes them constants.
-    frozen = convert_variables_to_constants_v2(concrete)
+    frozen = source.frozen_function()
     out_names = tf.nest.flatten({k: k for k in concrete.structured_outputs})  # the order of frozen.outputs
     inputs = [t.name for t in frozen.inputs]
     rename = {**dict(zip(inputs, [t.name for t in source.inputs])),

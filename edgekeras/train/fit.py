@@ -22,7 +22,7 @@ import numpy as np
 
 from .._files import atomic_path, atomic_write_text, check_writable_dir, output_folder, refuse_existing
 from .._keras import keras, tf
-from ..card import Accuracy, ModelCard, Preprocessing, Step, card_path, producer_info
+from ..card import Accuracy, ModelCard, Preprocessing, Step, card_path, producer_info, sha256_file
 from ..errors import BadInput, first_line
 from ..source import keras_io_specs
 from .data import TrainData, load_training_data
@@ -498,7 +498,8 @@ def _card(model, out: Path, td: TrainData, pre, labels, best: dict, test: dict, 
                                 data=f"{'validation' if metric.startswith('val_') else 'training'} split of "
                                      f"{td.source}, best epoch {best.get('epoch')}")
             break
-    return ModelCard(file=out.name, format="keras-h5", mode="float32", inputs=inputs, outputs=outputs,
+    return ModelCard(file=out.name, format="keras-h5", mode="float32", sha256=sha256_file(out), inputs=inputs,
+                     outputs=outputs,
                      preprocessing=pre, labels=list(labels) if labels and td.num_classes else None,
                      task="classification" if td.num_classes else "regression",
                      steps=[Step("train", settings)], size={"bytes": out.stat().st_size}, accuracy=accuracy,
