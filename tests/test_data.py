@@ -87,6 +87,21 @@ def test_eval_needs_labels(tmp_path):
 
     with pytest.raises(BadInput, match="3 inputs but 2 labels for output 'probs'"):
         check_labels("accuracy", np.zeros(2), TensorSpec("probs", [None, 4], "float32"), "e.npz", 3)
+    with pytest.raises(BadInput, match="single value, not one per sample"):
+        check_labels("accuracy", np.int64(2), TensorSpec("probs", [None, 4], "float32"), "e.npz", 3)
+    with pytest.raises(BadInput, match="1 label.s. of output 'v' are NaN or infinite"):
+        check_labels("mae", np.array([[0.5], [np.nan], [1.0]]), TensorSpec("v", [None, 1], "float32"), "e.npz", 3)
+
+
+def test_the_task_read_from_labels():
+    from edgekeras.metrics import infer_task_from_labels
+
+    probs = TensorSpec("probs", [None, 3], "float32")
+    assert infer_task_from_labels(np.array([0, 2, 1]), probs) == "classification"
+    assert infer_task_from_labels(np.eye(3)[[0, 2, 1, 1]], probs) == "classification"  # one-hot rows
+    assert infer_task_from_labels(np.array([[0.2, 0.5, 0.3]]), probs) == "regression"
+    assert infer_task_from_labels(np.array([0, 1, 1]), TensorSpec("p", [None, 1], "float32")) == "binary"
+    assert infer_task_from_labels(np.array([0, 3]), TensorSpec("p", [None, 1], "float32")) == "regression"
 
 
 def test_pickled_arrays_are_refused(tmp_path):

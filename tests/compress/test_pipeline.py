@@ -216,3 +216,21 @@ def test_savedmodel_given_as_dot_is_named_after_its_folder(tmp_path, keras, monk
     report = edgekeras.compress(".", [], output_dir=tmp_path / "o")
     assert Path(report.file("float32").path).name == "mymodel.float32.tflite"
     assert (tmp_path / "o" / "mymodel.report.json").is_file()
+
+
+def test_a_card_beside_the_model_that_describes_another_file_is_ignored(digits_model, tmp_path):
+    """The model was saved again after its card was written: its labels and preprocessing may be stale."""
+    import shutil
+
+    shutil.copy(digits_model["model"], tmp_path / "m.h5")
+    card = json.loads(Path(str(digits_model["model"]) + ".edgekeras.json").read_text())
+    assert card["sha256"] == sha256(digits_model["model"])  # train writes the hash of the model it saved
+    (tmp_path / "m.h5.edgekeras.json").write_text(json.dumps({**card, "sha256": "0" * 64,
+                                                              "labels": [f"old{i}" for i in range(10)]}))
+    report = edgekeras.compress(tmp_path / "m.h5", [], output_dir=tmp_path / "o")
+    assert any("describes another file" in w and "was ignored" in w for w in report.warnings), report.warnings
+    assert ModelCard.read(tmp_path / "o" / "m.float32.tflite.edgekeras.json").labels is None
+    (tmp_path / "m.h5.edgekeras.json").write_text(json.dumps({**card, "labels": [f"new{i}" for i in range(10)]}))
+    report = edgekeras.compress(tmp_path / "m.h5", [], output_dir=tmp_path / "o2")
+    assert not any("describes another file" in w for w in report.warnings)
+    assert ModelCard.read(tmp_path / "o2" / "m.float32.tflite.edgekeras.json").labels[3] == "new3"
