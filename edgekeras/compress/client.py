@@ -24,6 +24,40 @@ import tempfile
 import threading
 
 _POLL = 0.2  # seconds between checks while waiting, so Ctrl-C is handled promptly
+_LOG_PREFIX = "edgekeras-worker-"
+
+try:
+    import fcntl
+except ImportError:  # Windows: logs of hard-killed runs stay in the temporary folder
+    fcntl = None
+
+
+def _hold(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _remove_dead_logs() -> None:
+    """Worker logs that a hard-killed run left in the temporary folder (no process holds their lock any more)."""
+    if fcntl is None:
+        return
+    import glob
+    import time
+
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), _LOG_PREFIX + "*.log")):
+        try:
+            if time.time() - os.stat(path).st_mtime < 60:
+                continue  # perhaps being made right now, before its lock
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+        except OSError:
+            pass  # held: its run is alive (or not ours to remove)
+        finally:
+            os.close(fd)
 
 
 class _Child:
@@ -36,7 +70,9 @@ class _Child:
         env["PYTHONUNBUFFERED"] = "1"
         env["EDGEKERAS_WORKER"] = "1"
         self.env = dict(os.environ)
-        fd, self.log_path = tempfile.mkstemp(prefix="edgekeras-worker-", suffix=".log")
+        _remove_dead_logs()
+        fd, self.log_path = tempfile.mkstemp(prefix=_LOG_PREFIX, suffix=".log")
+        _hold(fd)  # the child shares this open file, and with it the lock, until it ends
         self._log = os.fdopen(fd, "wb")
         out = None if os.environ.get("EDGEKERAS_DEBUG") else self._log  # --debug: TensorFlow's log on the terminal
         try:

@@ -421,7 +421,7 @@ class _Run:
 
     def _crash(self, e: dict) -> UnsupportedModel:
         doing = self.doing
-        kept = Path(tempfile.gettempdir()) / f"edgekeras-worker-{int(time.time())}.log"
+        kept = Path(tempfile.gettempdir()) / f"edgekeras-crash-{int(time.time())}.log"  # kept for the user
         log_text = e.get("log") or ""
         try:
             shutil.copyfile(self.worker.log_path, kept)

@@ -96,16 +96,29 @@ def test_sigterm_is_handled_like_ctrl_c(digits_model, tmp_path):
 
 
 def test_a_hard_kill_is_cleaned_up_by_the_next_run(digits_model, before):
+    import glob
+    import tempfile
+
+    logs = os.path.join(tempfile.gettempdir(), "edgekeras-worker-*.log")
+    old_logs, workers = set(glob.glob(logs)), worker_processes()
     p = start(digits_model, before)
     wait_for_staging(before, p)
     p.kill()
     p.wait()
+    t0 = time.time()
+    while worker_processes() - workers and time.time() - t0 < 30:
+        time.sleep(0.1)  # the worker follows its parent (it may finish a write to its log first)
     left = [d.name for d in before.glob(_files.STAGING_PREFIX + "*")]
     assert left  # SIGKILL cannot be caught: the staging folder stays ...
+    dead_logs = set(glob.glob(logs)) - old_logs
+    assert dead_logs  # ... and so does the worker's log in the temporary folder
+    for log in dead_logs:
+        os.utime(log, (time.time() - 120, time.time() - 120))  # older than a log being made right now
     time.sleep(0.5)
     report = edgekeras.compress(digits_model["model"], "dynamic", output_dir=before)
     names = listing(before)
-    assert not any(n.startswith(_files.STAGING_PREFIX) for n in names)  # ... until the next run removes it
+    assert not any(n.startswith(_files.STAGING_PREFIX) for n in names)  # ... until the next run removes both
+    assert not any(os.path.exists(log) for log in dead_logs)
     assert {"notes.txt", "digits.dynamic.tflite"} <= names and report.file("dynamic").parity.passed
 
 
