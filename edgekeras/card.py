@@ -116,7 +116,40 @@ def _decode(hint, value, where: str):
             if not isinstance(value, dict):
                 raise BadInput(f"{where}: expected an object, got {type(value).__name__}")
             return {k: args[1].from_dict(v, where=f"{where}.{k}") for k, v in value.items()}
+    if not any(_fits(option, value) for option in _options(hint)):
+        raise BadInput(f"{where}: expected {_type_name(hint)}, got {json.dumps(value)[:60]}")
     return value
+
+
+def _fits(hint, value) -> bool:
+    """Does the JSON `value` have the type `hint` (str, int, float, bool, list[...], dict[...], unions, Any)?"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in args)
+    if value is None or hint is type(None):
+        return value is None and (hint is type(None) or hint is Any)
+    if hint is Any or hint is object:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is list or origin is list:
+        return isinstance(value, list) and (not args or all(_fits(args[0], v) for v in value))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict) and (len(args) != 2 or all(_fits(args[1], v) for v in value.values()))
+    return True  # a type this card does not use: not checked here (the JSON Schema is the full check)
+
+
+def _type_name(hint) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
+             list: "a list"}
+    options = [o for o in _options(hint) if o is not type(None)]
+    return " or ".join(names.get(o, names.get(typing.get_origin(o), str(o))) for o in options) or str(hint)
 
 
 def _options(hint) -> tuple:

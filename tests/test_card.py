@@ -95,6 +95,23 @@ def test_not_a_card(tmp_path, text, phrase):
         ModelCard.read(p)
 
 
+@pytest.mark.parametrize("field,value,phrase", [
+    ("labels", "0123456789", "labels: expected a list"),  # a reader would take characters for labels
+    ("mode", 8, "mode: expected a string"),
+    ("size", {"bytes": "10"}, "size: expected an object"),
+])
+def test_reading_checks_the_type_of_every_field(tmp_path, field, value, phrase):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({**make_card().to_dict(), field: value}))
+    with pytest.raises(BadInput, match=phrase):
+        ModelCard.read(p)
+    d = make_card().to_dict()
+    d["inputs"][0]["shape"] = [None, "8", 8, 1]
+    p.write_text(json.dumps(d))
+    with pytest.raises(BadInput, match=r"inputs\[0\]\.shape: expected a list"):
+        ModelCard.read(p)
+
+
 def test_schema_rejects_what_a_reader_could_not_use():
     d = make_card().to_dict()
     d["inputs"][0]["quantization"]["scale"] = 0
