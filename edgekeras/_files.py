@@ -15,7 +15,7 @@ from pathlib import Path
 
 try:
     import fcntl
-except ImportError:  # Windows: no flock; a staging folder's owner is then told by its process id
+except ImportError:  # Windows: no flock; staging folders of hard-killed runs are then left for the user
     fcntl = None
 
 from .errors import OutputError
@@ -166,9 +166,16 @@ class Staging:
         self.folder = Path(folder)
         self.recovered = recover(self.folder)
         new = Path(tempfile.mkdtemp(prefix=f"{_NEW_PREFIX}{os.getpid()}-", dir=self.folder))
-        self._lock = _lock(new)  # taken before the folder carries the name `recover` looks at
-        self.dir = new.with_name(STAGING_PREFIX + new.name[len(_NEW_PREFIX):])
-        os.rename(new, self.dir)
+        self._lock = None
+        try:
+            self._lock = _lock(new)  # taken before the folder carries the name `recover` looks at
+            self.dir = new.with_name(STAGING_PREFIX + new.name[len(_NEW_PREFIX):])
+            os.rename(new, self.dir)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            if self._lock is not None:
+                os.close(self._lock)
+            raise
         self._files: list[str] = []
 
     def path(self, name: str) -> Path:
@@ -208,44 +215,43 @@ def _finish_moves(staging: Path, folder: Path, moves: list[str]) -> list[Path]:
     final = []
     for name in moves:
         src, dst = staging / name, folder / name
-        if src.exists():
+        with contextlib.suppress(FileNotFoundError):  # moved already
             os.replace(src, dst)
         final.append(dst)
     return final
 
 
 def _lock(folder: Path) -> int | None:
-    """Hold an exclusive lock on `folder` (an open descriptor, released when closed or when the process dies)."""
+    """Hold an exclusive lock on `folder` (an open descriptor, released when closed or when the process dies).
+    None where the file system has no flock (NFS, some FUSE mounts): the folder is then never taken for a dead
+    run's, since no one can take its lock either."""
     if fcntl is None:
         return None
     fd = os.open(folder, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
-
-
-def _owner_alive(folder: Path) -> bool:
-    """Is the run that made this staging folder still running? Its lock says so (its process id where there is
-    no flock)."""
-    if fcntl is None:
-        try:
-            pid = int(folder.name.split("-")[-2])
-            os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError):
-            return False
-        except PermissionError:
-            return True
-        return True
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return True  # gone, or not ours to judge
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return True  # locked: its run holds it
-    finally:
         os.close(fd)
-    return False
+        return None
+    return fd
+
+
+def _claim(folder: Path) -> int | None:
+    """The lock of a dead run's staging folder, held while it is cleaned up (so two runs never clean up the same
+    folder); None while its run lives, or when that cannot be told (no flock on this system or file system: the
+    folder is then left, never taken for a dead run's)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None  # gone (another run cleaned it up), or not ours to judge
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None  # locked: its run holds it (or this file system has no flock)
+    return fd
 
 
 def recover(folder: Path) -> list[str]:
@@ -259,20 +265,31 @@ def recover(folder: Path) -> list[str]:
         return done
     for d in sorted(Path(folder).glob(_NEW_PREFIX + "*")):
         # killed between making its folder and locking it (an empty folder): removed once surely not in the making
-        if d.is_dir() and time.time() - d.stat().st_mtime > 60 and not _owner_alive(d):
-            shutil.rmtree(d, ignore_errors=True)
+        if d.is_dir() and time.time() - d.stat().st_mtime > 60:
+            fd = _claim(d)
+            if fd is not None:
+                shutil.rmtree(d, ignore_errors=True)
+                _release(fd)
     for d in sorted(Path(folder).glob(STAGING_PREFIX + "*")):
-        if not d.is_dir() or _owner_alive(d):
+        fd = _claim(d) if d.is_dir() else None
+        if fd is None:
             continue
-        journal = d / _JOURNAL
-        if journal.is_file():
-            try:
-                moves = json.loads(journal.read_text())
-            except (OSError, ValueError):
-                moves = []
-            _finish_moves(d, Path(folder), [m for m in moves if isinstance(m, str) and "/" not in m])
-            done.append(f"finished the commit of an interrupted run ({d.name})")
-        else:
-            done.append(f"removed the staging folder of an interrupted run ({d.name})")
-        shutil.rmtree(d, ignore_errors=True)
+        try:
+            journal = d / _JOURNAL
+            if journal.is_file():
+                try:
+                    moves = json.loads(journal.read_text())
+                except (OSError, ValueError):
+                    moves = []
+                _finish_moves(d, Path(folder), [m for m in moves if isinstance(m, str) and "/" not in m])
+                done.append(f"finished the commit of an interrupted run ({d.name})")
+            else:
+                done.append(f"removed the staging folder of an interrupted run ({d.name})")
+            shutil.rmtree(d, ignore_errors=True)
+        finally:
+            _release(fd)
     return done
+
+
+def _release(fd: int) -> None:
+    os.close(fd)

@@ -146,10 +146,18 @@ def _fits(hint, value) -> bool:
 
 
 def _type_name(hint) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
-             list: "a list"}
-    options = [o for o in _options(hint) if o is not type(None)]
-    return " or ".join(names.get(o, names.get(typing.get_origin(o), str(o))) for o in options) or str(hint)
+    """'a list of integer or null values'... for an error message."""
+    names = {str: "string", int: "integer", float: "number", bool: "true/false", dict: "object", list: "list",
+             type(None): "null", Any: "any"}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " (or null)" * (type(None) in args)
+    if origin is list and args:
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')} values"
+    if origin is dict and len(args) == 2:
+        return f"an object of {_type_name(args[1]).removeprefix('a ').removeprefix('an ')} values"
+    name = names.get(hint, getattr(hint, "__name__", str(hint)))
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _options(hint) -> tuple:
@@ -442,7 +450,7 @@ class ModelCard(_Record):
             raise BadInput(f"{source} is an incomplete model card ({type(e).__name__}: {e})",
                            fix="regenerate it with edgekeras") from None
         except BadInput as e:
-            raise BadInput(f"{source} is an incomplete model card ({e.message})",
+            raise BadInput(f"{source} is an incomplete or malformed model card ({e.message})",
                            fix="regenerate it with edgekeras") from None
 
     @classmethod

@@ -424,12 +424,21 @@ def _compiled_loss(model) -> tuple[Any, bool | None]:
     return name, config.get("from_logits") if isinstance(config, dict) else None
 
 
+def _current_card(path: Path | None, sha256: str | None) -> ModelCard | None:
+    """The card beside the model, unless it names another sha256 (a stale card: the model was saved again since;
+    the compress pipeline warns about it)."""
+    card = ModelCard.find(path) if path is not None else None
+    if card is not None and card.sha256 and sha256 and card.sha256 != sha256:
+        return None
+    return card
+
+
 def _from_keras(model, *, name, path, fmt, version, sha256, loss, from_logits) -> SourceModel:
     inputs, outputs = keras_io_specs(model)
     _require_fixed_shapes(inputs, name)
     src = SourceModel(name=name, path=path, format=fmt, keras_version=version, inputs=inputs, outputs=outputs,
                       sha256=sha256, params=int(model.count_params()),
-                      card=ModelCard.find(path) if path is not None else None, loss=loss, from_logits=from_logits,
+                      card=_current_card(path, sha256), loss=loss, from_logits=from_logits,
                       keras_model=model)
     src._activations = _describe_outputs(model, [t.name for t in outputs])
     return src
@@ -524,8 +533,9 @@ def _load_savedmodel(path: Path) -> SourceModel:
     inputs = [TensorSpec(n, _shape(s.shape), s.dtype.name) for n, s in kwargs.items()]
     outputs = [TensorSpec(n, _shape(s.shape), "float32") for n, s in sig.structured_outputs.items()]
     _require_fixed_shapes(inputs, path)
+    sha = sha256_path(path)
     src = SourceModel(name=str(path), path=path, format="savedmodel", keras_version=None, inputs=inputs,
-                      outputs=outputs, sha256=sha256_path(path), params=None, card=ModelCard.find(path),
+                      outputs=outputs, sha256=sha, params=None, card=_current_card(path, sha),
                       _signature=sig, _loaded=loaded)
     src._activations = src.graph_activations()
     src.outputs = [replace(t, kind="probabilities") if t.name in src._activations else t for t in outputs]

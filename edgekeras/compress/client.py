@@ -33,8 +33,13 @@ except ImportError:  # Windows: logs of hard-killed runs stay in the temporary f
 
 
 def _hold(fd: int) -> None:
+    """Lock the log while its run lives; where the temporary folder has no flock, nobody can take the lock
+    either, and the log is then never removed by another run."""
     if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
 
 
 def _remove_dead_logs() -> None:

@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -421,23 +422,30 @@ class _Run:
 
     def _crash(self, e: dict) -> UnsupportedModel:
         doing = self.doing
-        kept = Path(tempfile.gettempdir()) / f"edgekeras-crash-{int(time.time())}.log"  # kept for the user
         log_text = e.get("log") or ""
-        try:
-            shutil.copyfile(self.worker.log_path, kept)
-        except OSError:
-            kept = None
+        kept = None
+        if not os.environ.get("EDGEKERAS_DEBUG"):  # with --debug the log went to the terminal, above this error
+            try:
+                fd, name = tempfile.mkstemp(prefix=f"edgekeras-crash-{time.strftime('%Y%m%d-%H%M%S')}-",
+                                            suffix=".log")
+                os.close(fd)
+                shutil.copyfile(self.worker.log_path, name)  # kept for the user
+                kept = Path(name)
+            except OSError:
+                kept = None
         where = _last_location(log_text)
         rolled = getattr(self, "rolled_recurrent", [])
-        if where is None and rolled and "converting" in doing:
+        converting = doing.startswith("converting")  # one conversion alone (not beside the reference)
+        if where is None and rolled and converting:
             where = f"recurrent layer {', '.join(rolled)} (not unrolled: the usual cause of this crash)"
         how = e.get("signal") or f"exit status {e.get('returncode')}"
         return UnsupportedModel(
             f"TensorFlow crashed ({how}) while {doing}{f', near {where}' if where else ''}; the run stopped and "
             "nothing was written",
             fix=("for recurrent layers, build them with unroll=True and a fixed sequence length; or drop this mode "
-                 "and make the others; " if "converting" in doing else "")
-            + (f"TensorFlow's log is in {kept}" if kept else "rerun with --debug for TensorFlow's log"))
+                 "and make the others; " if converting else "")
+            + (f"TensorFlow's log is in {kept}" if kept else "TensorFlow's log is above" if os.environ.get(
+                "EDGEKERAS_DEBUG") else "rerun with --debug for TensorFlow's log"))
 
     # -- 2. load -------------------------------------------------------------------------------------------------
     def load(self) -> ModelInfo:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,8 @@ def verify_file(path, reference, data, *, task: str | None = None, exact: bool |
     got = session.run(feeds)
     if callable(reference) and not looks_like_keras_model(reference):
         ref = {k: np.asarray(v, np.float32) for k, v in reference(feeds).items()}
-        kinds, ref_task, first = {}, None, session.outputs[0].name
+        kinds, ref_task = {}, None
+        first = next((k for k in ref if k in got), session.outputs[0].name)  # the function's first output
     else:
         from ..source import source_from_object
 
@@ -60,7 +62,7 @@ def verify_file(path, reference, data, *, task: str | None = None, exact: bool |
         if missing:
             raise BadInput(f"{Path(path).name} and the reference model name their inputs differently ({missing})",
                            fix="compare a file with the model it was exported from")
-        pairs = _pair_outputs(session.outputs, src.outputs, Path(path).name)
+        pairs = _pair_outputs(session.outputs, src.outputs, Path(path).name, session.runtime)
         predicted = src.predict(feeds)
         ref = {f.name: predicted[r.name] for f, r in pairs}
         kinds = {f.name: r.kind for f, r in pairs}
@@ -83,14 +85,21 @@ def verify_file(path, reference, data, *, task: str | None = None, exact: bool |
                             output=first)
 
 
-def _pair_outputs(file_outputs: list, model_outputs: list, file: str) -> list[tuple]:
-    """(file output, model output) pairs in the model's order. By name: a converter may list a file's outputs in
-    another order than the model's (TFLite signatures sort them by name); by position only when there is one."""
+def _pair_outputs(file_outputs: list, model_outputs: list, file: str, runtime: str) -> list[tuple]:
+    """(file output, model output) pairs in the model's order. By name when the file keeps the model's names (a
+    TFLite signature sorts outputs by name, so position says nothing there); otherwise by position where the
+    position is known: an ONNX graph keeps the model's output order, and Keras 3's TFLite export names them
+    output_0, output_1, ..."""
     by_name = {t.name: t for t in file_outputs}
     if len(file_outputs) == len(model_outputs) and all(r.name in by_name for r in model_outputs):
         return [(by_name[r.name], r) for r in model_outputs]
-    if len(file_outputs) == len(model_outputs) == 1:
-        return [(file_outputs[0], model_outputs[0])]
+    if len(file_outputs) == len(model_outputs):
+        numbered = [re.fullmatch(r"output_(\d+)", t.name) for t in file_outputs]
+        if len(file_outputs) == 1 or runtime == "onnxruntime":
+            return list(zip(file_outputs, model_outputs))
+        if all(numbered):
+            ordered = sorted(file_outputs, key=lambda t: int(t.name.rsplit("_", 1)[1]))
+            return list(zip(ordered, model_outputs))
     raise BadInput(f"{file} and the reference model name their outputs differently (file: "
                    f"{[t.name for t in file_outputs]}, model: {[t.name for t in model_outputs]})",
                    fix="compare a file with the model it was exported from, or pass the reference as a function "

@@ -724,7 +724,7 @@ def bench(files, *, threads: int | None = None, runs: int = DEFAULT_RUNS, warmup
         target: "local", "ssh://user@host[:port]", or "adb[:serial]" (see `edgekeras.runtime.targets`).
         remote_python, ssh_key, ssh_options: ssh target: the board's Python, a private key, `KEY=VALUE` options.
         benchmark_binary: adb target: LiteRT's benchmark_model built for the phone.
-        max_accuracy_drop: warn when a file scores more than this below the reference (0.01 = 1 point).
+        max_accuracy_drop: warn when a file scores more than this many percentage points below the reference.
         timeout: seconds any one process (or the whole remote run) may take.
         progress: progress(done, total, text), e.g. for a progress bar; default: INFO log records on
             "edgekeras.bench" (with `progress=("bench", done, total)` for a bar).
@@ -744,9 +744,10 @@ def bench(files, *, threads: int | None = None, runs: int = DEFAULT_RUNS, warmup
     from .targets import parse_target
 
     check_settings(threads=threads, runs=runs, warmup=warmup, rounds=rounds, timeout=timeout)
-    if not (isinstance(max_accuracy_drop, (int, float)) and 0 <= max_accuracy_drop <= 1):
-        raise BadInput(f"--max-accuracy-drop must be between 0 and 1, got {max_accuracy_drop!r}",
-                       fix="e.g. --max-accuracy-drop 0.01 (one point)")
+    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)) \
+            or not math.isfinite(max_accuracy_drop) or not 0 <= max_accuracy_drop <= 100:
+        raise BadInput(f"--max-accuracy-drop is in percentage points, from 0 to 100; got {max_accuracy_drop!r}",
+                       fix="e.g. --max-accuracy-drop 1 (one point)")
     t0 = time.perf_counter()
     tgt = parse_target(target, remote_python=remote_python, ssh_key=ssh_key, ssh_options=ssh_options,
                        benchmark_binary=benchmark_binary)

@@ -500,7 +500,7 @@ def _card(model, out: Path, td: TrainData, pre, labels, best: dict, test: dict, 
             break
     return ModelCard(file=out.name, format="keras-h5", mode="float32", sha256=sha256_file(out), inputs=inputs,
                      outputs=outputs,
-                     preprocessing=pre, labels=list(labels) if labels and td.num_classes else None,
+                     preprocessing=pre, labels=[str(v) for v in labels] if labels and td.num_classes else None,
                      task="classification" if td.num_classes else "regression",
                      steps=[Step("train", settings)], size={"bytes": out.stat().st_size}, accuracy=accuracy,
                      producer=producer_info())

@@ -70,6 +70,7 @@ def test_eval_data_of_the_wrong_shape(files, tmp_path):
     (["--target", "ssh://pi@host", "--ssh-option", "nonsense"], "is not KEY=VALUE"),
     (["--target", "adb", "--eval", "EVAL"], "--eval does not work with --target adb"),
     (["--html", "report.txt"], "does not end in .html"),
+    (["--max-accuracy-drop", "-1"], "in percentage points, from 0 to 100"),
 ])
 def test_settings_that_cannot_work(files, bench_files, args, needle):
     args = [str(bench_files["eval"]) if a == "EVAL" else a for a in args]

@@ -101,6 +101,21 @@ def test_outputs_in_the_thousands_pass_float32_parity(models):
     assert {x.mode for x in report.files} == {"float32", "float16"}  # nothing is lost to a false alarm
 
 
+def test_outputs_without_the_models_names_are_paired_where_their_position_is_known():
+    from edgekeras.card import TensorSpec
+    from edgekeras.compress.verify import _pair_outputs
+
+    model = [TensorSpec("score", [None, 3], "float32"), TensorSpec("aux", [None, 1], "float32")]
+    keras3 = [TensorSpec(f"output_{i}", [None, 1], "float32") for i in (1, 0)]  # a signature sorts 'output_N'
+    assert [(f.name, m.name) for f, m in _pair_outputs(keras3, model, "m.tflite", "litert")] == [
+        ("output_0", "score"), ("output_1", "aux")]
+    onnx = [TensorSpec("Identity:0", [None, 3], "float32"), TensorSpec("Identity_1:0", [None, 1], "float32")]
+    assert [f.name for f, _ in _pair_outputs(onnx, model, "m.onnx", "onnxruntime")] == ["Identity:0", "Identity_1:0"]
+    with pytest.raises(edgekeras.BadInput, match="name their outputs differently"):
+        _pair_outputs([TensorSpec("b", [None, 1], "float32"), TensorSpec("a", [None, 3], "float32")], model,
+                      "m.tflite", "litert")  # a TFLite signature's order is by name: no position to trust
+
+
 def test_float_io_int8_with_evaluation(digits_model, tmp_path):
     report = edgekeras.compress(digits_model["model"], "int8", float_io=True, calib=digits_model["calib"],
                                 eval=digits_model["eval"], output_dir=tmp_path)

@@ -225,10 +225,11 @@ def test_a_card_beside_the_model_that_describes_another_file_is_ignored(digits_m
     shutil.copy(digits_model["model"], tmp_path / "m.h5")
     card = json.loads(Path(str(digits_model["model"]) + ".edgekeras.json").read_text())
     assert card["sha256"] == sha256(digits_model["model"])  # train writes the hash of the model it saved
-    (tmp_path / "m.h5.edgekeras.json").write_text(json.dumps({**card, "sha256": "0" * 64,
+    (tmp_path / "m.h5.edgekeras.json").write_text(json.dumps({**card, "sha256": "0" * 64, "task": "regression",
                                                               "labels": [f"old{i}" for i in range(10)]}))
     report = edgekeras.compress(tmp_path / "m.h5", [], output_dir=tmp_path / "o")
     assert any("describes another file" in w and "was ignored" in w for w in report.warnings), report.warnings
+    assert report.task == "classification" and report.source["task_from"] != "the model card"  # from the loss
     assert ModelCard.read(tmp_path / "o" / "m.float32.tflite.edgekeras.json").labels is None
     (tmp_path / "m.h5.edgekeras.json").write_text(json.dumps({**card, "labels": [f"new{i}" for i in range(10)]}))
     report = edgekeras.compress(tmp_path / "m.h5", [], output_dir=tmp_path / "o2")
