@@ -46,11 +46,26 @@ def before(digits_model, tmp_path):
     return out
 
 
+def _as_from_a_terminal() -> None:
+    # A test run started in the background by a shell (`pytest &`, nohup, some CI runners) inherits SIGINT ignored,
+    # and so would the command under test; a user at a terminal has it at its default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(digits_model, out, *extra, env=None):
     return subprocess.Popen([EXE, "compress", str(digits_model["model"]), "--int8", "--onnx", "--calib",
                              str(digits_model["calib"]), "--eval", str(digits_model["eval"]), "-o", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=_as_from_a_terminal)
+
+
+def wait_for_worker(proc, workers: set[int], timeout=120) -> None:
+    """Until the run's worker process exists (the run is then well under way)."""
+    t0 = time.time()
+    while not worker_processes() - workers:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, "the run never started its worker"
+        time.sleep(0.05)
 
 
 def wait_for_staging(out: Path, proc, timeout=120) -> None:
@@ -76,7 +91,7 @@ def test_ctrl_c_mid_run_leaves_the_folder_as_it_was(digits_model, before):
     workers = worker_processes()
     p = start(digits_model, before)
     wait_for_staging(before, p)
-    time.sleep(0.2)  # mid-run: a whole run of this model takes about 4 s on an idle machine
+    wait_for_worker(p, workers)  # mid-run: a whole run of this model takes about 4 s on an idle machine
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
@@ -103,6 +118,7 @@ def test_a_hard_kill_is_cleaned_up_by_the_next_run(digits_model, before):
     old_logs, workers = set(glob.glob(logs)), worker_processes()
     p = start(digits_model, before)
     wait_for_staging(before, p)
+    wait_for_worker(p, workers)
     p.kill()
     p.wait()
     t0 = time.time()
