@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,6 +31,16 @@ def test_compress_help_lists_the_modes():
                  "--onnx", "--eval", "--output-dir", "--force", "--custom-objects", "--trust-model",
                  "--allow-float-fallback"):
         assert flag in out
+
+
+def test_a_command_called_from_python_leaves_the_process_as_it_was(tmp_path, monkeypatch):
+    """CliRunner (or main([...]) in a script): --debug and a command's environment last for that call only."""
+    monkeypatch.delenv("EDGEKERAS_DEBUG", raising=False)
+    monkeypatch.delenv("EDGEKERAS_SPARE_WORKER", raising=False)
+    r = CliRunner().invoke(cli.main, ["--debug", "compress", str(tmp_path / "missing.h5"), "--int8", "--json"])
+    assert r.exit_code == 1 and "does not exist" in r.output
+    assert "EDGEKERAS_DEBUG" not in os.environ and "EDGEKERAS_SPARE_WORKER" not in os.environ
+    assert cli._state == {"debug": False, "quiet": False, "json": False}
 
 
 def test_compress_prints_one_table_and_json(digits_model, tmp_path):

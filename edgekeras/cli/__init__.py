@@ -210,7 +210,27 @@ _NOTHING_WRITTEN = "nothing was written"
 _CHECKPOINTS_KEPT = "the epochs saved so far are kept (--resume continues)"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.Group):
+    """The `edgekeras` group. A command called from Python (`main([...])`, click's CliRunner) leaves the process
+    as it found it: --debug, --quiet, --json and the environment variables a command sets last for that call only."""
+
+    _ENV = ("EDGEKERAS_DEBUG", "EDGEKERAS_SPARE_WORKER")
+
+    def main(self, *args, **kwargs):
+        state, env = dict(_state), {k: os.environ.get(k) for k in self._ENV}
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            _state.clear()
+            _state.update(state)
+            for k, v in env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="edgekeras")
 @_debug_option
 def main():
