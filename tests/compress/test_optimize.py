@@ -427,6 +427,7 @@ def test_qat_int8_is_as_accurate_as_ptq(opt, digits, digits_cnn):
     assert accuracy >= digits_cnn["ptq_acc"] - 0.002, (accuracy, digits_cnn["ptq_acc"])
 
 
+@pytest.mark.slow  # 24 s: with the slow tests, which CI runs too (the README tour's sweep also makes a PCQAT file)
 def test_pcqat_is_12x_smaller_within_a_point(opt, digits, digits_cnn):
     x_train, y_train, x_test, y_test = digits
     t = opt.Techniques(prune=0.8, cluster=16, qat=True, learning_rate=1e-3, finetune_epochs=12)

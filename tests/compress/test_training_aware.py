@@ -53,6 +53,7 @@ def test_pqat_is_8x_smaller_gzipped_and_keeps_accuracy(digits_model, train_npz, 
     assert again.file("float32").parity.passed
 
 
+@pytest.mark.slow  # 12-14 s each: with the slow tests, which CI runs too
 def test_two_of_four_holds_in_the_deployed_kernels(digits_model, train_npz, tmp_path):
     report = edgekeras.compress(digits_model["model"], calib=digits_model["calib"], data=train_npz,
                                 structured="2:4", finetune_epochs=1, output_dir=tmp_path)
@@ -63,6 +64,7 @@ def test_two_of_four_holds_in_the_deployed_kernels(digits_model, train_npz, tmp_
     assert report.optimization["techniques"] == "prune"
 
 
+@pytest.mark.slow  # 12-14 s each: with the slow tests, which CI runs too
 def test_cluster_16_leaves_at_most_16_values_per_channel(digits_model, train_npz, tmp_path):
     edgekeras.compress(digits_model["model"], "int8", calib=digits_model["calib"], data=train_npz, cluster=16,
                        finetune_epochs=1, output_dir=tmp_path)
@@ -118,6 +120,7 @@ def test_training_data_of_the_wrong_shape_or_labels(digits_model, digits, tmp_pa
         edgekeras.compress(digits_model["model"], data=tmp_path / "labels.npz", prune=0.5, output_dir=tmp_path / "o")
 
 
+@pytest.mark.slow  # 12-14 s each: with the slow tests, which CI runs too
 def test_qat_names_the_layer_it_cannot_wrap_and_offers_the_fallback(elu_model, tmp_path):
     x = np.load(elu_model["calib"])
     y = np.arange(len(x)) % 3
