@@ -65,6 +65,14 @@ def _remove_dead_logs() -> None:
             os.close(fd)
 
 
+# Variables that name the caller's current step, not anything the worker reads (pytest sets one per test phase).
+_VOLATILE = ("PYTEST_CURRENT_TEST",)
+
+
+def _environment() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in _VOLATILE}
+
+
 class _Child:
     """One `python -m edgekeras.compress.worker` process, its event pipe and its log file."""
 
@@ -74,7 +82,7 @@ class _Child:
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if not os.environ.get("EDGEKERAS_DEBUG") else "0")
         env["PYTHONUNBUFFERED"] = "1"
         env["EDGEKERAS_WORKER"] = "1"
-        self.env = dict(os.environ)
+        self.env, self.cwd = _environment(), os.getcwd()
         _remove_dead_logs()
         fd, self.log_path = tempfile.mkstemp(prefix=_LOG_PREFIX, suffix=".log")
         _hold(fd)  # the child shares this open file, and with it the lock, until it ends
@@ -108,8 +116,8 @@ class _Child:
                 self.events.put({"event": "closed"})
 
     def usable(self) -> bool:
-        """Still running, and started with the environment this process has now."""
-        return self.proc.poll() is None and self.env == dict(os.environ)
+        """Still running, and started with the environment and working folder this process has now."""
+        return self.proc.poll() is None and self.env == _environment() and self.cwd == os.getcwd()
 
     def log_tail(self, lines: int = 30) -> str:
         try:

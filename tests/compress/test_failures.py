@@ -240,3 +240,27 @@ def test_the_reference_beside_the_float32_conversion_is_bit_identical(digits_mod
         (ref_a, tfl_a), (ref_b, tfl_b) = results[False], results[True]
         assert ref_a.keys() == ref_b.keys() and all(np.array_equal(ref_a[k], ref_b[k]) for k in ref_a)
         assert tfl_a == tfl_b
+
+
+def test_a_spare_worker_serves_only_the_environment_and_folder_it_was_started_in(monkeypatch, tmp_path):
+    """The next run reuses the worker started ahead (TensorFlow already imported) only where it would behave the
+    same: the same environment (a variable naming the caller's step aside) and the same working folder."""
+    import types
+
+    from edgekeras.compress import client
+
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    child = object.__new__(client._Child)
+    child.proc = types.SimpleNamespace(poll=lambda: None)
+    child.env, child.cwd = client._environment(), os.getcwd()
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "another test (call)")
+    assert child.usable()
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert not child.usable()
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+    assert child.usable()
+    monkeypatch.chdir(tmp_path)  # relative paths would resolve elsewhere in the worker
+    assert not child.usable()
+    child.proc = types.SimpleNamespace(poll=lambda: -9)
+    monkeypatch.undo()
+    assert not child.usable()  # it died
