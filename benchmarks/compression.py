@@ -4,8 +4,8 @@ Two models, each trained here from nothing (no download):
   (a) the digits CNN that `edgekeras demo` trains (small_cnn on scikit-learn's 8x8 digits, 12 epochs);
   (b) a frozen-VGG19 transfer model (`vgg19_transfer`, weights=None: a random frozen VGG19 base with a trained
       softmax head, 20M weights) on a generated image folder of learnable images (a red square, a green disc, a
-      blue bar on noise, as examples/vgg19_transfer.py draws them), at --size x --size pixels. The random base's
-      features are small (std about 0.01 at 32x32), so the head trains at learning rate 1e-2 (at Adam's 1e-3 it
+      blue bar on noise: `edgekeras.demo.shape_images`, as in examples/vgg19_transfer.py), at --size x --size
+      pixels. The random base's features are small (std about 0.01 at 32x32), so the head trains at learning rate 1e-2 (at Adam's 1e-3 it
       stays at chance in 8 epochs).
 Each goes through `edgekeras.sweep` (float32 baseline, float16, dynamic, int8, prune 50%/80% + int8, 2:4 + int8,
 cluster 16 + int8, QAT int8, prune + cluster + QAT), each config a verified file with its card. Every row of a table
@@ -33,27 +33,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def make_shapes(root: Path, per_class: int, size: int, seed: int) -> Path:
-    """Three classes: a red square, a green disc, a blue bar, on noisy backgrounds (examples/vgg19_transfer.py)."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    for cls in ("square", "disc", "bar"):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = Image.fromarray(rng.integers(0, 90, (size, size, 3), dtype=np.uint8))
-            d = ImageDraw.Draw(img)
-            a, b = (int(v) for v in rng.integers(size // 8, size // 3, 2))
-            if cls == "square":
-                d.rectangle([a, b, a + size // 2, b + size // 2], fill=(230, 40, 40))
-            elif cls == "disc":
-                d.ellipse([a, b, a + size // 2, b + size // 2], fill=(40, 220, 60))
-            else:
-                d.rectangle([a, 0, a + size // 6, size - 1], fill=(40, 60, 230))
-            img.save(root / cls / f"{cls}_{i:03d}.png")
-    return root
-
-
 def digits(work: Path) -> dict:
     """The demo's digits CNN and its data: train.npz (fine-tuning, calibration), test.npz (evaluation)."""
     from edgekeras.demo import digits_data
@@ -74,13 +53,14 @@ def digits(work: Path) -> dict:
 
 def vgg19(work: Path, size: int, per_class: int, epochs: int) -> dict:
     """A frozen-VGG19 transfer model on generated images: train/ (fine-tuning, calibration), test/ (evaluation)."""
+    from edgekeras.demo import shape_images
     from edgekeras.train import fit
 
     train = work / "train"
     test = work / "test"
     if not train.is_dir():
-        make_shapes(train, per_class, size, seed=0)
-        make_shapes(test, max(per_class // 3, 10), size, seed=1)
+        shape_images(train, per_class, size, seed=0)
+        shape_images(test, max(per_class // 3, 10), size, seed=1)
     model = work / "vgg19_transfer.h5"
     if not model.is_file():
         fit("vgg19_transfer", train, epochs=epochs, batch_size=16, validation=0.2, seed=0, image_size=(size, size),

@@ -54,6 +54,32 @@ def digits_data(seed: int = 0):
     return x_train, y_train, x_test, y_test
 
 
+def shape_images(root: str | Path, per_class: int = 20, size: int = 64, seed: int = 0) -> Path:
+    """An image folder a model can learn: classes square (red), disc (green) and bar (blue), drawn on noise.
+
+    Example:
+        shape_images("images", per_class=20, size=64)   # images/square/square_000.png ...
+    """
+    from PIL import Image, ImageDraw
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for cls in ("square", "disc", "bar"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = Image.fromarray(rng.integers(0, 90, (size, size, 3), dtype=np.uint8))
+            d = ImageDraw.Draw(img)
+            a, b = (int(v) for v in rng.integers(size // 8, size // 3, 2))
+            if cls == "square":
+                d.rectangle([a, b, a + size // 2, b + size // 2], fill=(230, 40, 40))
+            elif cls == "disc":
+                d.ellipse([a, b, a + size // 2, b + size // 2], fill=(40, 220, 60))
+            else:
+                d.rectangle([a, 0, a + size // 6, size - 1], fill=(40, 60, 230))
+            img.save(root / cls / f"{cls}_{i:03d}.png")
+    return root
+
+
 def demo_outputs(out: Path) -> list[Path]:
     """Every file the demo writes in `out`."""
     model = out / MODEL_NAME
