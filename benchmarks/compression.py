@@ -5,8 +5,8 @@ Two models, each trained here from nothing (no download):
   (b) a frozen-VGG19 transfer model (`vgg19_transfer`, weights=None: a random frozen VGG19 base with a trained
       softmax head, 20M weights) on a generated image folder of learnable images (a red square, a green disc, a
       blue bar on noise: `edgekeras.demo.shape_images`, as in examples/vgg19_transfer.py), at --size x --size
-      pixels. The random base's features are small (std about 0.01 at 32x32), so the head trains at learning rate 1e-2 (at Adam's 1e-3 it
-      stays at chance in 8 epochs).
+      pixels. The random base's features are small (std about 0.01 at 32x32), so the head trains at learning
+      rate 1e-2 (at Adam's 1e-3 it stays at chance in 8 epochs).
 Each goes through `edgekeras.sweep` (float32 baseline, float16, dynamic, int8, prune 50%/80% + int8, 2:4 + int8,
 cluster 16 + int8, QAT int8, prune + cluster + QAT), each config a verified file with its card. Every row of a table
 comes from that one sweep: sizes from the files, accuracy from compress' evaluation on held-out data, latency

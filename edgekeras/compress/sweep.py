@@ -27,8 +27,8 @@ config). The table files are rewritten on every sweep, and latency is measured a
 
 **Latency** is measured the same way for every row, after all runs, in this process: median of single-sample
 LiteRT invokes (`LATENCY_THREADS` threads, the file's default kernels), in `LATENCY_ROUNDS` interleaved rounds
-(A B C ... A B C ...) so that a machine getting slower or faster favours no row. The invoke loop is
-`edgekeras.runtime.measure`'s (the bench harness') when present, else one over `open_session(...).run_raw`.
+(A B C ... A B C ...) so that a machine getting slower or faster favours no row. Files are opened and timed by
+`edgekeras.runtime.measure`, as `edgekeras bench` does.
 
 **Pareto-optimal rows.** Candidates are the rows with an accuracy whose file passed parity. On the size front,
 a candidate is Pareto-optimal when no other candidate has a gzipped size <= its own and a metric at least as
@@ -681,62 +681,33 @@ def _file_entry(doc: dict, name: str) -> dict:
 
 
 # -- latency ------------------------------------------------------------------------------------------------------
-def _timing_method():
-    """(name, open) where open(path) -> (call, kernels): the bench harness' way when it is installed (its
-    model opening and invoke), else one of our own over `open_session(...).run_raw` on one zero sample."""
-    try:
-        from ..runtime.measure import open_for_timing
-    except ImportError:
-        open_for_timing = None
-    if open_for_timing is not None:
-        def open_harness(path):
-            m = open_for_timing(path, LATENCY_THREADS)
-            call = m.invoker()
-            call()  # the first call may bind outputs (ONNX Runtime); time the next ones
-            return m.invoker(), m.kernels
-
-        return "edgekeras.runtime.measure: Interpreter.invoke() on a seeded random sample", open_harness
-
-    from ..runtime.session import open_session
-
-    def open_own(path):
-        s = open_session(path, threads=LATENCY_THREADS)
-        feeds = {t.name: np.zeros([1 if d is None else d for d in t.shape], dtype=np.dtype(t.dtype)) for t in s.inputs}
-        return (lambda: s.run_raw(feeds)), s.kernels
-
-    return "open_session(...).run_raw on one zero sample", open_own
-
-
 def _measure_latency(rows: list[SweepRow]) -> dict:
-    """Median single-sample latency of every row's file, in interleaved rounds; sets the rows' fields."""
-    method, opener = _timing_method()
+    """Median single-sample latency of every row's file, in interleaved rounds; sets the rows' fields. Each file is
+    opened and timed as `edgekeras bench` does it (`edgekeras.runtime.measure`)."""
+    from ..runtime.measure import open_for_timing, time_invokes
+
     runs: dict[str, int] = {}
     samples: dict[str, list[float]] = {r.config: [] for r in rows}
-    clock = time.perf_counter_ns
     for _ in range(LATENCY_ROUNDS):
         for r in rows:
             with quiet_native((2,)):  # LiteRT's "Created XNNPACK delegate" lines
-                call, r.kernels = opener(r.path)
-            warm = []
-            for _ in range(LATENCY_WARMUP):
-                t = clock()
-                call()
-                warm.append(clock() - t)
+                model = open_for_timing(r.path, LATENCY_THREADS)
+            r.kernels = model.kernels
+            model.invoker()()  # the first call may bind outputs (ONNX Runtime); time the next ones
+            call = model.invoker()
+            warm, _ = time_invokes(call, LATENCY_WARMUP)
             if r.config not in runs:
                 each = max(statistics.median(warm), 1) / 1e9
                 runs[r.config] = int(min(LATENCY_MAX_RUNS, max(LATENCY_MIN_RUNS, LATENCY_SECONDS / each)))
-            timed = [0] * runs[r.config]
-            for i in range(len(timed)):
-                t = clock()
-                call()
-                timed[i] = clock() - t
+            timed, _ = time_invokes(call, runs[r.config])
             samples[r.config].extend(v / 1e6 for v in timed)
-            del call  # the interpreter goes with it: one file open at a time
+            del call, model  # the interpreter goes with it: one file open at a time
     for r in rows:
         r.latency_ms = statistics.median(samples[r.config])
         r.latency_runs = len(samples[r.config])
     log.info("latency measured: %s", ", ".join(f"{r.config} {r.latency_ms:.3g} ms" for r in rows))
-    return {"method": method, "statistic": "median", "runtime": "litert", "threads": LATENCY_THREADS,
+    return {"method": "edgekeras.runtime.measure: Interpreter.invoke() on a seeded random sample",
+            "statistic": "median", "runtime": "litert", "threads": LATENCY_THREADS,
             "rounds": LATENCY_ROUNDS, "warmup": LATENCY_WARMUP, "batch": 1, "pareto_tie": LATENCY_TIE,
             "runs_per_round": f"{LATENCY_MIN_RUNS}-{LATENCY_MAX_RUNS} (about {LATENCY_SECONDS} s per file)"}
 
