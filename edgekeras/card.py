@@ -475,6 +475,11 @@ class ModelCard(_Record):
         p = card_path(file)
         return cls.read(p) if p.is_file() else None
 
+    def is_stale(self, sha256: str | None) -> bool:
+        """True when this card names another sha256 than `sha256` (its file's): the file was written again since.
+        A card or a file without a hash is not judged (see `check_card_matches` for the strict check)."""
+        return bool(self.sha256 and sha256 and self.sha256 != sha256)
+
     def labelled_output(self) -> TensorSpec | None:
         """The output the labels (and the classification metric) belong to."""
         for t in self.outputs:

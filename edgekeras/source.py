@@ -428,9 +428,7 @@ def _current_card(path: Path | None, sha256: str | None) -> ModelCard | None:
     """The card beside the model, unless it names another sha256 (a stale card: the model was saved again since;
     the compress pipeline warns about it)."""
     card = ModelCard.find(path) if path is not None else None
-    if card is not None and card.sha256 and sha256 and card.sha256 != sha256:
-        return None
-    return card
+    return None if card is not None and card.is_stale(sha256) else card
 
 
 def _from_keras(model, *, name, path, fmt, version, sha256, loss, from_logits) -> SourceModel:

@@ -1116,13 +1116,13 @@ def _init_qat_ranges(wrapped, plain, x) -> None:
             continue
         if hi - lo >= _SMALL_RANGE:
             continue
-        for v in layer.weights:
+        for v in layer.weights:  # the activation ranges: post_activation_min/max, output_min/max, ...
             name = v.name.split("/")[-1].split(":")[0]
-            if name.endswith(("post_activation_min", "output_min", "_min")) and "kernel" not in name \
-                    and "pre_activation" not in name:
+            if "kernel" in name or "pre_activation" in name:
+                continue
+            if name.endswith("_min"):
                 v.assign(np.full(v.shape, lo, v.dtype.as_numpy_dtype))
-            elif name.endswith(("post_activation_max", "output_max", "_max")) and "kernel" not in name \
-                    and "pre_activation" not in name:
+            elif name.endswith("_max"):
                 v.assign(np.full(v.shape, max(hi, lo + 1e-6), v.dtype.as_numpy_dtype))
 
 

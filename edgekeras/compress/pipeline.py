@@ -510,7 +510,7 @@ class _Run:
         if self.info is None:
             return None
         card = ModelCard.find(self.info.path)
-        if card is not None and card.sha256 and card.sha256 != info.sha256:
+        if card is not None and card.is_stale(info.sha256):
             self.warn(f"the model card beside {self.info.path.name} describes another file (sha256 "
                       f"{card.sha256[:12]}..., the model's {info.sha256[:12]}...): it was ignored; pass --preprocess "
                       "(and --task) for this model, or save the model and its card again together")
