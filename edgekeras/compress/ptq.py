@@ -30,6 +30,7 @@ from ..runtime.session import float_ops
 from ..source import SourceModel
 from .recipe import INTEGER_MODES, MODES
 
+
 @dataclass
 class Converted:
     """A converted flatbuffer and how it was made."""

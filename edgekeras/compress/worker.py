@@ -22,6 +22,7 @@ run's staging folder. Commands are handled in order; each ends with one event of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -57,12 +58,10 @@ class Worker:
         if not cmd.get("beside_reference"):
             self._join_reference()
         try:
-            if name in ("convert", "onnx", "onnx_int8"):
-                # In the caller's process (a model in memory), keep the converter's and tf2onnx's chatter off the
-                # terminal; in the child process this does nothing (its output is its log).
-                with quiet_native():
-                    getattr(self, f"_cmd_{name}")(cmd, emit)
-            else:
+            # In the caller's process (a model in memory), keep the converter's and tf2onnx's chatter off the
+            # terminal; in the child process this does nothing (its output is its log).
+            noisy = name in ("convert", "onnx", "onnx_int8")
+            with quiet_native() if noisy else contextlib.nullcontext():
                 getattr(self, f"_cmd_{name}")(cmd, emit)
         except Exception as e:  # ours (EdgeKerasError) or a bug: reported as such, with its traceback
             emit(_error_event(name, e))
