@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +22,19 @@ from conftest import listing
 EXE = shutil.which("edgekeras") or str(Path(sys.executable).parent / "edgekeras")
 
 
-def worker_processes() -> set[int]:
-    """Pids of compress worker processes that are not this test process' own spare."""
+def worker_processes(run: str) -> set[int]:
+    """Pids of the compress worker processes of one run started by `start` (told by the marker in their
+    environment, so that other runs on the machine, a test session beside this one included, do not count)."""
     found = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmd = (proc / "cmdline").read_bytes()
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+            env = (proc / "environ").read_bytes() if b"edgekeras.compress.worker" in cmd else b""
+        except OSError:
             continue
-        if b"edgekeras.compress.worker" in cmd and ppid != os.getpid():
+        if f"EDGEKERAS_TEST_RUN={run}".encode() in env.split(b"\0"):
             found.add(int(proc.name))
     return found
 
@@ -53,16 +55,20 @@ def _as_from_a_terminal() -> None:
 
 
 def start(digits_model, out, *extra, env=None):
-    return subprocess.Popen([EXE, "compress", str(digits_model["model"]), "--int8", "--onnx", "--calib",
-                             str(digits_model["calib"]), "--eval", str(digits_model["eval"]), "-o", str(out), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, preexec_fn=_as_from_a_terminal)
+    """The CLI compressing the digits model into `out`; `.run` names the run for `worker_processes`."""
+    run = uuid.uuid4().hex
+    p = subprocess.Popen([EXE, "compress", str(digits_model["model"]), "--int8", "--onnx", "--calib",
+                          str(digits_model["calib"]), "--eval", str(digits_model["eval"]), "-o", str(out), *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, **(env or {}), "EDGEKERAS_TEST_RUN": run}, preexec_fn=_as_from_a_terminal)
+    p.run = run
+    return p
 
 
-def wait_for_worker(proc, workers: set[int], timeout=120) -> None:
+def wait_for_worker(proc, timeout=120) -> None:
     """Until the run's worker process exists (the run is then well under way)."""
     t0 = time.time()
-    while not worker_processes() - workers:
+    while not worker_processes(proc.run):
         assert proc.poll() is None, proc.communicate()
         assert time.time() - t0 < timeout, "the run never started its worker"
         time.sleep(0.05)
@@ -77,28 +83,26 @@ def wait_for_staging(out: Path, proc, timeout=120) -> None:
 
 
 def test_a_converter_crash_is_one_error_naming_the_mode_and_leaves_nothing(digits_model, before):
-    workers = worker_processes()
     p = start(digits_model, before, env={"EDGEKERAS_TEST_CRASH": "int8"})
     _, err = p.communicate(timeout=300)
     assert p.returncode == 1, err
     assert err.count("error: ") == 1 and "Traceback" not in err
     assert "TensorFlow crashed (SIGSEGV) while converting int8" in err and "nothing was written" in err
     assert listing(before) == {"notes.txt"}
-    assert worker_processes() == workers
+    assert not worker_processes(p.run)
 
 
 def test_ctrl_c_mid_run_leaves_the_folder_as_it_was(digits_model, before):
-    workers = worker_processes()
     p = start(digits_model, before)
     wait_for_staging(before, p)
-    wait_for_worker(p, workers)  # mid-run: a whole run of this model takes about 4 s on an idle machine
+    wait_for_worker(p)  # mid-run: a whole run of this model takes about 4 s on an idle machine
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert "interrupted; nothing was written" in err and "Traceback" not in err
     assert listing(before) == {"notes.txt"}
     time.sleep(0.5)
-    assert worker_processes() == workers  # the worker went with it
+    assert not worker_processes(p.run)  # the worker went with it
 
 
 def test_sigterm_is_handled_like_ctrl_c(digits_model, tmp_path):
@@ -115,14 +119,14 @@ def test_a_hard_kill_is_cleaned_up_by_the_next_run(digits_model, before):
     import tempfile
 
     logs = os.path.join(tempfile.gettempdir(), "edgekeras-worker-*.log")
-    old_logs, workers = set(glob.glob(logs)), worker_processes()
+    old_logs = set(glob.glob(logs))
     p = start(digits_model, before)
     wait_for_staging(before, p)
-    wait_for_worker(p, workers)
+    wait_for_worker(p)
     p.kill()
     p.wait()
     t0 = time.time()
-    while worker_processes() - workers and time.time() - t0 < 30:
+    while worker_processes(p.run) and time.time() - t0 < 30:
         time.sleep(0.1)  # the worker follows its parent (it may finish a write to its log first)
     left = [d.name for d in before.glob(_files.STAGING_PREFIX + "*")]
     assert left  # SIGKILL cannot be caught: the staging folder stays ...
