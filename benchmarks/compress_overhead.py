@@ -145,7 +145,8 @@ def main() -> None:
             print("\n".join(f"{k.ljust(width)}  {v}" for k, v in rows))
             print("\nedgekeras stages (median wall s; they overlap):")
             print("\n".join(f"  {k.ljust(28)} {v:7.1f}" for k, v in split))
-        print(f"\nper round (edgekeras, bare): {', '.join(f'{a:.1f}/{b:.1f}' for a, b in zip(times['edgekeras'], times['bare']))} s")
+        rounds = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(times["edgekeras"], times["bare"]))
+        print(f"\nper round (edgekeras, bare): {rounds} s")
         print(f"CPU: {cpu}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

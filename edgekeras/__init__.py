@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 
 from .card import ModelCard
-from .errors import (BadInput, EdgeKerasError, MissingWeights, OutputError, ParityError, UnsafeModel,
-                     UnsupportedModel)
+from .errors import (BadInput, EdgeKerasError, MissingWeights, OutputError, ParityError, RuntimeFailure,
+                     UnsafeModel, UnsupportedModel)
 
 __version__ = "0.1.0"
 
@@ -32,4 +32,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["ModelCard", "EdgeKerasError", "BadInput", "UnsafeModel", "UnsupportedModel", "ParityError",
-           "OutputError", "MissingWeights", "compress", "sweep", "train", "export", "runtime", "keras", "__version__"]
+           "RuntimeFailure", "OutputError", "MissingWeights", "compress", "sweep", "train", "export", "runtime",
+           "keras", "__version__"]

@@ -177,6 +177,7 @@ class Staging:
                 os.close(self._lock)
             raise
         self._files: list[str] = []
+        self._dropped: list[str] = []
 
     def path(self, name: str) -> Path:
         """Path to write a file that will be committed as `folder/name`."""
@@ -189,12 +190,22 @@ class Staging:
         (self.dir / ".scratch").mkdir(exist_ok=True)
         return self.dir / ".scratch" / name
 
+    def drop(self, name: str) -> None:
+        """Leave `name` out of the commit after all: its staged file is removed, and so is a file of that name
+        already in the folder (a `force` run would have replaced it; an older file must not pass for this run's)."""
+        (self.dir / name).unlink(missing_ok=True)
+        if name in self._files:
+            self._files.remove(name)
+        self._dropped.append(name)
+
     def commit(self) -> list[Path]:
-        """Move every staged file into place; return the final paths."""
+        """Move every staged file into place, remove the dropped names' old files; return the final paths."""
         moves = [name for name in self._files if (self.dir / name).exists()]
         journal = self.dir / _JOURNAL
         journal.write_text(json.dumps(moves))
         final = _finish_moves(self.dir, self.folder, moves)
+        for name in self._dropped:
+            (self.folder / name).unlink(missing_ok=True)
         self.discard()
         return final
 

@@ -12,17 +12,19 @@ import logging
 import os
 import warnings
 
+from . import settings
+
 # Must be set before TensorFlow is first imported: tfmot and tf.lite then use tf_keras.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow's C++ logging (including the CUDA probe on machines without a GPU) is noise for our
-# users; EDGEKERAS_DEBUG or an explicit TF_CPP_MIN_LOG_LEVEL keeps it.
-if not os.environ.get("EDGEKERAS_DEBUG"):
+# users; debug (settings) or an explicit TF_CPP_MIN_LOG_LEVEL keeps it.
+if not settings.current().debug:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-if not os.environ.get("EDGEKERAS_DEBUG"):
+if not settings.current().debug:
     tf.get_logger().setLevel(logging.ERROR)
     try:
         import absl.logging

@@ -5,8 +5,8 @@ LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." and the 
 logging; neither library has a switch for it. `quiet_native()` points file descriptors 1 and 2 at a
 temporary file for the duration of such a call, then writes back everything that is not known noise, so
 nothing else is lost (other threads' output during the window arrives a moment late). The known noise
-goes to the `edgekeras.native` logger at DEBUG level. `EDGEKERAS_DEBUG=1` turns the capture off; so does the
-compress worker process (`EDGEKERAS_WORKER=1`), whose whole output is its log and must survive a crash.
+goes to the `edgekeras.native` logger at DEBUG level. Debugging (`settings.debug`) turns the capture off; so does
+the compress worker process (`settings.in_worker`), whose whole output is its log and must survive a crash.
 
 Example:
     with quiet_native():
@@ -23,6 +23,8 @@ import sys
 import tempfile
 import threading
 
+from . import settings
+
 log = logging.getLogger("edgekeras.native")
 
 NOISE = re.compile(
@@ -38,7 +40,8 @@ _lock = threading.Lock()
 @contextlib.contextmanager
 def quiet_native(fds: tuple[int, ...] = (1, 2)):
     """Capture what native code writes to `fds` during the block; write back what is not known noise."""
-    if os.environ.get("EDGEKERAS_DEBUG") or os.environ.get("EDGEKERAS_WORKER") or not _lock.acquire(blocking=False):
+    now = settings.current()
+    if now.debug or now.in_worker or not _lock.acquire(blocking=False):
         yield  # debugging, or another thread is already capturing: leave the descriptors alone
         return
     try:

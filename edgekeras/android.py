@@ -259,9 +259,9 @@ def bundle(model: str | os.PathLike, app: str | os.PathLike = "android_demo") ->
     """Copy a checked image classifier, its card and its labels into the demo app's assets.
 
     The card is checked as by `check_classifier`, and its input and labelled output against what LiteRT reads
-    from the file. Writes `model.tflite`, `model.tflite.edgekeras.json` (the card, byte for byte), `labels.txt` (one label a
-    line) and `bundle.json` (where they came from) into `<app>/app/src/main/assets/`, replacing an earlier
-    bundle. The files are staged and moved into place together; a failure leaves the assets as they were.
+    from the file. Writes `model.tflite`, `model.tflite.edgekeras.json` (the card, byte for byte), `labels.txt`
+    (one label a line) and `bundle.json` (where they came from) into `<app>/app/src/main/assets/`, replacing an
+    earlier bundle. The files are staged and moved into place together; a failure leaves the assets as they were.
 
     Args:
         model: the .tflite file (its card beside it).

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import logging
 import os
@@ -92,8 +91,9 @@ class _Record:
     def to_dict(self) -> dict:
         out = {}
         for f in dataclasses.fields(self):
-            if f.name != "extra":
-                out[f.name] = _encode(getattr(self, f.name))
+            value = getattr(self, f.name)
+            if f.name != "extra" and not (value is None and f.metadata.get("omit_none")):
+                out[f.name] = _encode(value)
         for k, v in self.extra.items():
             out.setdefault(k, v)
         return out
@@ -177,6 +177,11 @@ def _encode(value):
 
 def _extra():
     return field(default_factory=dict, repr=False)
+
+
+def _optional():
+    """A field written only when it has a value (fields added after readers were written)."""
+    return field(default=None, metadata={"omit_none": True})
 
 
 # -- quantization ---------------------------------------------------------------------------------------------
@@ -325,6 +330,11 @@ class OutputParity(_Record):
     `top1_agreement` (class scores only) counts a sample as agreeing only when the file's largest score is
     unique and at the same class as Keras'; `ties` counts samples where the file's largest score is shared.
     `spread_ratio` is the file's spread of scores divided by Keras' (a collapsed output is near 0).
+    `relative_max_diff` is max |diff| divided by the Keras output's spread (std); `decisions_agree` the share of
+    decisions the file makes as Keras does (top-1 of class scores; the 0.5 threshold of sigmoid outputs, per
+    value); `near_ties` the disagreements on samples where Keras' top two scores nearly tie. For an output that
+    comes from an integer tensor, `range` is what that tensor can hold and `clipped_samples` the samples where
+    Keras lies beyond it and the file clips.
     """
 
     max_abs_diff: float
@@ -333,6 +343,11 @@ class OutputParity(_Record):
     ties: int | None = None
     spread_ratio: float | None = None
     relative_mean_diff: float | None = None
+    relative_max_diff: float | None = _optional()
+    decisions_agree: float | None = _optional()
+    near_ties: int | None = _optional()
+    range: list[float] | None = _optional()
+    clipped_samples: int | None = _optional()
     extra: dict = _extra()
 
 
@@ -408,6 +423,8 @@ class ModelCard(_Record):
     metrics: list[Accuracy] = field(default_factory=list)  # every scored output (multi-output models)
     layers: list[dict] = field(default_factory=list)  # per-layer weights: sparsity, distinct values (compression)
     float_ops: list[str] = field(default_factory=list)  # ops (TFLite) or nodes (ONNX) left in float in an int file
+    delegation: dict | None = _optional()  # where the ops ran: inside the delegate (XNNPACK) or outside, by name
+    output_order: list[str] | None = _optional()  # the model's outputs in its own order (`outputs`: the file's)
     warnings: list[str] = field(default_factory=list)
     producer: dict[str, str] = field(default_factory=dict)
     schema: str = SCHEMA
@@ -498,10 +515,11 @@ def _upgrade_v1(d: dict) -> dict:
 
 
 def producer_info() -> dict[str, str]:
-    """Versions of edgekeras and of the libraries that made a file, plus a UTC timestamp."""
+    """Versions of edgekeras and of the libraries that made a file. No timestamp: the same inputs give the same
+    card and report, byte for byte (the file's own time says when it was made)."""
     from importlib import metadata
 
-    info = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    info = {}
     for dist in ("edgekeras", "tensorflow", "tf_keras", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert"):
         try:
             info[dist] = metadata.version(dist)

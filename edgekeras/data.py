@@ -116,8 +116,8 @@ def load_data(source, inputs: list[TensorSpec], *, purpose: str, preprocessing: 
 
     Args:
         source: a path: `.npy` (inputs only), `.npz` (`x`, and `y` for evaluation — plus `y_<output>` for
-            other outputs; a multi-input model takes one key per input name), or a folder of images
-            (evaluation: one subfolder per class). Or, from Python: an array or {input name: array};
+            other outputs; a multi-input model takes one key per input, `<input name>` or `x_<input name>`), or a
+            folder of images (evaluation: one subfolder per class). Or, from Python: an array or {input name: array};
             an (x, y) tuple for evaluation (y may be {output name: labels}); a representative-dataset
             function as the TFLite converter takes (yielding [x] or {input name: x}, batch first).
         inputs: the model's inputs.
@@ -185,7 +185,8 @@ def _from_python(source, inputs: list[TensorSpec], purpose: str, limit: int | No
         iterator = iter(samples)
     except TypeError:
         raise BadInput(f"calib: the representative-dataset function returned {type(samples).__name__}, not an "
-                       "iterable of samples", fix="make it a generator: def gen(): for x in data: yield [x[None]]") from None
+                       "iterable of samples",
+                       fix="make it a generator: def gen(): for x in data: yield [x[None]]") from None
     parts: list[dict[str, np.ndarray]] = []
     count = 0
     first = inputs[0]
@@ -233,8 +234,11 @@ def _load_npz(path: Path, inputs: list[TensorSpec], purpose: str, flag: str) -> 
         x = {inputs[0].name: arrays["x"]}
     elif all(t.name in arrays for t in inputs):
         x = {t.name: arrays[t.name] for t in inputs}
+    elif all(f"x_{t.name}" in arrays for t in inputs):  # as labels are named y_<output>
+        x = {t.name: arrays[f"x_{t.name}"] for t in inputs}
     else:
-        want = "'x'" if len(inputs) == 1 else ", ".join(repr(t.name) for t in inputs)
+        want = "'x'" if len(inputs) == 1 else (", ".join(repr(t.name) for t in inputs) + " (or "
+                                                + ", ".join(repr(f"x_{t.name}") for t in inputs) + ")")
         raise BadInput(f"{flag} {path} has keys {sorted(arrays)}; expected {want}",
                        fix=f"save it with np.savez(path, {'x=x' if len(inputs) == 1 else '<input name>=array, ...'}"
                            f"{', y=y' if purpose == 'evaluation' else ''})")

@@ -42,17 +42,40 @@ class UnsupportedModel(EdgeKerasError):
     """The model is valid but cannot be processed as asked (e.g. an op with no int8 kernel)."""
 
 
+#: The exit status of a command whose files were written but at least one broke a parity rule (1 is an error of
+#: input or of a step, with nothing written; 130 an interruption). `--accept-parity-failures` makes it 0.
+PARITY_EXIT_STATUS = 3
+
+
 class ParityError(EdgeKerasError):
-    """An exported file does not compute what the Keras model computes.
+    """Files were written, and at least one does not compute what the Keras model computes (its card says
+    `parity.passed: false` and why).
 
     Attributes:
-        path: the exported file.
-        max_abs_diff: {output name: max |exported - keras|} for each output.
+        failed: {file name: the problems it has}, in the order the files were made.
+        report: the run's report (a `CompressReport`, or a sweep's), when the files were written.
     """
 
-    def __init__(self, message: str, *, path: str, max_abs_diff: dict[str, float], fix: str | None = None):
-        self.path = path
-        self.max_abs_diff = dict(max_abs_diff)
+    exit_status = PARITY_EXIT_STATUS
+
+    def __init__(self, message: str, *, failed: dict[str, list[str]], report=None, fix: str | None = None,
+                 cli_fix: str | None = None):
+        self.failed = dict(failed)
+        self.report = report
+        super().__init__(message, fix=fix, cli_fix=cli_fix)
+
+
+class RuntimeFailure(UnsupportedModel):
+    """A file failed while running on its runtime (a kernel refused the data of one sample).
+
+    Attributes:
+        path: the file; sample: the index of the sample it failed on; op: the op the runtime named, or None;
+        runtime: "LiteRT (xnnpack kernels)" or "ONNX Runtime"; reason: what the runtime said.
+    """
+
+    def __init__(self, message: str, *, path: str, sample: int, op: str | None = None, runtime: str = "",
+                 reason: str = "", fix: str | None = None):
+        self.path, self.sample, self.op, self.runtime, self.reason = path, sample, op, runtime, reason
         super().__init__(message, fix=fix)
 
 

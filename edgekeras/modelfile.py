@@ -174,7 +174,8 @@ def _loss_name(name: str) -> str:
 
     if not name or not name[0].isupper():
         return name
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()  # KLDivergence -> kl_divergence
+    # KLDivergence -> kl_divergence
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 def _lambdas(config: Any) -> list[str]:

@@ -17,9 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import re
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,8 @@ class SourceModel:
             rows = len(next(iter(chunk.values())))
             if fixed and rows < fixed:
                 chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed - rows, axis=0)]) for k, v in chunk.items()}
-            out = fn(**{t.name: tf.convert_to_tensor(chunk[t.name], dtype=t.dtype) for t in self.inputs})
+            with unfused_kernels():
+                out = fn(**{t.name: tf.convert_to_tensor(chunk[t.name], dtype=t.dtype) for t in self.inputs})
             parts.append({k: np.asarray(v, dtype=np.float32)[:rows] for k, v in out.items()})
         return {t.name: np.concatenate([p[t.name] for p in parts], axis=0) for t in self.outputs}
 
@@ -150,6 +153,7 @@ class SourceModel:
             from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
             self._frozen = convert_variables_to_constants_v2(self.concrete_function())
+            _drop_custom_gradients(self._frozen.graph)
         return self._frozen
 
     def scales_inside(self) -> bool:
@@ -175,27 +179,38 @@ class SourceModel:
         names = tf.nest.flatten({k: k for k in self.concrete_function().structured_outputs})
         for name, tensor in zip(names, self.frozen_function().outputs):
             op = tensor.op
-            while op.type in ("Identity", "IdentityN") and op.inputs:
+            while op.type in ("Identity", "IdentityN", "Reshape", "Squeeze", "ExpandDims", "Transpose") and op.inputs:
                 op = op.inputs[0].op
             if op.type in ("Softmax", "Sigmoid"):
                 found[name] = op.type.lower()
         return found
 
     def tflite_converter(self) -> "tf.lite.TFLiteConverter":
-        """A fresh TFLiteConverter for this model, from the function traced once (see `function`)."""
-        if self.keras_model is None:
-            return tf.lite.TFLiteConverter.from_saved_model(str(self.path), signature_keys=["serving_default"])
-        return tf.lite.TFLiteConverter.from_concrete_functions([self.concrete_function()], self._trackable())
+        """A fresh TFLiteConverter for this model, from the function traced once and frozen once (see `function`,
+        `frozen_function`).
 
-    def _trackable(self):
-        """What the converter reads the weights from. A Keras 3 model's variables wrap TensorFlow variables
-        that TensorFlow's tracking does not see through (converting with the model itself silently drops the
-        weights): hand the converter the TensorFlow variables themselves."""
-        if self.keras_version != 3:
-            return self.keras_model
-        holder = tf.Module()
-        holder.variables_ = [getattr(v, "value", v) for v in self.keras_model.variables]
-        return holder
+        Frozen, the converter reads constants: given the variables instead (the model, or the loaded SavedModel,
+        as the trackable), it saves them to a temporary SavedModel on every conversion, 2 to 3 times slower (ResNet50:
+        18 s against 8.5 s a file, same bytes out of the interpreter); and a Keras 3 model's variables, or those of
+        a Keras model wrapped in a `tf.Module`, never reached the file at all. The empty trackable keeps the
+        signature (input and output names) in the file.
+        """
+        return tf.lite.TFLiteConverter.from_concrete_functions([self._frozen_signature()], tf.Module())
+
+    def _frozen_signature(self):
+        """The frozen function behind the model's own signature: inputs and outputs by name (cached)."""
+        if getattr(self, "_signature_frozen", None) is None:
+            frozen = self.frozen_function()
+            order = tf.nest.flatten({t.name: t.name for t in self.outputs})  # the order of frozen's outputs
+            spec = [tf.TensorSpec(list(t.shape), t.dtype, name=t.name) for t in self.inputs]
+
+            def call(*xs):
+                out = frozen(*xs)
+                out = out if isinstance(out, (list, tuple)) else [out]
+                return dict(zip(order, out))
+
+            self._signature_frozen = tf.function(call, input_signature=spec).get_concrete_function()
+        return self._signature_frozen
 
     # -- what the outputs are ---------------------------------------------------------------------------
     def task(self, override: str | None = None) -> tuple[str | None, str]:
@@ -227,20 +242,38 @@ class SourceModel:
                     return task, f"its loss ({name})"
         out = self.outputs[0]
         units = out.shape[-1] if len(out.shape) == 2 else None
-        if out.kind == "probabilities" and units is not None:
-            act = getattr(self, "_activations", {}).get(out.name)
-            if act == "softmax" and units >= 2:
+        act = getattr(self, "_activations", {}).get(out.name)
+        if out.kind == "probabilities":
+            if act == "softmax" and units is not None and units >= 2:
                 return "classification", "its softmax output"
-            if act == "sigmoid":
+            if act == "sigmoid":  # one probability per value, whatever the output's shape (multi-label)
                 return "binary", "its sigmoid output"
         if units == 1 and out.kind is None:
             return "regression", "its single linear output"
-        return None, "the model does not say (no loss saved, and its last layer is linear)"
+        if act in (None, "linear"):
+            return None, "the model does not say its task (no loss saved, and its last layer is linear)"
+        return None, (f"the model does not say its task (no loss saved, and its last activation, {act}, on an output "
+                      f"of shape {out.shape}, names none)")
 
 
 _PASS_THROUGH_OPS = {"Identity", "Cast", "ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic", "ResizeArea",
                      "StopGradient"}
 _SCALING_OPS = {"Mul", "RealDiv", "Sub", "AddV2", "Add", "Div"}
+
+
+def _drop_custom_gradients(graph) -> None:
+    """Forget the custom gradients of a frozen inference graph (swish's, in tf_keras' EfficientNet), in place.
+
+    TFLiteConverter saves the function it is given as a SavedModel to keep its signature, and saving traces every
+    custom gradient, which fails on a frozen graph ("Found invalid capture ... when saving custom gradients"); the
+    converter then silently takes another path that drops the signature, and the file's output was named
+    `Identity` instead of `predictions`. A frozen graph is never differentiated."""
+    for op in graph.get_operations():
+        try:
+            op.get_attr("_gradient_op_type")
+        except ValueError:
+            continue
+        op._clear_attr("_gradient_op_type")  # noqa: SLF001 - TensorFlow's own way to drop an attribute
 
 
 def _first_layers(model) -> list:
@@ -265,7 +298,15 @@ def _activation_name(layer) -> str | None:
     return name
 
 
-def _output_layer(tensor):
+# Layers that move values without computing new ones: the activation of an output behind them is the one before.
+_SHAPE_ONLY_LAYERS = {"Reshape", "Flatten", "Permute", "RepeatVector", "Cropping1D", "Cropping2D", "Cropping3D",
+                      "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+                      "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity"}
+
+
+def _output_layer(tensor, computing: bool = False):
+    """The layer that made `tensor` (looking inside a nested model); with `computing`, the last layer before it
+    that computes values (past Reshape, Flatten, Dropout and the like)."""
     history = getattr(tensor, "_keras_history", None)
     if history is None:
         return None
@@ -278,6 +319,14 @@ def _output_layer(tensor):
         if inner is None or inner is layer:
             break
         layer = inner
+    if computing and layer is not None and (type(layer).__name__ in _SHAPE_ONLY_LAYERS or (
+            type(layer).__name__ == "Activation" and _activation_name(layer) == "linear")):
+        try:
+            before = layer.input
+        except (AttributeError, ValueError):  # several inbound nodes: not one layer before it
+            return layer
+        if not isinstance(before, (list, tuple)):
+            return _output_layer(before, computing=True) or layer
     return layer
 
 
@@ -285,7 +334,7 @@ def _describe_outputs(model, names: list[str]) -> dict[str, str]:
     """{output name: last activation ('softmax', 'sigmoid', 'linear', ...)} for a Keras model."""
     acts = {}
     for name, tensor in zip(names, model.outputs):
-        layer = _output_layer(tensor)
+        layer = _output_layer(tensor, computing=True)
         if layer is not None:
             acts[name] = _activation_name(layer)
     return acts
@@ -516,6 +565,11 @@ def _is_keras_class(cls) -> bool:
     return any(m.startswith(("tf_keras.", "keras.")) for m in mro[1:])
 
 
+def _natural(item) -> list:
+    """Sort key of a (name, value) pair: the name with its digit runs compared as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", item[0])]
+
+
 def _load_savedmodel(path: Path) -> SourceModel:
     try:
         loaded = tf.saved_model.load(str(path))
@@ -528,8 +582,11 @@ def _load_savedmodel(path: Path) -> SourceModel:
                                f"(it has: {', '.join(loaded.signatures) or 'none'})",
                                fix="export it with a serving signature, e.g. model.export(folder)")
     _, kwargs = sig.structured_input_signature
-    inputs = [TensorSpec(n, _shape(s.shape), s.dtype.name) for n, s in kwargs.items()]
-    outputs = [TensorSpec(n, _shape(s.shape), "float32") for n, s in sig.structured_outputs.items()]
+    # A signature's inputs and outputs are dicts whose order TensorFlow does not keep from one process to the next
+    # (4 orders in 5 runs of a 3-output model): the order is the names', numbers by value (output_2 < output_10).
+    inputs = [TensorSpec(n, _shape(s.shape), s.dtype.name) for n, s in sorted(kwargs.items(), key=_natural)]
+    outputs = [TensorSpec(n, _shape(s.shape), "float32")
+               for n, s in sorted(sig.structured_outputs.items(), key=_natural)]
     _require_fixed_shapes(inputs, path)
     sha = sha256_path(path)
     src = SourceModel(name=str(path), path=path, format="savedmodel", keras_version=None, inputs=inputs,
@@ -538,6 +595,31 @@ def _load_savedmodel(path: Path) -> SourceModel:
     src._activations = src.graph_activations()
     src.outputs = [replace(t, kind="probabilities") if t.name in src._activations else t for t in outputs]
     return src
+
+
+_REMAPPING = threading.Lock()
+
+
+@contextlib.contextmanager
+def unfused_kernels():
+    """Run TensorFlow functions (on this thread) without grappler's remapper, whatever the CPU.
+
+    The remapper fuses a Conv2D with the BiasAdd/ReLU after it into one `_FusedConv2D`. Without oneDNN
+    (which TensorFlow turns on only on CPUs with AVX-512 VNNI/BF16 or AMX) that kernel rejects grouped
+    convolutions ("Fused conv implementation does not support grouped convolutions for now"), so a traced
+    graph with a grouped convolution ran on one CPU and failed on the next. Unfused, the same graph runs on
+    every CPU, with the same kernels on each path (tests/compress/test_numbers.py forces both). TensorFlow
+    reads this option when a thread's function-call options are rebuilt, which setting it does for this
+    thread only; the previous value is restored afterwards.
+    """
+    with _REMAPPING:
+        previous = tf.config.optimizer.get_experimental_options().get("remapping")
+        tf.config.optimizer.set_experimental_options({"remapping": False})
+    try:
+        yield
+    finally:
+        with _REMAPPING:
+            tf.config.optimizer.set_experimental_options({"remapping": previous})
 
 
 class _plain_grouped_convolutions:

@@ -23,7 +23,8 @@ model = keras.Sequential([keras.layers.Dense(1, input_dim=2)])
 model.compile("sgd", loss="mse")
 model.fit(X, y, epochs=10, batch_size=32, verbose=0)
 w, b = model.layers[0].get_weights()
-print(f"keras:     w = {w.ravel().round(3)}, b = {b.round(3)}, predict([1, 1]) = {model.predict(np.ones((1, 2)), verbose=0)[0, 0]:.3f}")
+at_ones = model.predict(np.ones((1, 2)), verbose=0)[0, 0]
+print(f"keras:     w = {w.ravel().round(3)}, b = {b.round(3)}, predict([1, 1]) = {at_ones:.3f}")
 
 # The same with edgekeras: a built model, a seeded validation split, the best epoch saved as .h5 with a model card.
 result = train.fit(train.build("linear", (2,)), (X, y), epochs=10, batch_size=32, seed=0, out=args.out,

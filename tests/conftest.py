@@ -19,6 +19,11 @@ import pytest  # noqa: E402
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+from edgekeras.compress import client as _client  # noqa: E402  (standard library only: no TensorFlow)
+
+# pytest names the test phase in PYTEST_CURRENT_TEST: a worker started ahead during one test serves the next.
+_client.VOLATILE_VARIABLES += ("PYTEST_CURRENT_TEST",)
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -33,18 +33,19 @@ def test_compress_help_lists_the_modes():
         assert flag in out
 
 
-def test_a_command_called_from_python_leaves_the_process_as_it_was(tmp_path, monkeypatch):
-    """CliRunner (or main([...]) in a script): --debug and a command's environment last for that call only."""
-    monkeypatch.delenv("EDGEKERAS_DEBUG", raising=False)
-    monkeypatch.delenv("EDGEKERAS_SPARE_WORKER", raising=False)
+def test_a_command_called_from_python_leaves_the_process_as_it_was(tmp_path):
+    """CliRunner (or main([...]) in a script): --debug, --json and a command's settings last for that call only,
+    and no command writes the environment."""
+    from edgekeras import settings
+
+    before, env = settings.current(), dict(os.environ)
     r = CliRunner().invoke(cli.main, ["--debug", "compress", str(tmp_path / "missing.h5"), "--int8", "--json"])
     assert r.exit_code == 1 and "does not exist" in r.output
-    assert "EDGEKERAS_DEBUG" not in os.environ and "EDGEKERAS_SPARE_WORKER" not in os.environ
-    assert cli._state == {"debug": False, "quiet": False, "json": False}
+    assert '"type": "BadInput"' in r.output  # --json was in force during the call
+    assert settings.current() == before and dict(os.environ) == env
 
 
 def test_compress_prints_one_table_and_json(digits_model, tmp_path):
-    cli._state.update(debug=False)
     r = CliRunner().invoke(cli.main, ["compress", str(digits_model["model"]), "--int8", "--calib",
                                       str(digits_model["calib"]), "--eval", str(digits_model["eval"]),
                                       "-o", str(tmp_path / "a")])
@@ -60,8 +61,25 @@ def test_compress_prints_one_table_and_json(digits_model, tmp_path):
 
 
 def test_no_mode_writes_the_float32_baseline(digits_model, tmp_path):
-    cli._state.update(debug=False)
     r = CliRunner().invoke(cli.main, ["compress", str(digits_model["model"]), "-o", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "wrote the float32 baseline" in r.output
     assert (tmp_path / "digits.float32.tflite").is_file()
+
+
+def test_an_internal_error_points_to_a_log_that_holds_its_traceback(tmp_path, monkeypatch):
+    """A bug of ours says so once, and the log it names is never empty: it holds the traceback."""
+    import re
+
+    import edgekeras.compress
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug on purpose")
+
+    monkeypatch.setattr(edgekeras.compress, "compress", broken)
+    r = CliRunner().invoke(cli.main, ["compress", str(tmp_path / "m.h5"), "--int8"])
+    assert r.exit_code == 1 and "internal error: ZeroDivisionError: a bug on purpose" in r.output
+    log = re.search(r"the traceback and TensorFlow's log are in (\S+?)\.?$", r.output, re.M).group(1)
+    text = open(log, encoding="utf-8").read()
+    os.unlink(log)
+    assert "Traceback (most recent call last)" in text and "ZeroDivisionError: a bug on purpose" in text

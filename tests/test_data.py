@@ -115,3 +115,16 @@ def test_synthetic_inputs_follow_the_expected_range():
     assert ds.x["image"].min() >= 0 and ds.x["image"].max() <= 255 and ds.x["image"].max() > 100
     with pytest.raises(BadInput, match="cannot invent"):
         synthetic_inputs([TensorSpec("ids", [None, 5], "int32")], None, 3)
+
+
+def test_several_inputs_by_name_or_x_name(tmp_path):
+    """A two-input model reads one key per input, named as the input or `x_<input>` (as labels are `y_<output>`)."""
+    inputs = [TensorSpec("image", [None, 4, 4, 1], "float32"), TensorSpec("features", [None, 3], "float32")]
+    image, features = np.zeros((5, 4, 4, 1), np.float32), np.ones((5, 3), np.float32)
+    for keys in ({"image": image, "features": features}, {"x_image": image, "x_features": features}):
+        np.savez(tmp_path / "d.npz", y=np.zeros(5), **keys)
+        ds = load_data(tmp_path / "d.npz", inputs, purpose="evaluation")
+        assert set(ds.x) == {"image", "features"} and ds.x["features"].sum() == 15
+    np.savez(tmp_path / "bad.npz", x=image)
+    with pytest.raises(BadInput, match=r"expected 'image', 'features' \(or 'x_image', 'x_features'\)"):
+        load_data(tmp_path / "bad.npz", inputs, purpose="calibration")

@@ -107,8 +107,9 @@ def test_multi_input_multi_output(keras, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "calib.npz", a=rng.normal(size=(30, 4)).astype(np.float32),
              b=rng.normal(size=(30, 2)).astype(np.float32))
+    # an untrained model on 30 random samples: its int8 files may disagree; this test is about names and shapes
     report = edgekeras.compress(tmp_path / "mm.h5", ["int8"], calib=tmp_path / "calib.npz", onnx=True,
-                                output_dir=tmp_path / "out")
+                                output_dir=tmp_path / "out", accept_parity_failures=True)
     for f in report.files:
         assert set(f.parity.outputs) == {"cls", "reg"}, f.path
     card = ModelCard.read(tmp_path / "out" / "mm.int8.tflite.edgekeras.json")

@@ -22,10 +22,10 @@ import traceback
 
 import click
 
-from .. import __version__
+from .. import __version__, settings
 from ..errors import BadInput, EdgeKerasError
 
-_state = {"debug": False, "quiet": False, "json": False}
+_kept = {}  # "native_log": the path of the native log kept for an internal error's message (this command's)
 
 
 class _Handler(logging.Handler):
@@ -36,6 +36,7 @@ class _Handler(logging.Handler):
 
     def __init__(self, stream):
         super().__init__(logging.INFO)
+        self.quiet = settings.current().quiet  # the command's (records may come from other threads)
         self.stream = stream
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self._bar = None  # the task whose bar is on screen
@@ -43,11 +44,11 @@ class _Handler(logging.Handler):
     def emit(self, record):
         progress = getattr(record, "progress", None)
         if progress is not None:
-            if self.tty and not _state["quiet"]:
+            if self.tty and not self.quiet:
                 self._draw(*progress)
             return
         self._end_bar()
-        if record.levelno < logging.WARNING and _state["quiet"]:
+        if record.levelno < logging.WARNING and self.quiet:
             return
         msg = record.getMessage()
         if record.levelno >= logging.WARNING:
@@ -76,14 +77,14 @@ class _Handler(logging.Handler):
 def _terminal():
     """Our log lines to the terminal; TensorFlow's native stderr to a temporary log file (unless --debug).
 
-    On an internal error the log is kept and its path left in _state["native_log"]; otherwise it is deleted.
+    On an internal error the log is kept and its path left in _kept["native_log"]; otherwise it is deleted.
     """
     logger = logging.getLogger("edgekeras")
     saved_logger = (logger.level, logger.propagate)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     native = saved = ours = None
-    if _state["debug"]:
+    if settings.current().debug:
         handler = _Handler(sys.stderr)
     else:
         sys.stderr.flush()
@@ -112,7 +113,7 @@ def _terminal():
             ours.close()
             native.close()
             if keep:
-                _state["native_log"] = native.name
+                _kept["native_log"] = native.name
             else:
                 os.unlink(native.name)
 
@@ -122,8 +123,7 @@ def _debug_option(f):
 
     def set_debug(ctx, param, value):
         if value:
-            _state["debug"] = True
-            os.environ["EDGEKERAS_DEBUG"] = "1"
+            settings.apply(debug=True)  # until the command ends (_Main.main), and in the processes it starts
         return value
 
     return click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=set_debug,
@@ -136,7 +136,7 @@ def _output_options(f):
     def set_flag(name):
         def callback(ctx, param, value):
             if value:
-                _state[name] = True
+                settings.apply(**{name: True})
             return value
         return callback
 
@@ -166,21 +166,23 @@ def _run(on_interrupt: str):
         @functools.wraps(f)
         def wrapper(*args, **kwargs):
             previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-            os.environ.setdefault("EDGEKERAS_SPARE_WORKER", "0")  # one run per command: no worker kept ready
+            if settings.current().spare_worker is None:  # one run per command: no worker kept ready
+                settings.apply(spare_worker=False)
             try:
                 with _terminal():
                     return f(*args, **kwargs)
             except EdgeKerasError as e:
-                if _state["debug"]:
+                if settings.current().debug:
                     traceback.print_exc()
                     if getattr(e, "worker_traceback", None):
                         click.echo(e.worker_traceback, err=True)
-                if _state["json"]:
+                # with a report (a parity failure), the report was printed as the JSON already
+                if settings.current().json and getattr(e, "report", None) is None:
                     click.echo(_error_json(type(e).__name__, e))
                 click.echo(click.style("error: ", fg="red", bold=True) + e.for_cli(), err=True)
-                sys.exit(1)
+                sys.exit(getattr(e, "exit_status", 1))
             except KeyboardInterrupt:
-                if _state["json"]:
+                if settings.current().json:
                     click.echo(json.dumps({"error": {"type": "Interrupted", "message": f"interrupted; {on_interrupt}",
                                                      "fix": None}}))
                 click.echo(f"interrupted; {on_interrupt}", err=True)
@@ -188,15 +190,18 @@ def _run(on_interrupt: str):
             except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
                 raise
             except Exception as e:  # a bug of ours: say so, short, and where the details are
-                if _state["debug"]:
+                if settings.current().debug:
                     raise
-                log = _state.pop("native_log", None)
-                if _state["json"]:
+                log = _kept.pop("native_log", None)
+                if log:  # the log the message points to holds at least the traceback, never nothing
+                    with open(log, "a", encoding="utf-8") as kept:
+                        kept.write("\n-- edgekeras: the internal error --\n" + traceback.format_exc())
+                if settings.current().json:
                     click.echo(_error_json("InternalError", e))
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {first}\n"
                            f"This is a bug in edgekeras ({on_interrupt}). Rerun with --debug for the traceback"
-                           + (f"; TensorFlow's log is in {log}" if log else "") + ".", err=True)
+                           + (f"; the traceback and TensorFlow's log are in {log}" if log else "") + ".", err=True)
                 sys.exit(1)
             finally:
                 signal.signal(signal.SIGTERM, previous)
@@ -212,22 +217,11 @@ _CHECKPOINTS_KEPT = "the epochs saved so far are kept (--resume continues)"
 
 class _Main(click.Group):
     """The `edgekeras` group. A command called from Python (`main([...])`, click's CliRunner) leaves the process
-    as it found it: --debug, --quiet, --json and the environment variables a command sets last for that call only."""
-
-    _ENV = ("EDGEKERAS_DEBUG", "EDGEKERAS_SPARE_WORKER")
+    as it found it: --debug, --quiet, --json and what a command sets in `settings` last for that call only."""
 
     def main(self, *args, **kwargs):
-        state, env = dict(_state), {k: os.environ.get(k) for k in self._ENV}
-        try:
+        with settings.override():  # whatever the options apply() is undone when the call ends
             return super().main(*args, **kwargs)
-        finally:
-            _state.clear()
-            _state.update(state)
-            for k, v in env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -276,6 +270,9 @@ def main():
               help="float32 files must match Keras within atol + rtol * |keras|.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
               help="Relative part of that tolerance.")
+@click.option("--accept-parity-failures", is_flag=True,
+              help="Exit 0 even when a file broke a parity rule (such files are written and their cards say "
+                   "passed: false either way; without this the exit status is 3).")
 @click.option("--max-accuracy-drop", type=float, metavar="PP",
               help="With --int8 --eval: keep the worst-quantizing layers in float (as few as possible, each candidate "
                    "measured as deployed) until int8 loses at most PP percentage points.")
@@ -304,31 +301,56 @@ def main():
 def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, task, onnx, opset,
              eval_, output_dir, force, custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol,
              max_accuracy_drop, data, val, prune, prune_schedule, structured, cluster, cluster_init, qat,
-             finetune_epochs, learning_rate, batch_size, keep_frozen, as_json):
+             finetune_epochs, learning_rate, batch_size, keep_frozen, accept_parity_failures, as_json):
     """Compress MODEL (.h5, .keras or SavedModel folder; tf_keras or Keras 3) into verified .tflite/.onnx files.
 
     A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
     and compared with the Keras model; each gets a model card <file>.edgekeras.json.
+
+    \b
+    Exit status: 0 every file passed its parity check; 3 the files were written but at least one broke a
+    parity rule (marked FAIL; its card says why; a file that crashes on its own data is not written);
+    1 bad input or a failed step (nothing written); 130 interrupted.
     """
     modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic), ("int16x8", int16x8)) if on]
     from ..compress import compress as run
 
-    report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, task=task, onnx=onnx,
-                 opset=opset, eval=eval_, output_dir=output_dir, force=force, float_io=float_io,
-                 custom_objects=custom_objects, trust_model=trust_model, allow_float_fallback=allow_float_fallback,
-                 parity_samples=parity_samples, atol=atol, rtol=rtol, max_accuracy_drop=max_accuracy_drop, data=data,
-                 val=val, prune=prune, prune_schedule=prune_schedule, structured=structured, cluster=cluster,
-                 cluster_init=cluster_init, qat=qat, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
-                 batch_size=batch_size, finetune_frozen=not keep_frozen)
-    _print_report(report, as_json, note=None if modes or qat else
-                  "no compression mode chosen (--int8, --float16, --dynamic, --int16x8): wrote the float32 baseline")
+    note = None if modes or qat else ("no compression mode chosen (--int8, --float16, --dynamic, --int16x8): wrote "
+                                      "the float32 baseline")
+    with _printed_on_parity_failure(as_json, note):
+        report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, task=task,
+                     onnx=onnx, opset=opset, eval=eval_, output_dir=output_dir, force=force, float_io=float_io,
+                     custom_objects=custom_objects, trust_model=trust_model,
+                     allow_float_fallback=allow_float_fallback, parity_samples=parity_samples, atol=atol, rtol=rtol,
+                     max_accuracy_drop=max_accuracy_drop, data=data, val=val, prune=prune,
+                     prune_schedule=prune_schedule, structured=structured, cluster=cluster,
+                     cluster_init=cluster_init, qat=qat, finetune_epochs=finetune_epochs,
+                     learning_rate=learning_rate, batch_size=batch_size, finetune_frozen=not keep_frozen,
+                     accept_parity_failures=accept_parity_failures)
+    _print_report(report, as_json, note=note)
 
 
-def _print_report(report, as_json: bool, note: str | None = None) -> None:
+@contextlib.contextmanager
+def _printed_on_parity_failure(as_json: bool, note: str | None = None):
+    """A run whose files were written but broke a parity rule still prints its report (then its error)."""
+    from ..errors import ParityError
+
+    try:
+        yield
+    except ParityError as e:
+        if e.report is not None:
+            _print_report(e.report, as_json, note=note, error=e)
+        raise
+
+
+def _print_report(report, as_json: bool, note: str | None = None, error: EdgeKerasError | None = None) -> None:
     from ..report import compress_table
 
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        d = report.to_dict()
+        if error is not None:
+            d["error"] = json.loads(_error_json(type(error).__name__, error))["error"]
+        click.echo(json.dumps(d, indent=2))
         return
     click.echo(compress_table(report))
     if report.optimization is not None:
@@ -356,6 +378,10 @@ def _print_report(report, as_json: bool, note: str | None = None) -> None:
     if report.calibration:
         c = report.calibration
         click.echo(f"calibration: {c['source']}" + ("   <-- SYNTHETIC, see warning" if c["synthetic"] else ""))
+    from ..report.text import delegation_lines
+
+    for line in delegation_lines(report.files):
+        click.echo(line)
     if note:
         click.echo(note)
     if report.warnings:
@@ -445,11 +471,13 @@ def demo(output_dir, force, epochs, as_json):
     """Train a small CNN on scikit-learn's digits (no download), then compress it to int8 and ONNX.
 
     Runs the same code as `edgekeras compress model.h5 --int8 --onnx --calib ... --eval ...`, and writes the
-    data the README's tour uses (train.npz, test.npz, calib.npz). Rerunning replaces its own earlier output.
+    data the README's tour and docs/guide.md use (train.npz, test.npz, calib.npz). Rerunning replaces its own
+    earlier output.
     """
     from ..demo import run_demo
 
-    result = run_demo(output_dir, force=force, epochs=epochs)
+    with _printed_on_parity_failure(as_json):
+        result = run_demo(output_dir, force=force, epochs=epochs)
     if not as_json:
         if result.replaced:
             click.echo(f"replaced the earlier demo output in {output_dir}/ ({len(result.replaced)} files)")

@@ -8,11 +8,11 @@ command runs.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
+from .. import settings
 from . import _debug_option, _output_options, _run, main
 
 # The names of edgekeras.compress.sweep.GRID, spelled out so that --help imports nothing (a test keeps them equal).
@@ -55,16 +55,9 @@ def sweep(model, data, eval_, output_dir, calib, val, configs, finetune_epochs, 
     """
     from ..compress.sweep import format_table, sweep as run
 
-    previous = os.environ.get("EDGEKERAS_SPARE_WORKER")
-    os.environ["EDGEKERAS_SPARE_WORKER"] = "1"  # many runs in one command: keep the next worker ready
-    try:
+    with settings.override(spare_worker=True):  # many runs in one command: keep the next worker ready
         report = run(model, data=data, eval=eval_, calib=calib, val=val, output_dir=output_dir,
                      configs=configs, seed=seed, force=force, finetune_epochs=finetune_epochs)
-    finally:
-        if previous is None:
-            os.environ.pop("EDGEKERAS_SPARE_WORKER", None)
-        else:
-            os.environ["EDGEKERAS_SPARE_WORKER"] = previous
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

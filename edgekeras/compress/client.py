@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import contextvars
 import json
 import os
 import queue
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+
+from .. import settings
 
 _POLL = 0.2  # seconds between checks while waiting, so Ctrl-C is handled promptly
 _LOG_PREFIX = "edgekeras-worker-"
@@ -65,12 +68,14 @@ def _remove_dead_logs() -> None:
             os.close(fd)
 
 
-# Variables that name the caller's current step, not anything the worker reads (pytest sets one per test phase).
-_VOLATILE = ("PYTEST_CURRENT_TEST",)
+#: Variables that name the caller's current step, not anything a worker reads: a spare worker started under other
+#: values still serves. A caller that sets one per step adds it (the test suite adds its runner's).
+VOLATILE_VARIABLES: tuple[str, ...] = ()
 
 
 def _environment() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in _VOLATILE}
+    """The environment a worker starts with (the settings written in): a spare worker serves only the same."""
+    return {k: v for k, v in settings.child_environ(in_worker=True).items() if k not in VOLATILE_VARIABLES}
 
 
 class _Child:
@@ -78,16 +83,16 @@ class _Child:
 
     def __init__(self):
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if not os.environ.get("EDGEKERAS_DEBUG") else "0")
+        debug = settings.current().debug
+        env = settings.child_environ(in_worker=True)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if not debug else "0")
         env["PYTHONUNBUFFERED"] = "1"
-        env["EDGEKERAS_WORKER"] = "1"
         self.env, self.cwd = _environment(), os.getcwd()
         _remove_dead_logs()
         fd, self.log_path = tempfile.mkstemp(prefix=_LOG_PREFIX, suffix=".log")
         _hold(fd)  # the child shares this open file, and with it the lock, until it ends
         self._log = os.fdopen(fd, "wb")
-        out = None if os.environ.get("EDGEKERAS_DEBUG") else self._log  # --debug: TensorFlow's log on the terminal
+        out = None if debug else self._log  # --debug: TensorFlow's log on the terminal
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "edgekeras.compress.worker", str(write_fd)],
                                          stdin=subprocess.PIPE, stdout=out, stderr=out,
@@ -216,7 +221,7 @@ class ChildWorker:
     def __exit__(self, exc_type, *exc) -> None:
         if self.child is not None:
             self.child.close(keep_log=False)
-        if exc_type is None and os.environ.get("EDGEKERAS_SPARE_WORKER", "1") != "0":
+        if exc_type is None and settings.current().spare_worker is not False:
             _start_spare()
 
 
@@ -239,7 +244,9 @@ class ThreadWorker:
         self._stop = threading.Event()
 
     def __enter__(self) -> "ThreadWorker":
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="edgekeras-worker")
+        # with the caller's settings (a new thread would start from the environment's)
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,), daemon=True,
+                                        name="edgekeras-worker")
         self._thread.start()
         return self
 

@@ -760,10 +760,16 @@ def _measure_file(path: Path, eval_x: dict[str, np.ndarray], eval_y: np.ndarray,
                   output: str) -> tuple[float, float, str]:
     """(metric on the evaluation data, median one-sample latency in ms, the runtime's note) of a file as
     deployed: `open_session` with its default kernels and its own input quantization."""
+    from ..errors import RuntimeFailure
     from ..runtime.session import open_session
 
     session = open_session(path)
-    outputs = session.run({t.name: np.asarray(eval_x[t.name]) for t in session.inputs})
+    try:
+        outputs = session.run({t.name: np.asarray(eval_x[t.name]) for t in session.inputs})
+    except RuntimeFailure as e:  # a candidate that cannot run on the data scores the worst there is
+        worst = 0.0 if HIGHER_IS_BETTER[metric] else float(np.finfo(np.float32).max)
+        return worst, 0.0, (f"a candidate failed on sample {e.sample} of the evaluation data ({e.op or 'an op'}: "
+                            f"{e.reason}), scored as the worst")
     if output not in outputs:
         raise UnsupportedModel(f"{path.suffix} candidate has outputs {list(outputs)}, not {output!r}",
                                fix="please report this model")

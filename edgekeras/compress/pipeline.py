@@ -31,17 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import errors
+from .. import errors, settings
 from .._files import Staging, check_writable_dir, output_folder, refuse_existing
 from ..card import (PREPROCESSING_PRESETS, REPORT_SCHEMA, ROUNDING, SCHEMA_VERSION, Accuracy, ModelCard, Parity,
                     Preprocessing, Step, TensorSpec, card_path, producer_info)
 from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_source, load_data, range_mismatches,
                     synthetic_inputs)
 from ..errors import BadInput, UnsupportedModel
-from ..export.parity import compare
+from ..export.parity import QuantRange, compare, criterion
 from ..metrics import check_labels, infer_task_from_labels, metric_for, score, with_task_kinds
 from ..modelfile import check_custom_objects_file, inspect_model, looks_like_keras_model
-from ..runtime.session import open_session, tflite_weight_stats
+from ..runtime.session import listed_ops as _listed, open_session, tflite_weight_stats
 from .recipe import (DEFAULT_ATOL, DEFAULT_CALIB_SAMPLES, DEFAULT_OPSET, DEFAULT_PARITY_SAMPLES, DEFAULT_RTOL,
                      Recipe, Techniques, model_stem)
 
@@ -70,10 +70,15 @@ class FileResult:
     sha256: str = ""
     metrics: list[Accuracy] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    written: bool = True  # False: it failed to run on its own data, and was not committed
+    delegation: dict | None = None  # which ops ran on the runtime's fast kernels (see Session.delegation)
 
     @property
     def name(self) -> str:
         return Path(self.path).name
+
+
+_VOLATILE = ("seconds", "timings")  # report keys that differ from run to run (wall-clock times)
 
 
 @dataclass
@@ -98,9 +103,22 @@ class CompressReport:
     schema: str = REPORT_SCHEMA
     schema_version: int = SCHEMA_VERSION
 
-    def to_dict(self) -> dict:
+    @property
+    def passed(self) -> bool:
+        """Every file passed its parity check (and was written)."""
+        return all(f.parity.passed and f.written for f in self.files)
+
+    def failed(self) -> dict[str, list[str]]:
+        """{file name: its problems} for the files that broke a parity rule, in the order they were made."""
+        return {f.name: list(f.parity.problems) or ["failed its parity check"] for f in self.files
+                if not (f.parity.passed and f.written)}
+
+    def to_dict(self, timings: bool = True) -> dict:
         """The report as JSON-able data. Produced files are named relative to the report (they sit beside it);
-        the model is given as an absolute path, whichever entry point made the report."""
+        the model is given as an absolute path, whichever entry point made the report.
+
+        `timings=False` leaves out the wall-clock times (`seconds`, `timings`, each file's `seconds`): what is
+        written to `<stem>.report.json`, so that the same run on the same data writes the same bytes."""
         from ..card import _encode
 
         d = {"schema": self.schema, "schema_version": self.schema_version, "producer": self.producer}
@@ -112,6 +130,11 @@ class CompressReport:
         d["files"] = [{**asdict(f), "path": Path(f.path).name, "card": Path(f.card).name,
                        "parity": _encode(f.parity), "accuracy": _encode(f.accuracy),
                        "metrics": [_encode(m) for m in f.metrics]} for f in self.files]
+        if not timings:
+            for key in _VOLATILE:
+                d.pop(key, None)
+            for f in d["files"]:
+                f.pop("seconds", None)
         return d
 
     def file(self, mode: str, fmt: str = "tflite") -> FileResult:
@@ -137,7 +160,7 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
              prune_schedule: str = "polynomial", structured: str | None = None, cluster: int | None = None,
              cluster_init: str = "kmeans++", qat: bool = False, finetune_epochs: int | None = None,
              learning_rate: float | None = None, batch_size: int = 32, finetune_frozen: bool = True,
-             max_accuracy_drop: float | None = None) -> CompressReport:
+             max_accuracy_drop: float | None = None, accept_parity_failures: bool = False) -> CompressReport:
     """Compress a Keras model into verified edge files, each with a model card.
 
     A float32 `.tflite` is always produced as the baseline, then one file per mode. Every file is run on
@@ -189,12 +212,18 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
         max_accuracy_drop: with int8 and `eval`: the most the int8 files may lose against Keras, in percentage
             points (accuracy) or percent of the Keras error (mae); when plain int8 loses more, the layers that
             quantize worst are kept in float, as few as possible, each candidate measured as deployed.
+        accept_parity_failures: return the report even when a file broke a parity rule (it is written and its
+            card says `parity.passed: false` either way).
 
     Returns:
-        A `CompressReport`; `report.file("int8")` is the int8 .tflite, `report.file("int8", "onnx")` its ONNX twin.
+        A `CompressReport`; `report.file("int8")` is the int8 .tflite, `report.file("int8", "onnx")` its ONNX twin;
+        `report.passed` says whether every file passed its parity check.
 
     Raises:
-        BadInput, UnsafeModel, UnsupportedModel, ParityError, OutputError: see edgekeras.errors.
+        ParityError: the files were written and at least one broke a parity rule (`e.report` is the report,
+            `e.failed` the problems by file); not with accept_parity_failures. A file that fails to run on its
+            own calibration or evaluation data is not written at all.
+        BadInput, UnsafeModel, UnsupportedModel, OutputError: see edgekeras.errors (nothing was written).
 
     Example:
         report = edgekeras.compress("model.h5", "int8", calib="calib.npz", eval=(x_test, y_test), onnx=True)
@@ -212,6 +241,7 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
                     task=task, float_io=float_io, allow_float_fallback=allow_float_fallback, trust_model=trust_model,
                     parity_samples=parity_samples, atol=atol, rtol=rtol, seed=seed, force=force, isolate=isolate,
                     techniques=techniques, max_accuracy_drop=max_accuracy_drop,
+                    accept_parity_failures=bool(accept_parity_failures),
                     data="given" if data is not None else None, val="given" if val is not None else None)
     return _Run(recipe, model, calib=calib, eval=eval, custom_objects=custom_objects, output_dir=output_dir,
                 data=data, val=val).execute()
@@ -269,6 +299,7 @@ class Metadata:
     outputs: list[TensorSpec]  # with `kind`
     class_outputs: set[str]
     scored: dict[str, str] = field(default_factory=dict)  # output name -> metric, for the outputs with labels
+    binary_outputs: set[str] = field(default_factory=set)  # sigmoid outputs: their decision is the 0.5 threshold
 
     @property
     def primary(self) -> str:
@@ -287,6 +318,20 @@ class Prepared:
     labels_by_output: dict[str, np.ndarray] = field(default_factory=dict)
     train: Dataset | None = None
     val: Dataset | None = None
+    parity_from_calib: bool = False  # parity runs on the first calibration samples (no evaluation data)
+
+    def unchecked_calibration(self) -> tuple[Dataset | None, int]:
+        """The calibration samples parity does not run on, and the index of the first: every file runs on them
+        too before it is written."""
+        if self.calib is None:
+            return None, 0
+        if not self.parity_from_calib:
+            return self.calib, 0
+        k = len(self.parity)
+        if k >= len(self.calib):
+            return None, 0
+        c = self.calib
+        return Dataset({name: v[k:] for name, v in c.x.items()}, source=c.source), k
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -299,10 +344,38 @@ class _Run:
         self.warnings: list[str] = []
         self.optimization: dict | None = None
         self.timings: dict[str, float] = {}
+        self.calibration_info: dict | None = None
+        self.mixed_scale_inputs: list[str] = []  # inputs whose features span ranges 100x apart (see prepare_data)
 
     def warn(self, message: str) -> None:
         log.warning(message)
         self.warnings.append(message)
+
+    def advice(self) -> str:
+        """What to try when a quantized file disagrees with Keras: the steps this run has not taken yet, in the
+        order they usually help."""
+        r = self.recipe
+        steps = []
+        calibration = self.calibration_info
+        if r.eval is None:
+            steps.append("check on labelled data with --eval (parity then runs on all of it, and the metric says "
+                         "whether the disagreements cost accuracy)")
+        if calibration is not None and calibration.get("synthetic"):
+            steps.append("calibrate on real inputs (--calib, 100-500 samples)")
+        elif calibration is not None and calibration.get("samples", 0) < 100:
+            steps.append(f"calibrate on more samples (it used {calibration['samples']}; --calib-samples)")
+        if "int8" in r.modes and not r.float_io and self.mixed_scale_inputs:
+            steps.append(f"--float-io --max-accuracy-drop 1 with --eval: input(s) "
+                         f"{', '.join(self.mixed_scale_inputs)} hold features whose ranges differ more than 100-fold, "
+                         "and one int8 scale for all of them loses the small ones; with float input the gate can keep "
+                         "the first layers (a Normalization) in float (or standardize the features before the model)")
+        if "int8" in r.modes and r.max_accuracy_drop is None:
+            steps.append("keep the layers that quantize worst in float (--max-accuracy-drop 1 with --eval)")
+        if "int16x8" not in r.modes:
+            steps.append("try 16-bit activations (--int16x8)")
+        if r.techniques is None or not r.techniques.qat:
+            steps.append("train with quantization in the loop (--qat --data TRAIN)")
+        return "Next: " + "; or ".join(steps[:3]) if steps else ""
 
     def execute(self) -> CompressReport:
         with self.timed("plan"):
@@ -325,10 +398,24 @@ class _Run:
                 self._optimized_card(info, meta, keras_scores, stage)
             with self.timed("commit"):
                 report = self.make_report(info, meta, data, results, keras_scores)
-                stage.path(self.report_name).write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False)
-                                                        + "\n")
+                stage.path(self.report_name).write_text(json.dumps(report.to_dict(timings=False), indent=2,
+                                                                   allow_nan=False) + "\n")
                 stage.commit()
         log.info("done in %.1f s", report.seconds)
+        failed = report.failed()
+        if failed and not self.recipe.accept_parity_failures:
+            unwritten = [f.name for f in report.files if not f.written]
+            raise errors.ParityError(
+                f"{len(failed)} of {len(report.files)} file(s) broke a parity rule: "
+                + "; ".join(f"{name} ({_first_problem(name, p)})" for name, p in failed.items())
+                + (". They were written, and their cards say passed: false" if not unwritten else
+                   f". {', '.join(unwritten)}: failed to run on its own data, not written; every other file was "
+                   "written with its card (passed: false on those that broke a rule)"),
+                failed=failed, report=report,
+                fix="see each problem's own fix in the report; to keep such files and succeed anyway, pass "
+                    "accept_parity_failures=True",
+                cli_fix="see each problem's own fix above; to keep such files and exit 0 anyway, pass "
+                        "--accept-parity-failures")
         return report
 
     @contextlib.contextmanager
@@ -424,13 +511,16 @@ class _Run:
         doing = self.doing
         log_text = e.get("log") or ""
         kept = None
-        if not os.environ.get("EDGEKERAS_DEBUG"):  # with --debug the log went to the terminal, above this error
+        if not settings.current().debug:  # with --debug the log went to the terminal, above this error
             try:
                 fd, name = tempfile.mkstemp(prefix=f"edgekeras-crash-{time.strftime('%Y%m%d-%H%M%S')}-",
                                             suffix=".log")
                 os.close(fd)
                 shutil.copyfile(self.worker.log_path, name)  # kept for the user
                 kept = Path(name)
+                with open(kept, "a", encoding="utf-8") as f:  # never an empty log: what ended, and how
+                    f.write(f"\n-- edgekeras: the conversion process ended ({e.get('signal') or e.get('returncode')})"
+                            f" while {doing} --\n")
             except OSError:
                 kept = None
         where = _last_location(log_text)
@@ -444,8 +534,8 @@ class _Run:
             "nothing was written",
             fix=("for recurrent layers, build them with unroll=True and a fixed sequence length; or drop this mode "
                  "and make the others; " if converting else "")
-            + (f"TensorFlow's log is in {kept}" if kept else "TensorFlow's log is above" if os.environ.get(
-                "EDGEKERAS_DEBUG") else "rerun with --debug for TensorFlow's log"))
+            + (f"TensorFlow's log is in {kept}" if kept else "TensorFlow's log is above" if settings.current().debug
+               else "rerun with --debug for TensorFlow's log"))
 
     # -- 2. load -------------------------------------------------------------------------------------------------
     def load(self) -> ModelInfo:
@@ -522,9 +612,12 @@ class _Run:
         classes = set()
         for i, t in enumerate(outputs):
             wide = len(t.shape) == 2 and (t.shape[1] or 0) >= 2
-            if wide and ((i == 0 and task == "classification") or (i > 0 and info.activations.get(t.name) == "softmax")):
+            scores = (i == 0 and task == "classification") or (i > 0 and info.activations.get(t.name) == "softmax")
+            if wide and scores:
                 classes.add(t.name)
-        return Metadata(preprocessing=pre, labels=labels, task=task, outputs=outputs, class_outputs=classes)
+        binary = {t.name for t in outputs if info.activations.get(t.name) == "sigmoid"}
+        return Metadata(preprocessing=pre, labels=labels, task=task, outputs=outputs, class_outputs=classes,
+                        binary_outputs=binary)
 
     # -- 3. prepare data -----------------------------------------------------------------------------------------
     def prepare_data(self, info: ModelInfo, meta: Metadata, stage: Staging) -> Prepared:
@@ -560,18 +653,23 @@ class _Run:
         if "int16x8" in r.modes:
             self.warn("int16x8 runs far slower than int8 on CPU kernels (about 38x on a small CNN); choose it only "
                       "where int8 accuracy is not enough")
+        from_calib = False
         if evaluation is not None:
             parity, parity_data = evaluation, f"evaluation data: {evaluation.source}"
         elif calib is not None:
             parity = calib.take(r.parity_samples)
+            from_calib = True
             kind = "synthetic" if self.calib is None else "calibration"
             parity_data = f"{kind} data: {calib.source}, first {len(parity)}"
         else:
             parity = synthetic_inputs(info.inputs, meta.preprocessing, r.parity_samples, r.seed,
                                       purpose="the parity check")
             parity_data = parity.source
+        self.calibration_info = calibration_info
+        if calib is not None:
+            self.mixed_scale_inputs = _mixed_scale_inputs(calib)
         prepared = Prepared(calib=calib, evaluation=evaluation, parity=parity, parity_data=parity_data,
-                            calibration_info=calibration_info)
+                            calibration_info=calibration_info, parity_from_calib=from_calib)
         if evaluation is not None:
             self._choose_metrics(info, meta, prepared)
         if r.techniques is not None:
@@ -612,12 +710,14 @@ class _Run:
         ev = data.evaluation
         by_output = dict(ev.extra_y)
         if ev.y is not None:
+            self._refuse_ambiguous_labels(info, meta, ev)
             by_output[meta.primary] = ev.y
         names = [t.name for t in meta.outputs]
         unknown = sorted(set(by_output) - set(names))
         if unknown:
             raise BadInput(f"--eval data ({ev.source}) has labels for {unknown}, which are not outputs of the model "
-                           f"(outputs: {', '.join(names)})", fix="name label arrays y (first output) or y_<output name>")
+                           f"(outputs: {', '.join(names)})",
+                           fix="name label arrays y (first output) or y_<output name>")
         if meta.primary in by_output and meta.task is None:
             self._task_from_labels(info, meta, by_output[meta.primary], "evaluation")
         for t in meta.outputs:
@@ -629,15 +729,37 @@ class _Run:
             meta.scored[t.name] = metric
         data.labels_by_output = by_output
 
+    def _refuse_ambiguous_labels(self, info: ModelInfo, meta: Metadata, ev: Dataset) -> None:
+        """Unnamed labels (`y`) belong to the model's first output; when they would fit another output just as
+        well (two outputs of one shape), which one they are for cannot be told from them: the user must name it."""
+        fits = []
+        for i, t in enumerate(meta.outputs):
+            if t.name in ev.extra_y:
+                continue  # that output has labels of its own
+            task = meta.task if i == 0 else _output_task(t, info.activations.get(t.name))
+            task = task or infer_task_from_labels(ev.y, t)
+            try:
+                check_labels(metric_for(task), ev.y, t, ev.source, len(ev))
+            except BadInput:
+                continue
+            fits.append(t)
+        if len(fits) > 1:
+            shown = " and ".join(f"{t.name!r} (shape {t.shape})" for t in fits)
+            raise BadInput(f"--eval data ({ev.source}) has unnamed labels y that fit outputs {shown}: they cannot be "
+                           f"told apart by their shape, and scoring the wrong output would go unnoticed",
+                           fix="name the labels after their output: " + " or ".join(f"y_{t.name}" for t in fits)
+                               + f" (e.g. np.savez(path, x=x, y_{fits[0].name}=labels))")
+
     def _task_from_labels(self, info: ModelInfo, meta: Metadata, y: np.ndarray, purpose: str) -> None:
         """The task of a model that does not say it (no loss saved, a linear last layer), from its labels; the
         outputs' kinds (logits or values) and the class outputs follow it."""
         meta.task = infer_task_from_labels(y, meta.outputs[0])
         self.task_reason = f"the {purpose} labels"
-        self.warn(f"the model does not say its task (no loss saved and a linear last layer): output {meta.primary!r} "
+        self.warn(f"{info.task_reason}: output {meta.primary!r} "
                   f"is taken as {meta.task} from the {purpose} labels; pass --task to choose")
         refreshed = self._metadata(info, meta.preprocessing, meta.labels, meta.task)
-        meta.outputs, meta.class_outputs = refreshed.outputs, refreshed.class_outputs
+        meta.outputs, meta.class_outputs, meta.binary_outputs = (refreshed.outputs, refreshed.class_outputs,
+                                                                 refreshed.binary_outputs)
 
     def _training_data(self, source, purpose: str, info: ModelInfo, meta: Metadata, stage: Staging) -> Dataset:
         """Labelled data to fine-tune on, checked before any training (shapes, labels, at least one batch)."""
@@ -809,12 +931,37 @@ class _Run:
         r = self.recipe
         primary = next((m for m in keras_scores if m.output == meta.primary), keras_scores[0] if keras_scores else None)
         source = {"name": info.name, "format": info.format, "keras_version": info.keras_version,
-                  "sha256": info.sha256, "params": info.params, "task": meta.task, "task_from": self.task_reason}
+                  "sha256": info.sha256, "params": info.params, "task": meta.task, "task_from": self.task_reason,
+                  "outputs": [t.name for t in meta.outputs]}
         return CompressReport(model=r.model, source=source, output_dir=r.output_dir, task=meta.task, files=results,
                               keras_accuracy=primary, keras_metrics=keras_scores, calibration=data.calibration_info,
                               warnings=self.warnings, recipe=r.to_dict(), seconds=time.perf_counter() - self.t0,
                               report=str(self.out_dir / self.report_name), optimization=self.optimization,
                               timings=dict(self.timings))
+
+
+def _mixed_scale_inputs(data: Dataset) -> list[str]:
+    """Non-image inputs whose features (last axis) span value ranges more than 100 times apart: one int8 scale for
+    all of them leaves the small ones a few steps (breast_cancer's raw features: 0.05 to 2,500)."""
+    found = []
+    for name, x in data.x.items():
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or x.shape[1] < 2 or not np.isfinite(x).all():
+            continue
+        spans = x.max(axis=0) - x.min(axis=0)
+        spans = spans[spans > 0]
+        if len(spans) >= 2 and spans.max() > 100 * spans.min():
+            found.append(repr(name))
+    return found
+
+
+def _first_problem(name: str, problems: list[str]) -> str:
+    """A problem's gist for a one-line summary: what it says after the file's name, up to its first clause."""
+    text = problems[0] if problems else "failed"
+    for prefix in (f"{name}: ", f"{name} "):
+        text = text[len(prefix):] if text.startswith(prefix) else text
+    text = text.split("; ")[0]
+    return text if len(text) <= 240 else text[:237] + "..."
 
 
 def _encode_accuracy(a: Accuracy) -> dict:
@@ -881,14 +1028,42 @@ class _Verifier:
     stage: Staging
 
     def verify(self, event: dict) -> FileResult:
+        """Run the file on every parity and calibration sample, compare, score, and write its card. A file that
+        fails to run on any of them is a parity failure naming the op and the sample, and is not committed."""
         name, fmt, mode = event["name"], event["format"], event["mode"]
         path = self.stage.path(name)
-        session = open_session(path)
-        got = session.run(self.data.parity.x)
         r = self.run.recipe
+        data = path.read_bytes()
+        size = {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6, mtime=0))}
+        digest = hashlib.sha256(data).hexdigest()
+        del data
+        float_ops = list(event.get("float_ops") or [])
+        try:
+            session = open_session(path)
+        except errors.UnsupportedModel as e:  # the runtime cannot even open it
+            return self._not_written(event, size, digest, float_ops, e.message, e.fix)
+        rest, offset = self.data.unchecked_calibration()
+        try:
+            kind = ("evaluation" if self.data.evaluation is not None else "synthetic" if self.data.calib is None
+                    else "calibration")
+            where = (f"{kind} data ({self.data.parity.source})", 0)
+            got = session.run(self.data.parity.x)
+            if rest is not None:  # every calibration sample runs too: a kernel may refuse the values of some
+                where = (f"calibration data ({rest.source})", offset)
+                session.run(rest.x)
+        except errors.RuntimeFailure as e:
+            return self._not_written(event, size, digest, float_ops,
+                                     f"{name} fails on {e.runtime} on sample {where[1] + e.sample} of the {where[0]}: "
+                                     + (f"op {e.op} " if e.op else "") + f"reported {e.reason!r}", e.fix)
+        ranges = {k: QuantRange.of(dtype, q.scale, q.zero_point) for k, (dtype, q) in session.integer_sources().items()}
+        input_ranges = {t.name: QuantRange.of(t.dtype, t.quantization.scale, t.quantization.zero_point)
+                        for t in session.inputs if t.quantization is not None}
         parity, problems = compare(self.reference, got, exact=(mode == "float32"), file=name,
                                    runtime=session.runtime, kernels=session.kernels, data=self.data.parity_data,
-                                   note=session.note, atol=r.atol, rtol=r.rtol, class_outputs=self.meta.class_outputs)
+                                   note=session.note, atol=r.atol, rtol=r.rtol, class_outputs=self.meta.class_outputs,
+                                   binary_outputs=self.meta.binary_outputs, ranges=ranges,
+                                   inputs=self.data.parity.x, input_ranges=input_ranges, advice=self.run.advice())
+        delegation = session.delegation()
         file_warnings = list(event.get("warnings") or [])
         for p in problems:
             self.run.warn("PARITY FAILED: " + p)
@@ -896,7 +1071,6 @@ class _Verifier:
             file_warnings.append(f"{name}: {session.note}")
         if mode in ("int8", "int16x8") and self.data.calibration_info and self.data.calibration_info["synthetic"]:
             file_warnings.append("calibrated on synthetic data: accuracy may suffer")
-        float_ops = list(event.get("float_ops") or [])
         gate = event["settings"].get("accuracy_gate")
         if gate is not None:
             layers = event["settings"].get("float_layers") or []
@@ -910,15 +1084,10 @@ class _Verifier:
             for note in event.get("warnings") or []:
                 self.run.warn(f"{name}: {note}")
         elif float_ops:
-            self.run.warn(f"{name} keeps {len(float_ops)} op(s) in float: {', '.join(float_ops[:8])}"
-                          + (" ..." if len(float_ops) > 8 else ""))
+            self.run.warn(f"{name} keeps {len(float_ops)} op(s) in float: {_listed(float_ops)}")
             file_warnings.append(f"ops kept in float: {', '.join(float_ops)}")
         scores = self._scores(got)
         primary = next((s for s in scores if s.output == self.meta.primary), scores[0] if scores else None)
-        data = path.read_bytes()
-        size = {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6, mtime=0))}
-        digest = hashlib.sha256(data).hexdigest()
-        del data
         settings = dict(event["settings"])
         if mode in ("int8", "int16x8"):
             settings["calibration"] = self.data.calibration_info
@@ -931,13 +1100,33 @@ class _Verifier:
                          task=self.meta.task, steps=self._steps(fmt, settings), size=size, parity=parity,
                          accuracy=primary, metrics=scores if len(scores) > 1 else [], float_ops=float_ops,
                          layers=tflite_weight_stats(path) if fmt == "tflite" and self.run.optimization else [],
+                         delegation=delegation, output_order=[t.name for t in self.meta.outputs],
                          warnings=file_warnings + problems, producer=producer_info())
         card.write(self.stage.path(card_path(name).name))
         out = self.run.out_dir
         return FileResult(path=str(out / name), card=str(card_path(out / name)), format=fmt, mode=mode,
                           bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0, parity=parity,
                           accuracy=primary, seconds=float(event["seconds"]), float_ops=float_ops, sha256=digest,
-                          metrics=scores, warnings=file_warnings + problems)
+                          metrics=scores, warnings=file_warnings + problems, delegation=delegation)
+
+    def _not_written(self, event: dict, size: dict, digest: str, float_ops: list[str], what: str,
+                     fix: str | None) -> FileResult:
+        """A file that cannot run on its own data: a parity failure, reported, and left out of the commit."""
+        name, r = event["name"], self.run.recipe
+        self.stage.drop(name)
+        self.stage.drop(card_path(name).name)
+        message = f"{what}; the file was NOT written" + (f". Fix: {fix}" if fix else "")
+        self.run.warn("PARITY FAILED: " + message)
+        parity = Parity(reference="keras", runtime="litert" if event["format"] == "tflite" else "onnxruntime",
+                        kernels="cpu" if event["format"] == "onnx" else "xnnpack", samples=len(self.data.parity),
+                        data=self.data.parity_data, criterion=criterion(event["mode"] == "float32", r.atol, r.rtol),
+                        passed=False,
+                        outputs={}, atol=r.atol, rtol=r.rtol, problems=[message])
+        out = self.run.out_dir
+        return FileResult(path=str(out / name), card=str(card_path(out / name)), format=event["format"],
+                          mode=event["mode"], bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0,
+                          parity=parity, accuracy=None, seconds=float(event["seconds"]), float_ops=float_ops,
+                          sha256=digest, warnings=[message], written=False)
 
     def _steps(self, fmt: str, settings: dict) -> list[Step]:
         return self.run._steps_before_export() + [Step("convert" if fmt == "tflite" else "export", settings)]
@@ -948,7 +1137,8 @@ class _Verifier:
             return []
         keras = {s.output: s.value for s in self.keras_scores()}
         kinds = {t.name: t.kind for t in self.meta.outputs}
-        return [Accuracy(metric=metric, value=score(metric, got[name], self.data.labels_by_output[name], kinds.get(name)),
+        return [Accuracy(metric=metric,
+                         value=score(metric, got[name], self.data.labels_by_output[name], kinds.get(name)),
                          keras=keras[name], samples=len(ev), data=ev.source, output=name)
                 for name, metric in self.meta.scored.items()]
 

@@ -26,7 +26,7 @@ import numpy as np
 from .._keras import tf
 from tensorflow.lite.python.convert_phase import ConverterError  # noqa: E402  (after .._keras sets TF up)
 from ..errors import BadInput, UnsupportedModel
-from ..runtime.session import float_ops
+from ..runtime.session import float_ops, listed_ops
 from ..source import SourceModel
 from .recipe import INTEGER_MODES, MODES
 
@@ -107,7 +107,7 @@ def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray
     if found and not allow_float_fallback:
         raise UnsupportedModel(
             f"this model cannot be fully {mode}: {len(found)} op(s) have no {mode} kernel and stayed in float: "
-            f"{', '.join(found)}",
+            f"{listed_ops(found)}",
             fix="pass --allow-float-fallback (allow_float_fallback=True) to keep them in float (the file then "
                 "mixes integer and float ops and dequantizes around them), or replace those layers "
                 "(e.g. ELU -> ReLU) and retrain")

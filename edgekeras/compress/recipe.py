@@ -206,6 +206,8 @@ class Recipe:
     val: str | None = None
     techniques: Techniques | None = None  # training-aware compression (None: post-training quantization only)
     max_accuracy_drop: float | None = None  # percentage points: the accuracy-gated int8 search
+    accept_parity_failures: bool = False  # files that break a parity rule are written and marked either way;
+    # False: the run then raises ParityError (the command exits with errors.PARITY_EXIT_STATUS)
 
     def check(self) -> "Recipe":
         """Validate every setting and their combinations; return self.

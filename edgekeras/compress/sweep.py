@@ -67,7 +67,7 @@ from ..data import check_source
 from ..errors import BadInput, OutputError
 from ..metrics import HIGHER_IS_BETTER
 from ..modelfile import inspect_model, looks_like_keras_model, weights_sha256
-from ..report.text import human_bytes
+from .._format import human_bytes, table
 from .pipeline import HEAVY_PRUNING, compress
 from .recipe import Recipe, Techniques, model_stem
 
@@ -166,7 +166,7 @@ class SweepRow:
         latency_ms: median of single-sample invokes; latency_runs: how many were timed; kernels: LiteRT's kernels.
         pareto_size, pareto_latency: on the size/accuracy and latency/accuracy fronts (see the module docstring).
         resumed: finished by an earlier sweep and kept.
-        seconds: the compress run's time (as its report records it).
+        seconds: the compress run's wall time in this sweep (None for a config kept from an earlier sweep).
         warnings: the run's warnings.
     """
 
@@ -185,7 +185,7 @@ class SweepRow:
     keras_accuracy: float | None
     accuracy_change: float | None
     parity_passed: bool
-    seconds: float
+    seconds: float | None
     resumed: bool
     latency_ms: float | None = None
     latency_runs: int = 0
@@ -334,6 +334,7 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
     total = len(plan.configs) + 1
     docs: dict[str, dict] = {}
     ran, kept = [], []
+    took: dict[str, float] = {}
     for i, cfg in enumerate(plan.configs, start=1):
         folder = plan.out / cfg.name
         if cfg.name in plan.finished:
@@ -346,12 +347,13 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
         started = time.perf_counter()
         compress(model, **cfg.compress_options(plan.finetune_epochs), calib=plan.calib, eval=plan.eval,
                  output_dir=folder, force=force or cfg.name in plan.leftovers, seed=seed,
-                 data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None)
+                 data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None,
+                 accept_parity_failures=True)  # a config that fails parity is a FAIL row of the table
         docs[cfg.name] = json.loads((folder / plan.report_names[cfg.name]).read_text(encoding="utf-8"))
         ran.append(cfg.name)
-        seconds = time.perf_counter() - started
+        seconds = took[cfg.name] = time.perf_counter() - started
         _tell(progress, i, total, f"{cfg.name}: made in {seconds:.0f} s")
-    rows = _rows(plan, docs, kept)
+    rows = _rows(plan, docs, kept, took)
     if ran:
         from .client import _close_spare
 
@@ -621,9 +623,11 @@ def _finished_run(folder: Path, report_name: str, row_name: str, mode: str) -> t
         return None, f"{report_name} lists no {row_name}"
     for f in doc["files"]:
         p = folder / f["path"]
+        if not f.get("written", True):  # failed to run on its own data: never written
+            continue
         if not p.is_file() or p.stat().st_size != f["bytes"] or not (folder / f["card"]).is_file():
             return None, f"{f['path']} (or its card) is missing or changed since {report_name} was written"
-    if sha256_file(folder / row_name) != entry["sha256"]:
+    if entry.get("written", True) and sha256_file(folder / row_name) != entry["sha256"]:
         return None, f"{row_name} changed since {report_name} was written"
     return doc, ""
 
@@ -654,7 +658,7 @@ def _differences(doc: dict, folder: Path, cfg: SweepConfig, plan: _Plan) -> list
 
 
 # -- rows ---------------------------------------------------------------------------------------------------------
-def _rows(plan: _Plan, docs: dict[str, dict], kept: list[str]) -> list[SweepRow]:
+def _rows(plan: _Plan, docs: dict[str, dict], kept: list[str], seconds: dict[str, float]) -> list[SweepRow]:
     base_doc = docs[BASELINE.name]
     base = _file_entry(base_doc, plan.row_names[BASELINE.name])
     original = (base_doc.get("keras_accuracy") or {}).get("value")
@@ -671,7 +675,8 @@ def _rows(plan: _Plan, docs: dict[str, dict], kept: list[str]) -> list[SweepRow]
             gzip_ratio=f["gzip_bytes"] / base["gzip_bytes"],
             metric=acc.get("metric"), accuracy=value, keras_accuracy=(doc.get("keras_accuracy") or {}).get("value"),
             accuracy_change=value - original if value is not None and original is not None else None,
-            parity_passed=bool(f["parity"]["passed"]), seconds=float(doc.get("seconds", 0.0)),
+            parity_passed=bool(f["parity"]["passed"]) and f.get("written", True),
+            seconds=seconds.get(cfg.name),
             resumed=cfg.name in kept, warnings=list(doc.get("warnings") or [])))
     return rows
 
@@ -687,9 +692,10 @@ def _measure_latency(rows: list[SweepRow]) -> dict:
     from ..runtime.measure import open_for_timing, time_invokes
 
     runs: dict[str, int] = {}
-    samples: dict[str, list[float]] = {r.config: [] for r in rows}
+    present = [r for r in rows if Path(r.path).is_file()]  # a file that failed to run on its data was not written
+    samples: dict[str, list[float]] = {r.config: [] for r in present}
     for _ in range(LATENCY_ROUNDS):
-        for r in rows:
+        for r in present:
             with quiet_native((2,)):  # LiteRT's "Created XNNPACK delegate" lines
                 model = open_for_timing(r.path, LATENCY_THREADS)
             r.kernels = model.kernels
@@ -702,10 +708,10 @@ def _measure_latency(rows: list[SweepRow]) -> dict:
             timed, _ = time_invokes(call, runs[r.config])
             samples[r.config].extend(v / 1e6 for v in timed)
             del call, model  # the interpreter goes with it: one file open at a time
-    for r in rows:
+    for r in present:
         r.latency_ms = statistics.median(samples[r.config])
         r.latency_runs = len(samples[r.config])
-    log.info("latency measured: %s", ", ".join(f"{r.config} {r.latency_ms:.3g} ms" for r in rows))
+    log.info("latency measured: %s", ", ".join(f"{r.config} {r.latency_ms:.3g} ms" for r in present))
     return {"method": "edgekeras.runtime.measure: Interpreter.invoke() on a seeded random sample",
             "statistic": "median", "runtime": "litert", "threads": LATENCY_THREADS,
             "rounds": LATENCY_ROUNDS, "warmup": LATENCY_WARMUP, "batch": 1, "pareto_tie": LATENCY_TIE,
@@ -800,23 +806,15 @@ def format_table(report: SweepReport) -> str:
                      human_bytes(r.gzip_bytes), f"{1 / r.ratio:.1f}x", f"{1 / r.gzip_ratio:.1f}x",
                      _metric_text(r.accuracy, r.metric), _change_text(r.accuracy_change, r.metric),
                      "pass" if r.parity_passed else "FAIL", _ms(r.latency_ms), fronts])
-    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-    right = {4, 5, 6, 7, 8, 9, 11}
-
-    def fmt(row):
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-
     ev = report.evaluation
     keras = _metric_text(report.keras_accuracy, report.metric)
-    rule = fmt(["" if i == 0 else "-" * w for i, w in enumerate(widths)])
     lines = [f"sweep of {Path(report.model).name} (sha256 {report.model_sha256[:12]}...): {len(report.rows)} configs",
              f"{report.metric or 'accuracy'}: {_metric_name(report.metric)} of output {ev.get('output')!r} on "
              f"{ev.get('samples')} samples of {ev.get('data')}; the original Keras model: {keras} ('vs keras' is "
              "the change from it)",
              f"latency: median of single-sample LiteRT invokes, {report.latency['threads']} thread(s), on "
              f"{report.cpu.get('description') or report.cpu.get('name')}",
-             "", fmt(header), rule] + [fmt(row) for row in rows]
+             ""] + table(header, rows, right={4, 5, 6, 7, 8, 9, 11}, blank_rule={0})
     lines += ["", f"* Pareto-optimal: {report.pareto_definition}. size: gzipped size vs {report.metric}; latency: "
                   f"median latency vs {report.metric}."]
     if report.resumed:

@@ -23,6 +23,7 @@ run's staging folder. Commands are handled in order; each ends with one event of
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -96,7 +97,8 @@ class Worker:
             except Exception as e:  # reported like any command's error (see `handle`)
                 emit(_error_event("reference", e))
 
-        self._reference_thread = threading.Thread(target=run, name="edgekeras-reference", daemon=True)
+        self._reference_thread = threading.Thread(target=contextvars.copy_context().run, args=(run,),
+                                                  name="edgekeras-reference", daemon=True)
         self._reference_thread.start()
 
     def _reference(self, feeds: dict, out_path: str, emit: Emit) -> None:
@@ -171,7 +173,6 @@ class Worker:
 
         mode = cmd["mode"]
         calib = _load_npz(cmd["calib"]) if cmd.get("calib") else None
-        crash_for_tests(mode)
         qat = mode == "int8" and getattr(self, "qat_source", None) is not None
         conv = ptq.convert(self.qat_source if qat else self.source, mode, calibration=calib, qat=qat,
                            float_io=bool(cmd.get("float_io")),
@@ -326,17 +327,6 @@ def preprocessing_hint(source) -> dict:
 
 def _nested_models(model) -> list:
     return [layer for layer in getattr(model, "layers", []) if hasattr(layer, "layers")]
-
-
-# -- a crash, on purpose, for the tests of crash containment --------------------------------------------------
-def crash_for_tests(mode: str) -> None:
-    """When EDGEKERAS_TEST_CRASH names this mode, die as a converter segfault would (tests only)."""
-    if os.environ.get("EDGEKERAS_TEST_CRASH") == mode:
-        import signal
-
-        sys.stderr.write(f"simulated converter crash while converting {mode}\n")
-        sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGSEGV)
 
 
 # -- the child process ----------------------------------------------------------------------------------------

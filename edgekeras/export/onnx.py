@@ -8,7 +8,9 @@ converts the frozen graph; inputs keep the Keras input names and outputs the Ker
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +54,16 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
     rename = {**dict(zip(inputs, [t.name for t in source.inputs])),
               **{t.name: name for t, name in zip(frozen.outputs, out_names)}}
     try:
-        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
-                                                  output_names=[t.name for t in frozen.outputs], opset=opset,
-                                                  tensors_to_rename=rename)
+        with _deterministic_merges():
+            proto, _ = tf2onnx.convert.from_graph_def(inlinable(frozen.graph.as_graph_def()), input_names=inputs,
+                                                      output_names=[t.name for t in frozen.outputs], opset=opset,
+                                                      tensors_to_rename=rename)
     except _TF2ONNX_ERRORS as e:
         raise UnsupportedModel(f"ONNX export failed: tf2onnx could not convert this model ({type(e).__name__}: "
                                f"{first_line(e)[:300]})",
                                fix=f"{_NO_TFLITE_HINT}; rerun with --debug for tf2onnx's log") from e
+    _erfc_as_erf(proto.graph)
+    canonical_order(proto.graph)
     unconverted = [f"{n.op_type} ({n.name})" for n in proto.graph.node if n.domain not in ("", "ai.onnx")]
     if unconverted:
         raise UnsupportedModel(f"ONNX export failed: tf2onnx left TensorFlow op(s) it cannot express in ONNX: "
@@ -74,6 +79,174 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
     settings = {"mode": "float32", "converter": "tf2onnx (frozen graph_def)", "tf2onnx": tf2onnx.__version__,
                 "opset": opset, "dynamic_batch": True}
     return data, settings
+
+
+@contextlib.contextmanager
+def _deterministic_merges():
+    """tf2onnx merges duplicated nodes (three output heads taking the Shape of one tensor) keeping the first of its
+    node list, an order its other optimizers leave to the iteration of sets: the surviving node's name (the
+    `frames` head's or the `contours` head's) changed from process to process. The survivor is chosen here by name
+    among those tf2onnx ranks first."""
+    from tf2onnx.optimizer.merge_duplicated_nodes_optimizer import MergeDuplicatedNodesOptimizer as merger
+
+    original = merger._merge_nodes_that_are_duplicated
+
+    def by_name(self, nodes, graph):
+        nodes.sort(key=lambda n: n.name)  # a stable sort: tf2onnx's own key (outputs used) still comes first
+        return original(self, nodes, graph)
+
+    merger._merge_nodes_that_are_duplicated = by_name
+    try:
+        yield
+    finally:
+        merger._merge_nodes_that_are_duplicated = original
+
+
+_GENERATED = re.compile(r"__\d+")  # tf2onnx's counter suffixes: Transpose__66, const_fold_opt__76__79
+_PORT = re.compile(r"(:\d+)$")
+
+
+def canonical_order(graph) -> None:
+    """Put the graph in an order and a naming that depend on its structure only, in place: the same model gives
+    the same bytes in every process.
+
+    tf2onnx's optimizers visit nodes in the iteration order of sets, so the same model came out with its nodes in
+    another order and its generated names (`Transpose__66`, `const_fold_opt__76`) numbered differently in each
+    process (a 3-output SavedModel: a different sha256 in every run). Nodes are ordered by a walk back from the
+    graph's outputs, in order, through each node's inputs, in order; generated numbers are renumbered in that
+    order; initializers follow their first use. Names from the TensorFlow graph (the Keras layer paths) are kept.
+    """
+    nodes = list(graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
+    order: list[int] = []
+    done: set[int] = set()
+    for out in [o.name for o in graph.output]:
+        stack = [(producer[out], False)] if out in producer else []
+        while stack:
+            i, expanded = stack.pop()
+            if i in done:
+                continue
+            if expanded:
+                done.add(i)
+                order.append(i)
+                continue
+            stack.append((i, True))
+            for name in reversed(list(nodes[i].input) + _outer_inputs(nodes[i])):
+                j = producer.get(name)
+                if j is not None and j not in done:
+                    stack.append((j, False))
+    order += [i for i in range(len(nodes)) if i not in done]  # nodes no output needs (tf2onnx leaves none)
+    nodes = [nodes[i] for i in order]
+    rename: dict[str, str] = {}
+
+    def canon(name: str) -> str:
+        if not name or not _GENERATED.search(name):
+            return name
+        if name not in rename:
+            port = _PORT.search(name)
+            base = _GENERATED.sub("", name[:port.start()] if port else name)
+            rename[name] = f"{base}__{len(rename)}{port.group(1) if port else ''}"
+        return rename[name]
+
+    for n in nodes:
+        for name in list(n.input) + list(n.output) + [n.name]:
+            canon(name)
+    if len(set(rename.values())) != len(rename) or set(rename.values()) & _all_names(graph) - set(rename):
+        return  # a renamed name would collide with another: keep tf2onnx's names (only the order is canonical)
+    for n in nodes:
+        _rename_node(n, rename)
+    first_use = {name: k for k, n in enumerate(nodes) for name in n.input}
+    inits = sorted(graph.initializer, key=lambda t: (first_use.get(rename.get(t.name, t.name), len(nodes)), t.name))
+    for t in inits:
+        t.name = rename.get(t.name, t.name)
+    infos = sorted(graph.value_info, key=lambda v: rename.get(v.name, v.name))
+    for v in infos:
+        v.name = rename.get(v.name, v.name)
+    for field, items in (("node", nodes), ("initializer", inits), ("value_info", infos)):
+        copies = [type(x)() for x in items]
+        for c, x in zip(copies, items):
+            c.CopyFrom(x)
+        container = getattr(graph, field)
+        del container[:]
+        container.extend(copies)
+
+
+def _outer_inputs(node) -> list[str]:
+    """Names a node's subgraphs (Loop, If, Scan bodies) read from the enclosing graph."""
+    found = []
+    for a in node.attribute:
+        for g in _subgraphs(a):
+            local = {i.name for i in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+            found += [name for n in g.node for name in list(n.input) + _outer_inputs(n) if name and name not in local]
+    return found
+
+
+def _subgraphs(attribute) -> list:
+    return ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+
+
+def _all_names(graph) -> set[str]:
+    names = {t.name for t in graph.initializer} | {v.name for v in graph.value_info}
+    for n in graph.node:
+        names |= set(n.input) | set(n.output) | {n.name}
+        for a in n.attribute:
+            for g in _subgraphs(a):
+                names |= _all_names(g)
+    return names
+
+
+def _rename_node(node, rename: dict[str, str]) -> None:
+    node.name = rename.get(node.name, node.name)
+    for k, name in enumerate(node.input):
+        node.input[k] = rename.get(name, name)
+    for k, name in enumerate(node.output):
+        node.output[k] = rename.get(name, name)
+    for a in node.attribute:
+        for g in _subgraphs(a):
+            for n in g.node:
+                _rename_node(n, rename)
+
+
+def _erfc_as_erf(graph) -> None:
+    """tf2onnx writes TensorFlow's Erfc (in Keras' exact GELU, ConvNeXt's) as an ONNX `Erfc`, an op ONNX does not
+    have ("No Op registered for Erfc"): rewritten as 1 - Erf(x), in place."""
+    import onnx
+    from onnx import helper
+
+    nodes = list(graph.node)
+    if not any(n.op_type == "Erfc" and n.domain in ("", "ai.onnx") for n in nodes):
+        return
+    one = "edgekeras_one_f32"
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.0, np.float32), one))
+    rewritten = []
+    for n in nodes:
+        if n.op_type != "Erfc":
+            rewritten.append(n)
+            continue
+        erf = f"{n.output[0]}_erf"
+        rewritten += [helper.make_node("Erf", [n.input[0]], [erf], name=f"{n.name}_erf"),
+                      helper.make_node("Sub", [one, erf], list(n.output), name=n.name)]
+    del graph.node[:]
+    graph.node.extend(rewritten)
+
+
+_NO_INLINE = ("_XlaMustCompile", "_noinline")
+
+
+def inlinable(graph_def):
+    """The graph with its XLA-compiled calls made ordinary function calls, so that tf2onnx's function inlining
+    reaches inside them.
+
+    Keras 3 (and tf_keras inside some SavedModels) runs grouped convolutions through a function compiled with
+    XLA; such a call is kept as a `StatefulPartitionedCall` that ONNX cannot express ("No Op registered for
+    StatefulPartitionedCall"). Inlined, it is a plain grouped Conv2D, which exports as ONNX `Conv` with `group`.
+    """
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    for holder in nodes + list(graph_def.library.function):
+        for attr in _NO_INLINE:
+            if attr in holder.attr:
+                del holder.attr[attr]
+    return graph_def
 
 
 #: How the int8 ONNX file is quantized (recorded in its card). Measured on five models (benchmarks and the notes

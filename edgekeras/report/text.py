@@ -4,25 +4,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._format import human_bytes, table
 
-def human_bytes(n: int) -> str:
-    """1234567 -> '1.23 MB' (SI units, as file managers and app stores show sizes)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.{2 if n < 10 * scale else 1}f} {unit}"
-    return f"{n} B"
+
+# What a parity problem is about, by the words its message uses (edgekeras.export.parity), for the table's cell.
+_FAILURE_KINDS = (("NOT written", "crashes, not written"), ("SATURATED", "saturated"), ("COLLAPSED", "collapsed"),
+                  ("NaN or infinite", "NaN"), ("has shape", "shape"), ("beyond the tolerance", "tolerance"),
+                  ("on top-1", "top-1"), ("differs from Keras by mean", "mean|d|"))
+
+
+def failure_kinds(problems: list[str]) -> list[str]:
+    """The kinds of parity problems, short ("saturated", "top-1", ...), in the order first met."""
+    kinds = []
+    for p in problems:
+        kind = next((k for words, k in _FAILURE_KINDS if words in p), "failed")
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds
 
 
 def _parity(f) -> str:
+    """The table's parity cell: the measure that matters for the mode, and for a failure what failed first (a
+    failing file never shows a bare agreement that looks like a pass)."""
     p = f.parity
-    if f.mode == "float32":
+    if not getattr(f, "written", True):
+        return "FAIL: crashes, not written"
+    if not p.outputs:
+        text = ""
+    elif f.mode == "float32":
         worst = max(o.max_abs_diff for o in p.outputs.values())
         text = f"max|d| {worst:.1e}"
     else:
         agreements = [o.top1_agreement for o in p.outputs.values() if o.top1_agreement is not None]
         mean = max(o.mean_abs_diff for o in p.outputs.values())
         text = f"top1 {min(agreements):.1%}" if agreements else f"mean|d| {mean:.2g}"
-    return text + ("" if p.passed else " FAIL")
+        near = sum(o.near_ties or 0 for o in p.outputs.values())
+        if agreements and near:  # disagreements where Keras' own top two nearly tie: not held against the file
+            text += f" ({near} near-ties)"
+    if p.passed:
+        return text
+    return f"FAIL ({', '.join(failure_kinds(p.problems))})" + (f" {text}" if text else "")
 
 
 def metric_value(a) -> str:
@@ -44,15 +65,7 @@ def compress_table(report) -> str:
                      _parity(f) + kernels, metric_value(f.accuracy)])
     if report.keras_accuracy is not None:
         rows.append(["(keras model)", "", "", "", "", "", metric_value(report.keras_accuracy)])
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    right = {2, 3, 4, 6}
-
-    def fmt(r):
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-
-    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
-    return "\n".join(lines)
+    return "\n".join(table(header, rows, right={2, 3, 4, 6}))
 
 
 def layers_table(report) -> str:
@@ -69,6 +82,22 @@ def layers_table(report) -> str:
     rows = [[x["layer"], x.get("op", ""), str(x["params"]), f"{x['sparsity']:.1%}", str(x["distinct_values"]),
              "-" if x.get("two_of_four") is None else f"{x['two_of_four']:.0%}"] for x in layers]
     header = ["layer (in " + Path(f.path).name + ")", "op", "weights", "zeros", "values/channel", "2:4 groups"]
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+    return "\n".join(table(header, rows, right=range(2, len(header))))
+
+
+def delegation_lines(files) -> list[str]:
+    """One line per LiteRT file whose graph does not run whole inside XNNPACK: how many partitions, and which ops
+    run outside them (each hand-over costs time; an int8 op outside XNNPACK can make int8 slower than float32)."""
+    from ..runtime.session import listed_ops
+
+    lines = []
+    for f in files:
+        d = getattr(f, "delegation", None) or {}
+        if d.get("runtime") != "litert" or not d.get("outside"):
+            continue
+        if d.get("delegate") is None:
+            lines.append(f"kernels: {f.name} runs on LiteRT's builtin kernels (XNNPACK refused the graph)")
+        elif d.get("partitions", 0) > 1:
+            lines.append(f"kernels: {f.name} runs in {d['partitions']} XNNPACK partitions; outside them: "
+                         f"{listed_ops(d['outside'])}")
+    return lines

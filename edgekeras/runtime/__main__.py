@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+from .. import settings
 from ..errors import BadInput, EdgeKerasError
 
 COMMANDS = ("run", "bench", "info", "_worker")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(RESULT_MARKER + json.dumps({"error": {"type": type(e).__name__, "message": e.message,
                                                         "fix": e.fix}}), flush=True)
         else:
-            if os.environ.get("EDGEKERAS_DEBUG"):
+            if settings.current().debug:
                 import traceback
 
                 traceback.print_exc()

@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import errors as _errors
+from .. import settings
+from .._format import human_bytes, table
 from ..card import ModelCard, check_card_matches
 from ..errors import BadInput, EdgeKerasError, UnsupportedModel
 from .cpu import cpu_info, describe
@@ -128,6 +130,7 @@ class FileResult:
     accuracy_matches_card: bool | None = None
     runtime_version: str | None = None
     note: str = ""
+    delegation: dict | None = None  # where the ops ran (edgekeras.runtime.session.litert_delegation), when known
     warnings: list[str] = field(default_factory=list)
     init_ms_rounds: list[float] = field(default_factory=list)
     first_ms_rounds: list[float] = field(default_factory=list)
@@ -364,7 +367,7 @@ def run_local(paths, *, threads: int | None = None, runs: int = DEFAULT_RUNS, wa
 
 def _child_env() -> dict:
     """The environment of a child: it must import this same edgekeras (a source tree, or a board's temp folder)."""
-    env = dict(os.environ)
+    env = settings.child_environ()
     root = str(PACKAGE_ROOT)
     installed = {str(Path(p).resolve()) for p in site.getsitepackages() + [site.getusersitepackages()]}
     if root not in installed:  # never put a site-packages folder before the standard library
@@ -489,7 +492,7 @@ def assemble(prepared: list[Prepared], raw: dict, *, target: str = "local",
             peak_rss_mb=peak_mb, idle_rss_mb=idle_mb, rss_increase_mb=increase_mb,
             size_bytes=prep.size_bytes, size_gz_bytes=prep.size_gz_bytes,
             runtime_version=first.get("runtime_version"),
-            note="; ".join(sorted({r["note"] for r in rounds if r.get("note")})),
+            note="; ".join(sorted({r["note"] for r in rounds if r.get("note")})), delegation=first.get("delegation"),
             warnings=list(prep.warnings), init_ms_rounds=[r["init_ms"] for r in rounds],
             first_ms_rounds=[r["first_ms"] for r in rounds], latencies_ms=latencies,
             extra={k: v for r in rounds for k, v in r.get("extra", {}).items()})
@@ -521,6 +524,35 @@ def _weighted_cpu(rounds: list[dict]) -> float | None:
         return None
     n = [_round_count(r) for r in rounds]
     return sum(r["cpu_ms"] * k for r, k in zip(rounds, n)) / sum(n)
+
+
+def _int8_cause(f: FileResult, base: FileResult, cpu: dict, speedup: float) -> str:
+    """Why an int8 file is no faster than its float32 twin, as far as the measurements show: ops that left the
+    delegate (a split graph), then what the CPU's instructions allow, then fixed per-invoke costs."""
+    d, b = f.delegation or {}, base.delegation or {}
+    outside, parts = d.get("outside") or [], d.get("partitions") or 0
+    if d.get("runtime") == "litert" and (parts > max(1, b.get("partitions") or 0) or d.get("delegate") is None):
+        from .session import listed_ops
+
+        if d.get("delegate") is None:
+            return ("the likely cause: XNNPACK refused the graph, so every op runs on LiteRT's builtin kernels, which "
+                    "are slower (see the file's note for why it refused)")
+        return (f"the likely cause: {len(outside)} op(s) run outside XNNPACK ({listed_ops(outside)}), splitting the "
+                f"graph into {parts} XNNPACK partitions; each hand-over between XNNPACK and LiteRT's own kernels "
+                "costs a copy, and those kernels are slower (the float32 file runs in "
+                f"{b.get('partitions') or 1} partition(s)). Replace those layers (e.g. PReLU -> ReLU) or keep them in "
+                "float")
+    if d.get("runtime") == "onnxruntime" and outside:
+        from .session import listed_ops
+
+        return (f"ONNX Runtime computes {len(outside)} node(s) of it in float between integer kernels "
+                f"({listed_ops(outside)}), each with a dequantize and quantize around it")
+    if not cpu.get("int8_features"):
+        return ("this CPU has no int8 dot-product instructions (no VNNI on x86, no dotprod on Arm): its int8 kernels "
+                "multiply in 16 bits and gain little or nothing over float32 here; on a CPU with them int8 is "
+                "usually several times faster")
+    return ("the graph stays in one XNNPACK partition and the CPU has int8 dot products, so fixed per-invoke costs "
+            "(small models) are the likely cause")
 
 
 def _round_count(r: dict) -> int:
@@ -567,7 +599,7 @@ def findings(report: BenchReport, cards: list[ModelCard | None], *,
             slower = "slower than" if speedup < 0.95 else "no faster than"
             add(f, f"int8 is {slower} float32 on this target: {f.file} {_ms(f.mean_ms)} ms vs {base.file} "
                    f"{_ms(base.mean_ms)} ms ({speedup:.2f}x) on {cpu.get('name', 'this CPU')}; "
-                   f"{cpu.get('int8_note', '')}. For a model this small, fixed per-invoke costs can also dominate")
+                   + _int8_cause(f, base, cpu, speedup))
     for f, card in zip(files, cards):
         if card is None or not _pruned(card):
             continue
@@ -640,13 +672,6 @@ def _ms(x: float | None) -> str:
     return f"{x:.0f}"
 
 
-def _bytes(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.{2 if n < 10 * scale else 1}f} {unit}"
-    return f"{n} B"
-
-
 def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table (the text table and the HTML page share them)."""
     header = ["file", "runtime", "mode", "init ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms",
@@ -663,7 +688,7 @@ def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
                      _ms(f.p90_ms), _ms(f.p99_ms), _ms(f.std_ms), f"{f.ratio_mean:.2f}",
                      "-" if f.peak_rss_mb is None else f"{f.peak_rss_mb:.1f}",
                      "-" if f.rss_increase_mb is None else f"{f.rss_increase_mb:+.1f}",
-                     _bytes(f.size_bytes), _bytes(f.size_gz_bytes), f"{f.ratio_size_gz:.2f}", acc])
+                     human_bytes(f.size_bytes), human_bytes(f.size_gz_bytes), f"{f.ratio_size_gz:.2f}", acc])
     return header, rows
 
 
@@ -681,13 +706,7 @@ def header_lines(report: BenchReport) -> list[str]:
 def format_table(report: BenchReport) -> str:
     """The text table `edgekeras bench` prints: the settings, one row per file, ratios to the first file."""
     header, rows = table_rows(report)
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    left = {0, 1, 2}
-
-    def fmt(r):
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-
-    lines = header_lines(report) + ["", fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    lines = header_lines(report) + [""] + table(header, rows, right=range(3, len(header)))
     lines.append("")
     lines.append("x 1st: mean latency / the first file's; gz x 1st: gzipped size / the first file's; peak MB: peak RSS "
                  "of the fresh process (MiB), +MB: above an idle interpreter")

@@ -4,7 +4,7 @@
 ai-edge-litert and/or onnxruntime, and these modules of edgekeras (none imports TensorFlow, Keras, click or
 matplotlib at module level):
 
-    edgekeras/__init__.py, errors.py, card.py, _files.py, _native.py   (standard library)
+    edgekeras/__init__.py, errors.py, card.py, _files.py, _native.py, settings.py   (standard library)
     edgekeras/data.py, metrics.py                  (numpy; how compress --eval reads and scores)
     edgekeras/runtime/**.py                        (numpy + the runtimes, imported when used)
     edgekeras/schemas/*.json

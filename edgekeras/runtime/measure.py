@@ -98,6 +98,7 @@ class _LiteRT:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.note = ""
+        self.path, self.threads = path, threads
         try:
             self.interp = Interpreter(model_path=str(path), num_threads=threads)
             self.interp.allocate_tensors()
@@ -117,6 +118,23 @@ class _LiteRT:
                                        "edgekeras compress)") from e
         self.kernels = "builtin"
         self.note = f"XNNPACK refused the graph ({first_line(first_error)}); ran with LiteRT's builtin kernels"
+
+    def refused(self, e: Exception) -> bool:
+        """Whether `e`, raised by the first invoke, is XNNPACK refusing the graph only then (an int8 LSTM): the
+        builtin kernels are opened instead (`reopen_builtin`), as edgekeras.runtime.session does."""
+        from .session import _refused_by_xnnpack
+
+        return self.kernels == "xnnpack" and _refused_by_xnnpack(e)
+
+    def reopen_builtin(self, e: Exception) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.interp = Interpreter(model_path=str(self.path), num_threads=self.threads,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.interp.allocate_tensors()
+        self.kernels = "builtin"
+        self.note = (f"XNNPACK refused the graph at its first invoke ({first_line(e)}); ran with LiteRT's builtin "
+                     "kernels")
 
     def set_inputs(self, card: ModelCard | None, rng) -> None:
         value_range = _value_range(card)
@@ -232,7 +250,16 @@ def open_for_timing(path: str | os.PathLike, threads: int):
     """
     path = Path(path)
     model = _open(path, threads)
-    model.set_inputs(ModelCard.find(path), np.random.default_rng(SEED))
+    card = ModelCard.find(path)
+    model.set_inputs(card, np.random.default_rng(SEED))
+    if model.runtime == "litert":  # XNNPACK may refuse a graph only at its first invoke: find out now
+        try:
+            model.invoker()()
+        except _run_errors(model) as e:
+            if not model.refused(e):
+                raise
+            model.reopen_builtin(e)
+            model.set_inputs(card, np.random.default_rng(SEED))
     return model
 
 
@@ -286,7 +313,15 @@ def measure(path: str | os.PathLike, *, threads: int, runs: int, warmup: int) ->
     call = model.invoker()
     try:
         t0 = clock()
-        call()
+        try:
+            call()
+        except _run_errors(model) as e:
+            if not getattr(model, "refused", lambda e: False)(e):
+                raise
+            model.reopen_builtin(e)  # init and first inference then include the reopening: they are that slow
+            model.set_inputs(card, np.random.default_rng(SEED))
+            call = model.invoker()
+            call()
         first_ns = clock() - t0
         call = model.invoker()
         _stage("warm-up")
@@ -299,10 +334,21 @@ def measure(path: str | os.PathLike, *, threads: int, runs: int, warmup: int) ->
         lat, cpu_ns = time_invokes(call, runs)
     except _run_errors(model) as e:
         raise UnsupportedModel(f"{model.runtime} failed running {path.name}: {first_line(e)}") from e
+    rss = peak_rss_kb()  # before the delegation is read (ONNX Runtime opens the file once more for it)
     return {"runtime": model.runtime, "runtime_version": _version(model.runtime), "kernels": model.kernels,
             "note": model.note, "init_ms": init_ns / 1e6,
             "first_ms": first_ns / 1e6, "warmup_ms": (sum(warm) / len(warm) / 1e6) if warm else None,
-            "latencies_ms": [v / 1e6 for v in lat], "cpu_ms": cpu_ns / runs / 1e6, "peak_rss_kb": peak_rss_kb()}
+            "latencies_ms": [v / 1e6 for v in lat], "cpu_ms": cpu_ns / runs / 1e6, "peak_rss_kb": rss,
+            "delegation": _delegation(model, path)}
+
+
+def _delegation(model, path: Path) -> dict | None:
+    """Where the timed file's ops ran (edgekeras.runtime.session.litert_delegation / ort_delegation)."""
+    from .session import litert_delegation, ort_delegation
+
+    if model.runtime == "litert":
+        return litert_delegation(model.interp, model.kernels)
+    return ort_delegation(path)
 
 
 def accuracy(path: str | os.PathLike, eval_path: str | os.PathLike, *, threads: int) -> dict:
@@ -341,8 +387,10 @@ def accuracy(path: str | os.PathLike, eval_path: str | os.PathLike, *, threads: 
     outputs = {t.name: t for t in (card.outputs if card is not None else session.outputs)}
     names = [t.name for t in session.outputs]
     primary = None
-    if card is not None:
-        primary = (card.accuracy.output if card.accuracy is not None else None) or card.labels_output
+    if card is not None:  # the output the card scored, else the model's first (not the file's: a TFLite
+        # signature sorts its outputs by name)
+        primary = ((card.accuracy.output if card.accuracy is not None else None) or card.labels_output
+                   or (card.output_order[0] if card.output_order else None))
     if primary is None or primary not in names:
         primary = names[0]
     by_output = dict(ds.extra_y)

@@ -86,7 +86,8 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def image_pixels(source: str | os.PathLike | np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-    """Steps 1-3 and the float32 cast: an image file (or 8-bit RGB array) -> float32 pixels (height, width, channels)."""
+    """Steps 1-3 and the float32 cast: an image file (or 8-bit RGB array) -> float32 pixels (height, width,
+    channels)."""
     rgb = decode_image(source) if not isinstance(source, np.ndarray) else np.asarray(source)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise BadInput(f"expected RGB pixels of shape (height, width, 3), got {rgb.shape}")
@@ -105,7 +106,8 @@ def normalize(pixels: np.ndarray, p: Preprocessing) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
 
-def preprocess_image(source: str | os.PathLike | np.ndarray, p: Preprocessing, channels: int | None = None) -> np.ndarray:
+def preprocess_image(source: str | os.PathLike | np.ndarray, p: Preprocessing,
+                     channels: int | None = None) -> np.ndarray:
     """Steps 1-4: an image file -> the float32 model input (height, width, channels) the card describes.
 
     Raises:

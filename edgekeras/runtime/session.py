@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..card import Quantization, TensorSpec
-from ..errors import BadInput, UnsupportedModel, first_line
+from ..errors import BadInput, RuntimeFailure, UnsupportedModel, first_line
 from .._native import quiet_native
 from .preprocess import dequantize, quantize
 
@@ -109,33 +109,31 @@ class LiteRTSession(Session):
     runtime = "litert"
 
     def __init__(self, path: Path, threads: int | None = None, kernels: str = "auto"):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
         self.path = Path(path)
-        threads = threads or _default_threads()
+        self._threads = threads or _default_threads()
         if kernels not in ("auto", "xnnpack", "builtin"):
             raise BadInput(f"unknown kernels {kernels!r}; valid: auto, xnnpack, builtin")
+        self._asked = kernels
         self.note = ""
         if kernels in ("auto", "xnnpack"):
             try:
-                with quiet_native((2,)):
-                    self._interp = Interpreter(model_path=str(self.path), num_threads=threads)
-                    self._interp.allocate_tensors()
-                self.kernels = "xnnpack"
+                self._open("xnnpack")
             except (RuntimeError, ValueError) as e:
                 if kernels == "xnnpack":
                     raise UnsupportedModel(f"LiteRT's XNNPACK delegate cannot run {self.path.name}: {e}") from None
-                self.note = f"XNNPACK refused the graph ({first_line(e)}); ran with LiteRT's builtin kernels"
-                kernels = "builtin"
-        if kernels == "builtin":
-            try:
-                self._interp = Interpreter(model_path=str(self.path), num_threads=threads,
-                                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-                self._interp.allocate_tensors()
-            except (RuntimeError, ValueError) as e:
-                raise UnsupportedModel(f"LiteRT cannot run {self.path.name}: {e}") from None
-            self.kernels = "builtin"
+                self._fall_back(e)
+        else:
+            self._fall_back(None)
 
+    def _open(self, kernels: str) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        options = {} if kernels == "xnnpack" else {
+            "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+        with quiet_native((2,)):
+            self._interp = Interpreter(model_path=str(self.path), num_threads=self._threads, **options)
+            self._interp.allocate_tensors()
+        self.kernels = kernels
         sigs = self._interp.get_signature_list()
         if sigs:
             key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
@@ -151,19 +149,100 @@ class LiteRTSession(Session):
             self._in_idx = {d["name"]: d["index"] for d in self._interp.get_input_details()}
             self._out_idx = {d["name"]: d["index"] for d in self._interp.get_output_details()}
 
+    def _fall_back(self, e: Exception | None) -> None:
+        """LiteRT's builtin kernels, when XNNPACK refused the graph (`e`) or they were asked for."""
+        try:
+            self._open("builtin")
+        except (RuntimeError, ValueError) as err:
+            raise UnsupportedModel(f"LiteRT cannot run {self.path.name}: {err}") from None
+        if e is not None:
+            self.note = f"XNNPACK refused the graph ({first_line(e)}); ran with LiteRT's builtin kernels"
+
     def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results: dict[str, list[np.ndarray]] = {t.name: [] for t in self.outputs}
-        for sample, rows in self._chunks(feeds, self.fixed_batch or 1):
-            if self._runner is not None:
-                out = self._runner(**sample)
-            else:
-                for k, v in sample.items():
-                    self._interp.set_tensor(self._in_idx[k], v)
-                self._interp.invoke()
-                out = {k: self._interp.get_tensor(i) for k, i in self._out_idx.items()}
+        size = self.fixed_batch or 1
+        for i, (sample, rows) in enumerate(self._chunks(feeds, size)):
+            try:
+                if self._runner is not None:
+                    out = self._runner(**sample)
+                else:
+                    for k, v in sample.items():
+                        self._interp.set_tensor(self._in_idx[k], v)
+                    self._interp.invoke()
+                    out = {k: self._interp.get_tensor(j) for k, j in self._out_idx.items()}
+            except (RuntimeError, ValueError) as e:
+                if self.kernels == "xnnpack" and self._asked == "auto" and _refused_by_xnnpack(e):
+                    # XNNPACK may refuse a graph only when it first runs it (an int8 LSTM): as at opening, the
+                    # builtin kernels run it, from the first sample again
+                    self._fall_back(e)
+                    return self.run_raw(feeds)
+                raise self._failure(e, i * size) from None
             for k in results:
                 results[k].append(np.array(out[k])[:rows])
         return {k: np.concatenate(v, axis=0) for k, v in results.items()}
+
+    def _failure(self, e: Exception, sample: int) -> RuntimeFailure:
+        """A kernel's failure at invoke as an error naming the op (as LiteRT reports it) and the sample."""
+        text = str(e).strip()
+        m = re.search(r"Node number (\d+) \(([^)]+)\) failed to invoke", text)
+        op = None
+        if m:
+            index, op = int(m.group(1)), m.group(2)
+            op_name = self._op_label(index)
+            op = op_name or op
+        reason = re.sub(r"\s*Node number \d+ \([^)]+\) failed to invoke\.?", "", text).strip() or first_line(e)
+        runtime = f"LiteRT ({self.kernels} kernels)"
+        return RuntimeFailure(
+            f"{self.path.name} fails on {runtime} on sample {sample}: " + (f"op {op} " if op else "")
+            + f"reported {reason!r}", path=str(self.path), sample=sample, op=op, runtime=runtime, reason=reason,
+            fix=("an integer DIV refuses a divisor that quantizes to its zero point: " if op and op.startswith("DIV")
+                 else "a kernel refused this sample's values: ")
+            + "keep that op in float (--max-accuracy-drop with --eval keeps the layers that break in float), use "
+              "another mode (--int16x8, --dynamic), or change the layer (e.g. a larger epsilon before a division)")
+
+    def _op_label(self, index: int) -> str | None:
+        """'DIV (model/spec/truediv)': node `index` of the graph and the tensor it writes (its layer)."""
+        try:
+            ops = self._interp._get_ops_details()  # stable since TF 2.4; the public API has no op list
+            tensors = {t["index"]: t["name"] for t in self._interp.get_tensor_details()}
+        except (RuntimeError, ValueError):
+            return None
+        op = next((o for o in ops if o["index"] == index), None)
+        if op is None:
+            return None
+        outs = [t for t in op["outputs"] if t >= 0 and t in tensors]
+        return f"{op['op_name']} ({tensors[outs[0]].split(';')[0]})" if outs else op["op_name"]
+
+    def integer_sources(self) -> dict[str, tuple[str, Quantization]]:
+        """{output name: (dtype, quantization) of the integer tensor its values come from}: the output itself when
+        it is an integer tensor, or the tensor a float output is dequantized from (int8 files with float I/O).
+        Outputs computed in float have none."""
+        details = {t["index"]: t for t in self._interp.get_tensor_details()}
+        made_by = {o: op for op in self._interp._get_ops_details() if op["op_name"] != "DELEGATE"
+                   for o in op["outputs"] if o >= 0}
+        indices = ({n: d["index"] for n, d in self._runner.get_output_details().items()} if self._runner is not None
+                   else self._out_idx)
+        found = {}
+        for name, index in indices.items():
+            d = details.get(index)
+            op = made_by.get(index)
+            if d is not None and np.dtype(d["dtype"]).kind == "f" and op is not None and op["op_name"] == "DEQUANTIZE":
+                d = details.get(op["inputs"][0])
+            scale, zp = (d or {}).get("quantization", (0.0, 0))
+            if d is not None and np.dtype(d["dtype"]).kind in "iu" and scale:
+                found[name] = (np.dtype(d["dtype"]).name, Quantization(scale=float(scale), zero_point=int(zp)))
+        return found
+
+    def delegation(self) -> dict:
+        """Which ops run inside the delegate (XNNPACK) and which outside (see `litert_delegation`)."""
+        return litert_delegation(self._interp, self.kernels)
+
+
+def _refused_by_xnnpack(e: Exception) -> bool:
+    """XNNPACK refusing the graph ("failed to prepare", "failed to create XNNPACK runtime"), rather than a kernel
+    refusing a sample's values."""
+    text = str(e)
+    return "XNNPACK" in text and ("prepare" in text or "runtime" in text)
 
 
 def _spec_from_detail(name: str, d: dict) -> TensorSpec:
@@ -209,9 +288,157 @@ class OrtSession(Session):
     def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [t.name for t in self.outputs]
         parts: list[list[np.ndarray]] = []
-        for chunk, rows in self._chunks(feeds, self.fixed_batch or self._batch):
-            parts.append([o[:rows] for o in self._sess.run(names, chunk)])
+        size = self.fixed_batch or self._batch
+        for i, (chunk, rows) in enumerate(self._chunks(feeds, size)):
+            try:
+                parts.append([o[:rows] for o in self._sess.run(names, chunk)])
+            except _ort_errors() as e:
+                raise self._failure(e, chunk, i * size) from None
         return {name: np.concatenate([p[j] for p in parts], axis=0) for j, name in enumerate(names)}
+
+    def _failure(self, e: Exception, chunk: dict[str, np.ndarray], start: int) -> RuntimeFailure:
+        """A failure inside a batch, pinned to its first failing sample (the batch is rerun one sample at a time)."""
+        sample = start
+        if not self.fixed_batch:
+            names = [t.name for t in self.outputs]
+            for j in range(len(next(iter(chunk.values())))):
+                try:
+                    self._sess.run(names, {k: v[j:j + 1] for k, v in chunk.items()})
+                except _ort_errors():
+                    sample = start + j
+                    break
+        text = first_line(e)
+        m = re.search(r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)'", text)
+        op = f"{m.group(1)} ({m.group(2)})" if m else None
+        return RuntimeFailure(f"{self.path.name} fails on ONNX Runtime on sample {sample}: "
+                              + (f"node {op} " if op else "") + f"reported {text!r}",
+                              path=str(self.path), sample=sample, op=op, runtime="ONNX Runtime", reason=text,
+                              fix="a kernel refused this sample's values: check the file with the sample (the "
+                                  "ONNX file keeps the model's op), or use another mode")
+
+    def _graph(self):
+        import onnx
+
+        return onnx.load(str(self.path)).graph
+
+    def integer_sources(self) -> dict[str, tuple[str, Quantization]]:
+        """{output name: (dtype, quantization)} for outputs made by a DequantizeLinear with one scale and zero
+        point (an int8 QDQ file's outputs): the integer tensor their values come from."""
+        from onnx import numpy_helper
+
+        g = self._graph()
+        consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        for n in g.node:
+            if n.op_type == "Constant" and n.attribute:
+                consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        made_by = {o: n for n in g.node for o in n.output}
+        found = {}
+        for t in self.outputs:
+            node = made_by.get(t.name)
+            if node is None or node.op_type != "DequantizeLinear" or len(node.input) < 3:
+                continue
+            scale, zp = consts.get(node.input[1]), consts.get(node.input[2])
+            if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+                continue
+            found[t.name] = (zp.dtype.name, Quantization(scale=float(scale.reshape(-1)[0]),
+                                                         zero_point=int(zp.reshape(-1)[0])))
+        return found
+
+    def delegation(self) -> dict:
+        """Where the nodes run (see `ort_delegation`)."""
+        return ort_delegation(self.path, self._sess.get_providers()[0])
+
+
+# Nodes that move or reshape data rather than compute (left out of the delegation counts).
+_ORT_STRUCTURAL = {"Identity", "Constant", "Shape", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose",
+                   "Gather", "Slice", "Concat", "Cast", "Split", "Expand", "Tile", "Pad"}
+
+
+def litert_delegation(interp, kernels: str) -> dict:
+    """Which ops of an allocated LiteRT interpreter run inside its delegate's partitions and which between them,
+    on LiteRT's own kernels (an int8 PRELU outside XNNPACK splits the graph; each split costs a hand-over).
+
+    Returns:
+        {"runtime": "litert", "delegate": "xnnpack" | None, "ops": ops in the graph, "delegated_ops": ops inside
+         a partition, "partitions": delegate partitions, "outside": ["PRELU (its output tensor)", ...]}.
+    """
+    ops = interp._get_ops_details()  # stable since TF 2.4; DELEGATE nodes follow the graph's own ops
+    tensors = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    names = {}
+    for key, sig in (interp.get_signature_list() or {}).items():  # a model output is named as the model names it
+        runner = interp.get_signature_runner(key)
+        names.update({d["index"]: n for n, d in runner.get_output_details().items()})
+    graph = [o for o in ops if o["op_name"] != "DELEGATE"]
+    partitions = [o for o in ops if o["op_name"] == "DELEGATE"]
+    made_by = {t: o["index"] for o in graph for t in o["outputs"] if t >= 0}
+    inputs_of = {o["index"]: [t for t in o["inputs"] if t >= 0] for o in graph}
+    inside: set[int] = set()
+    for part in partitions:  # walk back from a partition's outputs to its inputs: the ops it replaced
+        boundary = {t for t in part["inputs"] if t >= 0}
+        stack = [t for t in part["outputs"] if t >= 0]
+        while stack:
+            t = stack.pop()
+            if t in boundary or t not in made_by or made_by[t] in inside:
+                continue
+            inside.add(made_by[t])
+            stack.extend(inputs_of[made_by[t]])
+
+    def label(o):
+        outs = [t for t in o["outputs"] if t >= 0 and t in tensors]
+        if not outs:
+            return o["op_name"]
+        return f"{o['op_name']} ({names.get(outs[0]) or tensors[outs[0]].split(';')[0]})"
+
+    return {"runtime": "litert", "delegate": "xnnpack" if kernels == "xnnpack" else None, "ops": len(graph),
+            "delegated_ops": len(inside), "partitions": len(partitions),
+            "outside": [label(o) for o in graph if o["index"] not in inside]}
+
+
+def ort_delegation(path: str | os.PathLike, provider: str = "CPUExecutionProvider") -> dict:
+    """Where an ONNX file's nodes run: the execution provider, and for a quantized file the nodes that ONNX
+    Runtime's optimized graph still computes in float (between its integer kernels).
+
+    Returns:
+        {"runtime": "onnxruntime", "provider": provider, "nodes": compute nodes after ONNX Runtime's graph
+         optimizations, "integer_nodes": nodes running integer kernels, "outside": float compute nodes of a
+         quantized file, as "OpType (node name)"}.
+    """
+    import importlib.util
+    import tempfile
+
+    import onnxruntime as ort
+
+    if importlib.util.find_spec("onnx") is None:  # a device install: ONNX Runtime alone cannot list the nodes
+        return {"runtime": "onnxruntime", "provider": provider, "outside": []}
+    import onnx
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="edgekeras-ort-") as tmp:
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
+        graph = onnx.load(opts.optimized_model_filepath).graph
+    # Which tensors hold floats, in graph order: a graph input of a float type, a DequantizeLinear's output, and
+    # the outputs of a node that reads one (weights aside); a QuantizeLinear's output is integer again.
+    weights = {i.name for i in graph.initializer}
+    floating = {i.name for i in graph.input if i.type.tensor_type.elem_type in (1, 10, 11, 16)}  # float, f16, f64, bf16
+    quantized, nodes, integer = False, [], []
+    for n in graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            quantized = True
+            if n.op_type == "DequantizeLinear":
+                floating.update(n.output)
+            continue
+        reads_float = any(i in floating for i in n.input if i and i not in weights)
+        if reads_float:
+            floating.update(n.output)
+        if n.op_type not in _ORT_STRUCTURAL:
+            nodes.append(n)
+            integer.append(not reads_float)
+    quantized = quantized or any(integer)
+    outside = [f"{n.op_type} ({n.name})" for n, i in zip(nodes, integer) if not i] if quantized else []
+    return {"runtime": "onnxruntime", "provider": provider, "nodes": len(nodes),
+            "integer_nodes": sum(integer) if quantized else 0, "outside": outside}
 
 
 def _ort_errors() -> tuple:
@@ -280,15 +507,34 @@ def float_ops(model: str | os.PathLike | bytes) -> list[str]:
         if op["op"] in ("QUANTIZE", "DEQUANTIZE"):
             continue
         if "float32" in op["inputs"] or "float32" in op["outputs"]:
-            found.append(f"{op['op']} ({op['tensor']})" if op["tensor"] else op["op"])
+            tensor = op["tensor"].split(";")[0]  # fused ops name their tensor after every op they fused
+            found.append(f"{op['op']} ({tensor})" if tensor else op["op"])
     return found
+
+
+def listed_ops(ops: list[str], limit: int = 6) -> str:
+    """Ops named as "TYPE (tensor)" for a message, grouped by type and short: "DIV x2 (spec/truediv,
+    spec/truediv_1), LOG (spec/log)", at most `limit` tensors named."""
+    groups: dict[str, list[str]] = {}
+    for op in ops:
+        kind, _, rest = op.partition(" (")
+        groups.setdefault(kind, []).append(rest.rstrip(")"))
+    parts, shown = [], 0
+    for kind, tensors in groups.items():
+        named = [t for t in tensors if t][:max(0, limit - shown)]
+        shown += len(named)
+        more = len(tensors) - len(named)
+        inside = ", ".join(named) + (f", +{more} more" if more and named else "")
+        parts.append(f"{kind}" + (f" x{len(tensors)}" if len(tensors) > 1 else "") + (f" ({inside})" if named else ""))
+    return ", ".join(parts)
 
 
 # Ops whose input 1 is a weight tensor, and the axis of their input channels in TFLite's layout.
 # op -> (input-channel axis of its weight tensor or None, output-channel axis), in TFLite's layouts: CONV_2D and
 # TRANSPOSE_CONV [O, H, W, I], FULLY_CONNECTED [O, I], DEPTHWISE_CONV_2D [1, H, W, O], CONV_3D [D, H, W, I, O].
 _WEIGHT_OPS = {"CONV_2D": (-1, 0), "FULLY_CONNECTED": (-1, 0), "DEPTHWISE_CONV_2D": (None, -1),
-               "TRANSPOSE_CONV": (-1, 0), "CONV_3D": (-2, -1), "BATCH_MATMUL": (None, -1), "EMBEDDING_LOOKUP": (None, 0)}
+               "TRANSPOSE_CONV": (-1, 0), "CONV_3D": (-2, -1), "BATCH_MATMUL": (None, -1),
+               "EMBEDDING_LOOKUP": (None, 0)}
 
 
 def tflite_weight_stats(model: str | os.PathLike | bytes) -> list[dict]:

@@ -169,7 +169,8 @@ def fit(model, data, *, epochs: int = 10, batch_size: int = 32, validation=0.2, 
     if not isinstance(epochs, int) or epochs < 1:
         raise BadInput(f"epochs must be a positive integer, got {epochs!r}")
     if early_stopping is not None and (not isinstance(early_stopping, int) or early_stopping < 1):
-        raise BadInput(f"early_stopping must be a positive integer (patience in epochs) or None, got {early_stopping!r}")
+        raise BadInput("early_stopping must be a positive integer (patience in epochs) or None, got "
+                       f"{early_stopping!r}")
     if isinstance(model, str) and model not in ARCHS:
         raise BadInput(f"unknown arch {model!r}; valid: {', '.join(ARCHS)}")
     out = Path(out) if out is not None else None
@@ -275,7 +276,8 @@ def input_scale_for(td: TrainData, preprocess: str | None) -> str:
             raise BadInput(f"unknown preprocess {preprocess!r} for an image model; valid: raw, unit, signed, identity")
         if not fits[preprocess] or (preprocess == "raw" and hi <= 1):
             raise BadInput(f"--preprocess {preprocess} says the inputs are {_RANGES[preprocess]}, but {found}",
-                           fix=f"pass the preprocessing that matches the data ({_suggest(lo, hi)}), or rescale the data")
+                           fix=f"pass the preprocessing that matches the data ({_suggest(lo, hi)}), or rescale the "
+                               "data")
         return preprocess
     if fits["unit"]:
         choice = "unit"

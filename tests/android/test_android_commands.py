@@ -26,7 +26,6 @@ ASSET_NAMES = {"model.tflite", "model.tflite.edgekeras.json", "labels.txt", "bun
 
 
 def invoke(*args):
-    cli._state.update(debug=False)
     return CliRunner().invoke(cli.main, [str(a) for a in args])
 
 

@@ -1,4 +1,5 @@
-"""Every bad input to `edgekeras compress`: one clear message, exit 1, no traceback, nothing written, input untouched."""
+"""Every bad input to `edgekeras compress`: one clear message, exit 1, no traceback, nothing written, input
+untouched."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from conftest import listing, sha256
 
 
 def run(*args):
-    cli._state.update(debug=False)
     result = CliRunner().invoke(cli.main, ["compress", *map(str, args)])
     return result
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import edgekeras
-from edgekeras import _files
+from edgekeras import ModelCard, _files
 from conftest import listing
 
 EXE = shutil.which("edgekeras") or str(Path(sys.executable).parent / "edgekeras")
@@ -83,7 +83,9 @@ def wait_for_staging(out: Path, proc, timeout=120) -> None:
 
 
 def test_a_converter_crash_is_one_error_naming_the_mode_and_leaves_nothing(digits_model, before):
-    p = start(digits_model, before, env={"EDGEKERAS_TEST_CRASH": "int8"})
+    hooks = str(Path(__file__).parents[1] / "hooks")  # its sitecustomize crashes the worker converting int8
+    p = start(digits_model, before, env={"CRASH_CONVERTING": "int8", "PYTHONPATH": os.pathsep.join(
+        [hooks] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))})
     _, err = p.communicate(timeout=300)
     assert p.returncode == 1, err
     assert err.count("error: ") == 1 and "Traceback" not in err
@@ -161,12 +163,19 @@ def test_an_interrupted_commit_is_finished_by_the_next_run(tmp_path):
     (tmp_path / "m.tflite.edgekeras.json").unlink()  # a stand-in, not a card: keep it from the schema check
 
 
-def test_a_parity_failure_mid_run_leaves_nothing(digits_model, tmp_path):
+def test_a_parity_failure_mid_run_writes_every_file_and_marks_it(digits_model, tmp_path, monkeypatch):
+    """The first file fails its parity check: the run goes on, writes every file with its card, then raises."""
+    from edgekeras.export import parity
+
+    monkeypatch.setattr(parity, "ROUNDING_OF_SPREAD", 0.0)  # no float32 file meets atol=1e-12 then
     out = tmp_path / "o"
-    with pytest.raises(edgekeras.ParityError, match=r"digits\.float32\.tflite does not match"):
+    with pytest.raises(edgekeras.ParityError, match=r"1 of 3 file\(s\) broke a parity rule: digits\.float32\.tflite "
+                                                    r"\(output 'probs': \d+ of \d+ values beyond the tolerance"):
         edgekeras.compress(digits_model["model"], ["int8", "float16"], calib=digits_model["calib"], output_dir=out,
                            atol=1e-12, rtol=0.0)
-    assert not out.exists()
+    names = ["digits.float32.tflite", "digits.int8.tflite", "digits.float16.tflite"]
+    assert listing(out) == set(names) | {n + ".edgekeras.json" for n in names} | {"digits.report.json"}
+    assert ModelCard.read(out / "digits.float32.tflite.edgekeras.json").parity.passed is False
 
 
 def test_only_the_float32_conversion_runs_beside_the_reference(digits_model, tmp_path, monkeypatch):

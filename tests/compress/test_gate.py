@@ -336,7 +336,6 @@ def test_the_gate_end_to_end_through_compress(keras, tmp_path):
     model.save(tmp_path / "net.h5")
     np.save(tmp_path / "calib.npy", x[:200])
     np.savez(tmp_path / "eval.npz", x=x_eval, y=y_eval)
-    cli._state.update(debug=False)
     r = CliRunner().invoke(cli.main, ["compress", str(tmp_path / "net.h5"), "--int8", "--onnx", "--calib",
                                       str(tmp_path / "calib.npy"), "--eval", str(tmp_path / "eval.npz"),
                                       "--max-accuracy-drop", "0.5", "-o", str(tmp_path / "o")])

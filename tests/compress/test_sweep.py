@@ -246,7 +246,6 @@ def test_cli_prints_the_table_and_json(swept, digits_model, train_npz):
     from edgekeras import cli
     from edgekeras.cli import sweep as _registers  # noqa: F401  (until edgekeras.cli imports it)
 
-    cli._state.update(debug=False, json=False, quiet=False)
     out = swept["out"]
     args = ["sweep", str(digits_model["model"]), "--data", str(train_npz), "--eval", str(digits_model["eval"]),
             "--calib", str(digits_model["calib"]), "-o", str(out), "--configs", ",".join(CONFIGS),
@@ -258,7 +257,6 @@ def test_cli_prints_the_table_and_json(swept, digits_model, train_npz):
     table = (out / "sweep.txt").read_text().rstrip("\n")
     assert table in r.output  # the table it printed is the one it wrote
     r = CliRunner().invoke(cli.main, args + ["--json"])
-    cli._state.update(json=False)
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc == json.loads((out / "sweep.json").read_text())

@@ -146,7 +146,11 @@ def test_a_frozen_vgg19_inside_a_functional_model_is_pruned_and_qat_trained(tmp_
     card = ModelCard.read(tmp_path / "o" / "vgg.pqat.int8.tflite.edgekeras.json")
     convs = [layer for layer in card.layers if "block" in layer["layer"] and layer["params"] >= 1024]
     assert len(convs) == 16 and all(0.49 <= layer["sparsity"] <= 0.51 for layer in convs)
-    assert report.file("int8").parity.samples == 32
+    i8 = report.file("int8")
+    assert i8.parity.samples == 32
+    # QAT starts the ranges of activations in the hundreds (VGG on 0-255 pixels) at what they measure, not at
+    # tfmot's [-6, 6]: clipped there, the file said 0.5/0.5 where its Keras model said 0.65/0.35
+    assert i8.parity.passed and i8.parity.outputs["probs"].mean_abs_diff < 0.02
 
 
 def test_building_blocks_for_your_own_loop(digits, digits_model, tmp_path, keras):

@@ -28,7 +28,8 @@ def test_two_workers_train_to_identical_weights(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = []
     for i in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}),
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(config),
                    CUDA_VISIBLE_DEVICES="-1")
         procs.append(subprocess.Popen([sys.executable, str(JOB), str(tmp_path)], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))

@@ -116,7 +116,6 @@ def test_small_cnn_cli_on_digits_reaches_95_percent(tmp_path, digits):
     x_train, y_train, x_test, y_test = digits
     np.savez(tmp_path / "train.npz", x=x_train, y=y_train)
     np.savez(tmp_path / "test.npz", x=x_test, y=y_test)
-    cli._state.update(debug=False)
     r = CliRunner().invoke(cli.main, ["train", "--arch", "small_cnn", "--data", str(tmp_path / "train.npz"),
                                       "--test", str(tmp_path / "test.npz"), "--epochs", "15",
                                       "--out", str(tmp_path / "digits.h5"), "--seed", "0"])
@@ -208,7 +207,6 @@ def test_mixed_precision_saves_a_float32_model(tmp_path, digits):
 # --- bad input, through the CLI: one message, exit 1, no traceback, nothing written ------------------
 
 def run_train(*args):
-    cli._state.update(debug=False)
     return CliRunner().invoke(cli.main, ["train", *map(str, args)])
 
 
@@ -305,7 +303,6 @@ def test_unit_scaled_digits_train_with_default_options(tmp_path, digits):
     x_train, y_train, x_test, y_test = digits
     np.savez(tmp_path / "train01.npz", x=x_train / 255.0, y=y_train)
     np.savez(tmp_path / "test01.npz", x=x_test / 255.0, y=y_test)
-    cli._state.update(debug=False)
     r = CliRunner().invoke(cli.main, ["train", "--arch", "small_cnn", "--data", str(tmp_path / "train01.npz"),
                                       "--test", str(tmp_path / "test01.npz"), "--epochs", "15",
                                       "--out", str(tmp_path / "d01.h5"), "--seed", "0"])
@@ -353,7 +350,8 @@ def test_learning_curves_mark_the_best_epoch(tmp_path, digits, monkeypatch):
     x_train, y_train, _, _ = digits
     marked = []
     real = matplotlib.axes.Axes.axvline
-    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", lambda self, x, *a, **k: marked.append(x) or real(self, x, *a, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline",
+                        lambda self, x, *a, **k: marked.append(x) or real(self, x, *a, **k))
     result = train.fit("small_cnn", (x_train[:200], y_train[:200]), epochs=3, out=tmp_path / "c.h5", seed=0)
     assert marked and set(marked) == {result.metrics["epoch"]}
     assert (tmp_path / "c.curves.png").read_bytes()[:4] == b"\x89PNG"
