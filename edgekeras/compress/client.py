@@ -94,13 +94,18 @@ class _Child:
         self._log = os.fdopen(fd, "wb")
         out = None if debug else self._log  # --debug: TensorFlow's log on the terminal
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edgekeras.compress.worker", str(write_fd)],
-                                         stdin=subprocess.PIPE, stdout=out, stderr=out,
+            self.proc = subprocess.Popen([sys.executable, "-m", "edgekeras.compress.worker", str(write_fd),
+                                          str(os.getpid())], stdin=subprocess.PIPE, stdout=out, stderr=out,
                                          pass_fds=(write_fd,), env=env, text=True)
         finally:
             os.close(write_fd)
-        self.events: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, args=(read_fd,), daemon=True, name="edgekeras-worker-events").start()
+        try:
+            self.events: queue.Queue = queue.Queue()
+            threading.Thread(target=self._read, args=(read_fd,), daemon=True, name="edgekeras-worker-events").start()
+        except BaseException:  # Ctrl-C while starting: nobody would end this child
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def _read(self, fd: int) -> None:
         """Events until the pipe closes; then always one last event saying how the child ended."""

@@ -330,26 +330,31 @@ def _nested_models(model) -> list:
 
 
 # -- the child process ----------------------------------------------------------------------------------------
-def _die_with_parent() -> None:
-    """Linux: ask the kernel to end this process when the parent dies (a hard-killed run leaves no child)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
+def _die_with_parent(parent: int) -> None:
+    """Linux: ask the kernel to end this process when the parent dies (a hard-killed run leaves no child).
 
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    A parent that died before the request was made (interrupted while it started this process) has already left
+    this process to another parent: then this process ends at once, instead of importing TensorFlow for nobody.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def main(argv: list[str]) -> int:
-    """Child process entry: `python -m edgekeras.compress.worker EVENT_FD`."""
+    """Child process entry: `python -m edgekeras.compress.worker EVENT_FD PARENT_PID`."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    _die_with_parent()
+    _die_with_parent(int(argv[1]))
     events = os.fdopen(int(argv[0]), "w", buffering=1)
     import threading
 

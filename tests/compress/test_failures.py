@@ -103,8 +103,30 @@ def test_ctrl_c_mid_run_leaves_the_folder_as_it_was(digits_model, before):
     assert p.returncode == 130, err
     assert "interrupted; nothing was written" in err and "Traceback" not in err
     assert listing(before) == {"notes.txt"}
-    time.sleep(0.5)
-    assert not worker_processes(p.run)  # the worker went with it
+    assert workers_gone(p.run)  # the worker went with it
+
+
+def workers_gone(run: str, timeout: float = 5.0) -> bool:
+    t0 = time.time()
+    while worker_processes(run):
+        if time.time() - t0 > timeout:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_worker_whose_parent_is_gone_before_it_asked_to_die_with_it_ends_at_once(tmp_path):
+    # A Ctrl-C while the parent starts the worker: the parent exits before the child has asked the kernel to end
+    # it with its parent. The child sees another parent than the one that started it and ends, TensorFlow unloaded.
+    read_fd, write_fd = os.pipe()
+    try:  # -X importtime lists every module the child imports
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "edgekeras.compress.worker", str(write_fd),
+                               "1"], pass_fds=(write_fd,), stdin=subprocess.PIPE, capture_output=True, timeout=60)
+    finally:
+        os.close(write_fd)
+        os.close(read_fd)
+    assert done.returncode == 0, done.stderr
+    assert b"edgekeras.compress\n" in done.stderr and b"tensorflow" not in done.stderr
 
 
 def test_sigterm_is_handled_like_ctrl_c(digits_model, tmp_path):
