@@ -168,7 +168,7 @@ class Staging:
         new = Path(tempfile.mkdtemp(prefix=f"{_NEW_PREFIX}{os.getpid()}-", dir=self.folder))
         self._lock = None
         try:
-            self._lock = _lock(new)  # taken before the folder carries the name `recover` looks at
+            self._lock = try_lock(new)  # taken before the folder carries the name `recover` looks at
             self.dir = new.with_name(STAGING_PREFIX + new.name[len(_NEW_PREFIX):])
             os.rename(new, self.dir)
         except BaseException:
@@ -232,37 +232,39 @@ def _finish_moves(staging: Path, folder: Path, moves: list[str]) -> list[Path]:
     return final
 
 
-def _lock(folder: Path) -> int | None:
-    """Hold an exclusive lock on `folder` (an open descriptor, released when closed or when the process dies).
-    None where the file system has no flock (NFS, some FUSE mounts): the folder is then never taken for a dead
-    run's, since no one can take its lock either."""
+def try_lock(path: str | os.PathLike) -> int | None:
+    """An exclusive lock (flock) on a file or folder, held through the returned open descriptor until it is closed
+    or its process dies: how edgekeras tells a live run's staging folder or worker log from a dead run's.
+
+    None when another process holds it (its run is alive), when the path is gone, or when this system or file
+    system has no flock (NFS, some FUSE mounts, Windows): nothing can then be told dead, so nothing is removed.
+
+    Example:
+        >>> fd = try_lock(folder)       # None: a live run holds it
+        >>> if fd is not None: ...      # a dead run's: clean it up, then os.close(fd)
+    """
     if fcntl is None:
         return None
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
+        return None
+    if not lock_descriptor(fd):
         os.close(fd)
         return None
     return fd
 
 
-def _claim(folder: Path) -> int | None:
-    """The lock of a dead run's staging folder, held while it is cleaned up (so two runs never clean up the same
-    folder); None while its run lives, or when that cannot be told (no flock on this system or file system: the
-    folder is then left, never taken for a dead run's)."""
+def lock_descriptor(fd: int) -> bool:
+    """Take the exclusive lock on an open descriptor (shared with child processes it is passed to); False where
+    it cannot be taken."""
     if fcntl is None:
-        return None
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return None  # gone (another run cleaned it up), or not ours to judge
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        os.close(fd)
-        return None  # locked: its run holds it (or this file system has no flock)
-    return fd
+        return False
+    return True
 
 
 def recover(folder: Path) -> list[str]:
@@ -277,12 +279,12 @@ def recover(folder: Path) -> list[str]:
     for d in sorted(Path(folder).glob(_NEW_PREFIX + "*")):
         # killed between making its folder and locking it (an empty folder): removed once surely not in the making
         if d.is_dir() and time.time() - d.stat().st_mtime > 60:
-            fd = _claim(d)
+            fd = try_lock(d)
             if fd is not None:
                 shutil.rmtree(d, ignore_errors=True)
-                _release(fd)
+                os.close(fd)
     for d in sorted(Path(folder).glob(STAGING_PREFIX + "*")):
-        fd = _claim(d) if d.is_dir() else None
+        fd = try_lock(d) if d.is_dir() else None
         if fd is None:
             continue
         try:
@@ -298,9 +300,6 @@ def recover(folder: Path) -> list[str]:
                 done.append(f"removed the staging folder of an interrupted run ({d.name})")
             shutil.rmtree(d, ignore_errors=True)
         finally:
-            _release(fd)
+            os.close(fd)
     return done
 
-
-def _release(fd: int) -> None:
-    os.close(fd)

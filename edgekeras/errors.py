@@ -9,14 +9,34 @@ devices without TensorFlow).
 from __future__ import annotations
 
 
+_KINDS: dict[str, type["EdgeKerasError"]] = {}  # every error class by name, for from_dict
+
+
 class EdgeKerasError(Exception):
     """Base class of every error edgekeras raises on purpose.
+
+    An error crosses a process boundary (the compress worker, a bench harness on this machine, over ssh or on a
+    board) as `to_dict()` and is raised again there, with its own class and attributes, by `from_dict`.
 
     Args:
         message: what happened and what was expected.
         fix: how the user can fix it (optional), shown on its own line; in Python terms (argument=value).
         cli_fix: the same fix in command-line terms (--option value), when it differs; the CLI shows it.
+
+    Example:
+        >>> e = BadInput("calib.npz has no array 'x'", fix="save it with np.savez(path, x=...)")
+        >>> again = EdgeKerasError.from_dict(e.to_dict())  # in the process that reads the event
+        >>> type(again).__name__, again.fix
+        ('BadInput', 'save it with np.savez(path, x=...)')
     """
+
+    #: Attributes a subclass carries besides message and fix: keyword arguments of its __init__, JSON values.
+    #: `to_dict` writes them and `from_dict` passes them back.
+    fields: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _KINDS[cls.__name__] = cls
 
     def __init__(self, message: str, *, fix: str | None = None, cli_fix: str | None = None):
         self.message = message
@@ -28,6 +48,41 @@ class EdgeKerasError(Exception):
         """The message as the command line prints it (its own fix wording when there is one)."""
         fix = self.cli_fix or self.fix
         return self.message if not fix else f"{self.message}\nHow to fix: {fix}"
+
+    def to_dict(self) -> dict:
+        """The error as JSON-able data: type (the class name), message, fix, cli_fix and the class' `fields`."""
+        d = {"type": type(self).__name__, "message": self.message, "fix": self.fix, "cli_fix": self.cli_fix}
+        d.update({name: getattr(self, name, None) for name in self.fields})
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "EdgeKerasError":
+        """The error `to_dict` described, with its class (a name this version does not know: EdgeKerasError,
+        keeping message and fix; a newer board or worker may know more kinds than this host)."""
+        cls = _KINDS.get(str(d.get("type")), EdgeKerasError)
+        kwargs = {name: d[name] for name in cls.fields if name in d}
+        message = str(d.get("message") or "unknown error")
+        try:
+            return cls(message, fix=d.get("fix"), cli_fix=d.get("cli_fix"), **kwargs)
+        except TypeError:  # a field missing that the class requires: the base class still says it all
+            return EdgeKerasError(message, fix=d.get("fix"), cli_fix=d.get("cli_fix"))
+
+    def reworded(self, message: str) -> "EdgeKerasError":
+        """The same error (class, fix, fields) with another message, e.g. prefixed with where it happened."""
+        return EdgeKerasError.from_dict({**self.to_dict(), "message": message})
+
+
+_KINDS["EdgeKerasError"] = EdgeKerasError
+
+
+def error_to_dict(e: BaseException) -> dict:
+    """Any exception as `EdgeKerasError.to_dict` data; one that is not ours is {"type": "InternalError", ...}
+    with its class in the message (a bug, which the receiving side reports as one)."""
+    if isinstance(e, EdgeKerasError):
+        return e.to_dict()
+    text = str(e).strip()
+    return {"type": "InternalError", "message": f"{type(e).__name__}: {text}" if text else type(e).__name__,
+            "fix": None, "cli_fix": None}
 
 
 class BadInput(EdgeKerasError):
@@ -57,6 +112,7 @@ class ParityError(EdgeKerasError):
     """
 
     exit_status = PARITY_EXIT_STATUS
+    fields = ("failed",)  # the report stays in the process that made it
 
     def __init__(self, message: str, *, failed: dict[str, list[str]], report=None, fix: str | None = None,
                  cli_fix: str | None = None):
@@ -73,10 +129,12 @@ class RuntimeFailure(UnsupportedModel):
         runtime: "LiteRT (xnnpack kernels)" or "ONNX Runtime"; reason: what the runtime said.
     """
 
+    fields = ("path", "sample", "op", "runtime", "reason")
+
     def __init__(self, message: str, *, path: str, sample: int, op: str | None = None, runtime: str = "",
-                 reason: str = "", fix: str | None = None):
+                 reason: str = "", fix: str | None = None, cli_fix: str | None = None):
         self.path, self.sample, self.op, self.runtime, self.reason = path, sample, op, runtime, reason
-        super().__init__(message, fix=fix)
+        super().__init__(message, fix=fix, cli_fix=cli_fix)
 
 
 class OutputError(EdgeKerasError):

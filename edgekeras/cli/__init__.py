@@ -21,9 +21,12 @@ import tempfile
 import traceback
 
 import click
+from click.core import ParameterSource
 
 from .. import __version__, settings
-from ..errors import BadInput, EdgeKerasError
+from .. import modes as _modes
+from ..compress import recipe as _r  # the defaults and valid values of compress' options
+from ..errors import BadInput, EdgeKerasError, error_to_dict
 
 _kept = {}  # "native_log": the path of the native log kept for an internal error's message (this command's)
 
@@ -146,9 +149,22 @@ def _output_options(f):
                         help="Print only the result and warnings (no progress).")(f)
 
 
-def _error_json(kind: str, e: BaseException) -> str:
-    return json.dumps({"error": {"type": kind, "message": getattr(e, "message", str(e)),
-                                 "fix": getattr(e, "cli_fix", None) or getattr(e, "fix", None)}}, indent=2)
+def _mode_options(f):
+    """A flag per compression mode of the registry (`edgekeras.modes`), with its help, in its order."""
+    for mode in reversed(_modes.choosable()):  # click lists options in the order the decorators are written
+        f = click.option(mode.flag, mode.name, is_flag=True, help=mode.help)(f)
+    return f
+
+
+def _error_dict(e: BaseException) -> dict:
+    """The error as --json prints it: `errors.error_to_dict` with the fix in command-line terms."""
+    d = error_to_dict(e)
+    d["fix"] = d.pop("cli_fix", None) or d.get("fix")
+    return d
+
+
+def _error_json(e: BaseException) -> str:
+    return json.dumps({"error": _error_dict(e)}, indent=2)
 
 
 def _raise_interrupt(signum, frame):
@@ -178,7 +194,7 @@ def _run(on_interrupt: str):
                         click.echo(e.worker_traceback, err=True)
                 # with a report (a parity failure), the report was printed as the JSON already
                 if settings.current().json and getattr(e, "report", None) is None:
-                    click.echo(_error_json(type(e).__name__, e))
+                    click.echo(_error_json(e))
                 click.echo(click.style("error: ", fg="red", bold=True) + e.for_cli(), err=True)
                 sys.exit(getattr(e, "exit_status", 1))
             except KeyboardInterrupt:
@@ -197,7 +213,7 @@ def _run(on_interrupt: str):
                     with open(log, "a", encoding="utf-8") as kept:
                         kept.write("\n-- edgekeras: the internal error --\n" + traceback.format_exc())
                 if settings.current().json:
-                    click.echo(_error_json("InternalError", e))
+                    click.echo(_error_json(e))
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {first}\n"
                            f"This is a bug in edgekeras ({on_interrupt}). Rerun with --debug for the traceback"
@@ -238,23 +254,21 @@ def main():
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=str))
-@click.option("--int8", "int8", is_flag=True, help="Full integer: int8 weights, activations, input and output.")
+@_mode_options
 @click.option("--float-io", is_flag=True, help="With --int8: keep float32 input and output.")
-@click.option("--float16", is_flag=True, help="float16 weights, float32 compute.")
-@click.option("--dynamic", is_flag=True, help="int8 weights, float activations (no calibration data needed).")
-@click.option("--int16x8", is_flag=True, help="int16 activations, int8 weights (accurate but slow on CPU).")
 @click.option("--calib", type=click.Path(path_type=str),
               help="Calibration data: .npy, .npz (key x) or an image folder.")
-@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--calib-samples", type=click.IntRange(min=1), default=_r.DEFAULT_CALIB_SAMPLES, show_default=True,
               help="Use at most this many calibration samples.")
-@click.option("--preprocess", type=click.Choice(["raw", "unit", "signed", "imagenet", "caffe", "identity"]),
+@click.option("--preprocess", type=click.Choice(_r.PREPROCESS),
               help="How image pixels are scaled for this model (default: from its model card, or its own "
                    "Rescaling/Normalization input layers).")
-@click.option("--task", type=click.Choice(["classification", "binary", "regression"]),
+@click.option("--task", type=click.Choice(_r.TASKS),
               help="What the first output predicts (default: the model card, the model's loss or last activation); "
                    "sets the metric.")
 @click.option("--onnx", is_flag=True, help="Also export ONNX (float32, and int8 QDQ with --int8).")
-@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(_r.MIN_OPSET, _r.MAX_OPSET), default=_r.DEFAULT_OPSET, show_default=True,
+              help="ONNX opset.")
 @click.option("--eval", "eval_", type=click.Path(path_type=str),
               help="Labelled data (.npz with x, y, or an image folder of class subfolders) for accuracy.")
 @click.option("-o", "--output-dir", type=click.Path(path_type=str), help="Output folder (default: the model's).")
@@ -264,11 +278,11 @@ def main():
 @click.option("--trust-model", is_flag=True, help="Allow Lambda layers (loading them runs code from the file).")
 @click.option("--allow-float-fallback", is_flag=True,
               help="Integer modes: keep ops that have no integer kernel in float instead of failing.")
-@click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--parity-samples", type=click.IntRange(min=1), default=_r.DEFAULT_PARITY_SAMPLES, show_default=True,
               help="Without --eval: calibration samples the parity check runs on.")
-@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+@click.option("--atol", type=click.FloatRange(min=0), default=_r.DEFAULT_ATOL, show_default=True,
               help="float32 files must match Keras within atol + rtol * |keras|.")
-@click.option("--rtol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+@click.option("--rtol", type=click.FloatRange(min=0), default=_r.DEFAULT_RTOL, show_default=True,
               help="Relative part of that tolerance.")
 @click.option("--accept-parity-failures", is_flag=True,
               help="Exit 0 even when a file broke a parity rule (such files are written and their cards say "
@@ -280,28 +294,31 @@ def main():
               help="Training data for --prune/--cluster/--qat: .npz (x, y) or an image folder of class subfolders.")
 @click.option("--val", type=click.Path(path_type=str), help="Validation data for the fine-tuning (same forms).")
 @click.option("--prune", type=float, metavar="SPARSITY", help="Magnitude pruning to this sparsity, in (0, 1).")
-@click.option("--prune-schedule", type=click.Choice(["polynomial", "constant"]), default="polynomial",
+@click.option("--prune-schedule", type=click.Choice(_r.SCHEDULES), default=_r.Techniques.prune_schedule,
               show_default=True)
-@click.option("--structured", type=click.Choice(["2:4"]), help="m:n sparsity: 2 zeros in every 4 weights.")
+@click.option("--structured", type=click.Choice(list(_r.STRUCTURED)), help="m:n sparsity: 2 zeros in every 4 weights.")
 @click.option("--cluster", type=int, metavar="N", help="Weight clustering to N values per kernel (>= 2).")
-@click.option("--cluster-init", type=click.Choice(["kmeans++", "linear", "density", "random"]), default="kmeans++",
+@click.option("--cluster-init", type=click.Choice(list(_r.CLUSTER_INITS)), default=_r.Techniques.cluster_init,
               show_default=True, help="Centroid initialisation.")
 @click.option("--qat", is_flag=True, help="Quantization-aware training, exported as full int8.")
 @click.option("--finetune-epochs", type=click.IntRange(min=1),
               help="Epochs per technique [default: 2; 12 when pruning 70% or more].")
 @click.option("--learning-rate", type=float, help="Fine-tuning learning rate [default: 1e-4; 1e-3 when pruning 70% "
                                                    "or more].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=_r.Techniques.batch_size, show_default=True,
               help="Fine-tuning batch size.")
 @click.option("--keep-frozen", is_flag=True,
               help="Layers the model froze keep their weights while compressed (by default they fine-tune too).")
+@click.option("--recipe", "recipe_file", type=click.Path(path_type=str), metavar="FILE",
+              help="Take every setting from a recipe (Recipe.save) or an earlier run's <model>.report.json; "
+                   "options written beside it override it. The data (--calib, --eval, --data) are given as usual.")
 @_output_options
 @_debug_option
 @_run(_NOTHING_WRITTEN)
-def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samples, preprocess, task, onnx, opset,
-             eval_, output_dir, force, custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol,
-             max_accuracy_drop, data, val, prune, prune_schedule, structured, cluster, cluster_init, qat,
-             finetune_epochs, learning_rate, batch_size, keep_frozen, accept_parity_failures, as_json):
+def compress(model, float_io, calib, calib_samples, preprocess, task, onnx, opset, eval_, output_dir, force,
+             custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol, max_accuracy_drop, data,
+             val, prune, prune_schedule, structured, cluster, cluster_init, qat, finetune_epochs, learning_rate,
+             batch_size, keep_frozen, accept_parity_failures, recipe_file, as_json, **mode_flags):
     """Compress MODEL (.h5, .keras or SavedModel folder; tf_keras or Keras 3) into verified .tflite/.onnx files.
 
     A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
@@ -312,22 +329,45 @@ def compress(model, int8, float_io, float16, dynamic, int16x8, calib, calib_samp
     parity rule (marked FAIL; its card says why; a file that crashes on its own data is not written);
     1 bad input or a failed step (nothing written); 130 interrupted.
     """
-    modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic), ("int16x8", int16x8)) if on]
-    from ..compress import compress as run
-
-    note = None if modes or qat else ("no compression mode chosen (--int8, --float16, --dynamic, --int16x8): wrote "
-                                      "the float32 baseline")
-    with _printed_on_parity_failure(as_json, note):
-        report = run(model, modes, calib=calib, calib_samples=calib_samples, preprocess=preprocess, task=task,
-                     onnx=onnx, opset=opset, eval=eval_, output_dir=output_dir, force=force, float_io=float_io,
-                     custom_objects=custom_objects, trust_model=trust_model,
-                     allow_float_fallback=allow_float_fallback, parity_samples=parity_samples, atol=atol, rtol=rtol,
-                     max_accuracy_drop=max_accuracy_drop, data=data, val=val, prune=prune,
-                     prune_schedule=prune_schedule, structured=structured, cluster=cluster,
+    settings_ = dict(modes=[m.name for m in _modes.choosable() if mode_flags[m.name]], calib_samples=calib_samples,
+                     preprocess=preprocess, task=task, onnx=onnx, opset=opset, float_io=float_io,
+                     trust_model=trust_model, allow_float_fallback=allow_float_fallback,
+                     parity_samples=parity_samples, atol=atol, rtol=rtol, max_accuracy_drop=max_accuracy_drop,
+                     prune=prune, prune_schedule=prune_schedule, structured=structured, cluster=cluster,
                      cluster_init=cluster_init, qat=qat, finetune_epochs=finetune_epochs,
                      learning_rate=learning_rate, batch_size=batch_size, finetune_frozen=not keep_frozen,
                      accept_parity_failures=accept_parity_failures)
+    if recipe_file is not None:
+        settings_ = _with_recipe(recipe_file, settings_)
+    from ..compress import compress as run
+
+    note = None if settings_["modes"] or settings_["qat"] else (
+        f"no compression mode chosen ({', '.join(m.flag for m in _modes.choosable())}): wrote the float32 baseline")
+    with _printed_on_parity_failure(as_json, note):
+        report = run(model, calib=calib, eval=eval_, output_dir=output_dir, force=force,
+                     custom_objects=custom_objects, data=data, val=val, **settings_)
     _print_report(report, as_json, note=note)
+
+
+# compress' arguments by the name of the option that sets them, where the two differ
+_OPTION_OF = {"finetune_frozen": "keep_frozen"}
+
+
+def _with_recipe(path: str, given: dict) -> dict:
+    """compress' settings from a recipe file (or an earlier run's report), overridden by the options that were
+    written on this command line."""
+    from ..compress.pipeline import recipe_arguments
+    from ..compress.recipe import Recipe
+
+    ctx = click.get_current_context()
+    typed = {name for name in ctx.params if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    settings_ = recipe_arguments(Recipe.load(path))
+    if typed & {m.name for m in _modes.choosable()}:
+        settings_["modes"] = given["modes"]
+    for name in given:
+        if _OPTION_OF.get(name, name) in typed:
+            settings_[name] = given[name]
+    return settings_
 
 
 @contextlib.contextmanager
@@ -349,7 +389,7 @@ def _print_report(report, as_json: bool, note: str | None = None, error: EdgeKer
     if as_json:
         d = report.to_dict()
         if error is not None:
-            d["error"] = json.loads(_error_json(type(error).__name__, error))["error"]
+            d["error"] = _error_dict(error)
         click.echo(json.dumps(d, indent=2))
         return
     click.echo(compress_table(report))

@@ -24,31 +24,13 @@ import sys
 import tempfile
 import threading
 
-from .. import settings
+from .. import _files, settings
 
 _POLL = 0.2  # seconds between checks while waiting, so Ctrl-C is handled promptly
 _LOG_PREFIX = "edgekeras-worker-"
 
-try:
-    import fcntl
-except ImportError:  # Windows: logs of hard-killed runs stay in the temporary folder
-    fcntl = None
-
-
-def _hold(fd: int) -> None:
-    """Lock the log while its run lives; where the temporary folder has no flock, nobody can take the lock
-    either, and the log is then never removed by another run."""
-    if fcntl is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pass
-
-
 def _remove_dead_logs() -> None:
     """Worker logs that a hard-killed run left in the temporary folder (no process holds their lock any more)."""
-    if fcntl is None:
-        return
     import glob
     import time
 
@@ -56,16 +38,16 @@ def _remove_dead_logs() -> None:
         try:
             if time.time() - os.stat(path).st_mtime < 60:
                 continue  # perhaps being made right now, before its lock
-            fd = os.open(path, os.O_RDONLY)
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(path)
-        except OSError:
-            pass  # held: its run is alive (or not ours to remove)
-        finally:
-            os.close(fd)
+        fd = _files.try_lock(path)
+        if fd is not None:  # nobody holds it: its run is dead
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 #: Variables that name the caller's current step, not anything a worker reads: a spare worker started under other
@@ -90,7 +72,7 @@ class _Child:
         self.env, self.cwd = _environment(), os.getcwd()
         _remove_dead_logs()
         fd, self.log_path = tempfile.mkstemp(prefix=_LOG_PREFIX, suffix=".log")
-        _hold(fd)  # the child shares this open file, and with it the lock, until it ends
+        _files.lock_descriptor(fd)  # the child shares this open file, and with it the lock, until it ends
         self._log = os.fdopen(fd, "wb")
         out = None if debug else self._log  # --debug: TensorFlow's log on the terminal
         try:

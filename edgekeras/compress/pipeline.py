@@ -18,8 +18,10 @@ The run reads as its stages (`_Run`):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import errors, settings
+from .. import modes as _modes
 from .._files import Staging, check_writable_dir, output_folder, refuse_existing
 from ..card import (PREPROCESSING_PRESETS, REPORT_SCHEMA, ROUNDING, SCHEMA_VERSION, Accuracy, ModelCard, Parity,
                     Preprocessing, Step, TensorSpec, card_path, producer_info)
@@ -170,7 +173,10 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
     Args:
         model: a Keras `.h5` or `.keras` file (tf_keras or Keras 3), a SavedModel folder, or a Keras model
             object (tf_keras or Keras 3) in memory.
-        modes: "int8", "float16", "dynamic", "int16x8" (and "float32"), or a list of them.
+        modes: "int8", "float16", "dynamic", "int16x8" (and "float32"), or a list of them (`edgekeras.modes`);
+            or a `Recipe` holding every setting (`Recipe.load("digits.report.json")` repeats an earlier run):
+            the settings below are then left at their defaults (change the recipe instead, e.g.
+            `dataclasses.replace(recipe, max_accuracy_drop=2.0)`), except `force` and `isolate`.
         calib: calibration data: a path (`.npy`, `.npz` with key `x`, an image folder), an array, a dict
             {input name: array}, or a representative-dataset function as `tf.lite.TFLiteConverter` takes
             (yielding `[x]` or `{input name: x}`). Without it, the integer modes calibrate on synthetic inputs,
@@ -229,22 +235,72 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
         report = edgekeras.compress("model.h5", "int8", calib="calib.npz", eval=(x_test, y_test), onnx=True)
         print(report.file("int8").accuracy.value)
     """
-    techniques = None
-    if prune is not None or structured is not None or cluster is not None or qat:
-        heavy = isinstance(prune, (int, float)) and not isinstance(prune, bool) and prune >= HEAVY_PRUNING
-        techniques = Techniques(
-            prune=prune, prune_schedule=prune_schedule, structured=structured, cluster=cluster,
-            cluster_init=cluster_init, qat=bool(qat), batch_size=batch_size, finetune_frozen=bool(finetune_frozen),
-            finetune_epochs=finetune_epochs if finetune_epochs is not None else (12 if heavy else 2),
-            learning_rate=learning_rate if learning_rate is not None else (1e-3 if heavy else None))
-    recipe = Recipe(modes=modes, onnx=onnx, opset=opset, calib_samples=calib_samples, preprocess=preprocess,
-                    task=task, float_io=float_io, allow_float_fallback=allow_float_fallback, trust_model=trust_model,
-                    parity_samples=parity_samples, atol=atol, rtol=rtol, seed=seed, force=force, isolate=isolate,
-                    techniques=techniques, max_accuracy_drop=max_accuracy_drop,
-                    accept_parity_failures=bool(accept_parity_failures),
-                    data="given" if data is not None else None, val="given" if val is not None else None)
+    if isinstance(modes, Recipe):
+        given = {k: v for k, v in locals().items() if k in _RECIPE_ARGUMENTS and v != _DEFAULTS[k]}
+        if given:
+            raise BadInput(f"settings given both by a recipe and as arguments: {', '.join(sorted(given))}",
+                           fix="change the recipe instead: dataclasses.replace(recipe, "
+                               + ", ".join(f"{k}={v!r}" for k, v in sorted(given.items())) + ")")
+        return compress(model, calib=calib, eval=eval, output_dir=output_dir, force=force,
+                        custom_objects=custom_objects, isolate=isolate, data=data, val=val,
+                        **recipe_arguments(modes))
+    recipe = make_recipe(modes, **{k: v for k, v in locals().items() if k in _RECIPE_ARGUMENTS}, force=force,
+                         isolate=isolate, data="given" if data is not None else None,
+                         val="given" if val is not None else None)
     return _Run(recipe, model, calib=calib, eval=eval, custom_objects=custom_objects, output_dir=output_dir,
                 data=data, val=val).execute()
+
+
+#: compress' arguments that are recipe settings (`force` and `isolate` are the call's own, as are the data)
+_RECIPE_ARGUMENTS = ("onnx", "preprocess", "task", "calib_samples", "float_io", "allow_float_fallback", "trust_model",
+                     "parity_samples", "atol", "rtol", "opset", "seed", "prune", "prune_schedule", "structured",
+                     "cluster", "cluster_init", "qat", "finetune_epochs", "learning_rate", "batch_size",
+                     "finetune_frozen", "max_accuracy_drop", "accept_parity_failures")
+_TECHNIQUE_ARGUMENTS = {f.name for f in dataclasses.fields(Techniques)}
+_DEFAULTS = {name: p.default for name, p in inspect.signature(compress).parameters.items()}
+
+
+def make_recipe(modes="int8", **settings) -> Recipe:
+    """The (unchecked) `Recipe` that `compress(model, modes, **settings)` runs: the training-aware settings
+    gathered into its `Techniques`, their defaults resolved (heavy pruning fine-tunes longer). No TensorFlow.
+
+    Example:
+        make_recipe("int8", prune=0.8).techniques.finetune_epochs   # 12
+    """
+    s = {name: _DEFAULTS[name] for name in _RECIPE_ARGUMENTS + ("force", "isolate")}
+    unknown = set(settings) - set(s) - {"data", "val"}
+    if unknown:
+        raise TypeError(f"make_recipe() got unexpected settings: {', '.join(sorted(unknown))}")
+    s.update(settings)
+    techniques = None
+    prune = s["prune"]
+    if prune is not None or s["structured"] is not None or s["cluster"] is not None or s["qat"]:
+        heavy = isinstance(prune, (int, float)) and not isinstance(prune, bool) and prune >= HEAVY_PRUNING
+        techniques = Techniques(
+            prune=prune, prune_schedule=s["prune_schedule"], structured=s["structured"], cluster=s["cluster"],
+            cluster_init=s["cluster_init"], qat=bool(s["qat"]), batch_size=s["batch_size"],
+            finetune_frozen=bool(s["finetune_frozen"]),
+            finetune_epochs=s["finetune_epochs"] if s["finetune_epochs"] is not None else (12 if heavy else 2),
+            learning_rate=s["learning_rate"] if s["learning_rate"] is not None else (1e-3 if heavy else None))
+    plain = {k: v for k, v in s.items() if k not in _TECHNIQUE_ARGUMENTS}
+    plain["accept_parity_failures"] = bool(plain["accept_parity_failures"])
+    return Recipe(modes=modes, techniques=techniques, **plain)
+
+
+def recipe_arguments(recipe: Recipe) -> dict:
+    """compress' arguments (`modes` and the `_RECIPE_ARGUMENTS`) that make this recipe again.
+
+    Example:
+        compress("other.h5", calib=..., **recipe_arguments(Recipe.load("digits.report.json")))
+    """
+    t = recipe.techniques
+    args = {"modes": list(recipe.modes)}
+    for name in _RECIPE_ARGUMENTS:
+        if name in _TECHNIQUE_ARGUMENTS:
+            args[name] = getattr(t, name) if t is not None else _DEFAULTS[name]
+        else:
+            args[name] = getattr(recipe, name)
+    return args
 
 
 def plan_outputs(model, modes, onnx: bool, output_dir) -> list[Path]:
@@ -868,7 +924,7 @@ class _Run:
         gate = self._gate_settings(meta, data, stage)
         for mode in r.modes:
             commands.append(({"cmd": "convert", "mode": mode, "out": str(stage.path(self.names[("tflite", mode)])),
-                              "calib": calib_path if mode in ("int8", "int16x8") else None,
+                              "calib": calib_path if _modes.get(mode).calibrated else None,
                               "float_io": r.float_io and mode == "int8", "gate": gate if mode == "int8" else None,
                               # the gate's float islands are its decision, checked by measurement
                               "allow_float_fallback": r.allow_float_fallback or (gate is not None and mode == "int8"),
@@ -999,9 +1055,8 @@ def _rebuild_error(e: dict) -> Exception:
     From a worker on a thread, the exception itself (its cause chain intact)."""
     if isinstance(e.get("exception"), BaseException):
         return e["exception"]
-    cls = getattr(errors, e.get("type", ""), None)
-    if isinstance(cls, type) and issubclass(cls, errors.EdgeKerasError) and cls is not errors.ParityError:
-        err = cls(e["message"], fix=e.get("fix"), cli_fix=e.get("cli_fix"))
+    if e.get("type") != "InternalError":
+        err = errors.EdgeKerasError.from_dict(e)
         err.worker_traceback = e.get("traceback")
         return err
     return RuntimeError(f"{e['message']} (in the conversion process, while handling {e.get('command')!r})\n"
@@ -1058,7 +1113,7 @@ class _Verifier:
         ranges = {k: QuantRange.of(dtype, q.scale, q.zero_point) for k, (dtype, q) in session.integer_sources().items()}
         input_ranges = {t.name: QuantRange.of(t.dtype, t.quantization.scale, t.quantization.zero_point)
                         for t in session.inputs if t.quantization is not None}
-        parity, problems = compare(self.reference, got, exact=(mode == "float32"), file=name,
+        parity, problems = compare(self.reference, got, exact=_modes.get(mode).exact, file=name,
                                    runtime=session.runtime, kernels=session.kernels, data=self.data.parity_data,
                                    note=session.note, atol=r.atol, rtol=r.rtol, class_outputs=self.meta.class_outputs,
                                    binary_outputs=self.meta.binary_outputs, ranges=ranges,
@@ -1069,7 +1124,7 @@ class _Verifier:
             self.run.warn("PARITY FAILED: " + p)
         if session.note:
             file_warnings.append(f"{name}: {session.note}")
-        if mode in ("int8", "int16x8") and self.data.calibration_info and self.data.calibration_info["synthetic"]:
+        if _modes.get(mode).calibrated and self.data.calibration_info and self.data.calibration_info["synthetic"]:
             file_warnings.append("calibrated on synthetic data: accuracy may suffer")
         gate = event["settings"].get("accuracy_gate")
         if gate is not None:
@@ -1089,7 +1144,7 @@ class _Verifier:
         scores = self._scores(got)
         primary = next((s for s in scores if s.output == self.meta.primary), scores[0] if scores else None)
         settings = dict(event["settings"])
-        if mode in ("int8", "int16x8"):
+        if _modes.get(mode).calibrated:
             settings["calibration"] = self.data.calibration_info
         quantized = any(t.quantization for t in session.inputs + session.outputs)
         kinds = {t.name: t.kind for t in self.meta.outputs}

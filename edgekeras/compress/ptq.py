@@ -28,7 +28,7 @@ from tensorflow.lite.python.convert_phase import ConverterError  # noqa: E402  (
 from ..errors import BadInput, UnsupportedModel
 from ..runtime.session import float_ops, listed_ops
 from ..source import SourceModel
-from .recipe import INTEGER_MODES, MODES
+from .. import modes
 
 
 @dataclass
@@ -48,7 +48,7 @@ def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray
 
     Args:
         source: the loaded model.
-        mode: one of MODES.
+        mode: a registered mode's name (`edgekeras.modes`).
         calibration: representative inputs by input name (needed by int8 and int16x8).
         float_io: int8 only: keep float32 input and output (quantize/dequantize inside the file); int16x8
             files always have float32 input and output.
@@ -64,38 +64,32 @@ def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray
         BadInput: an unknown mode, or an integer mode without calibration data.
         UnsupportedModel: the converter fails, or an op cannot be integer and fallback is not allowed.
     """
-    if mode not in MODES:
-        raise BadInput(f"unknown compression mode {mode!r}; valid: {', '.join(MODES)}")
+    spec = modes.get(mode)
     n = len(next(iter(calibration.values()))) if calibration else 0
-    if mode in INTEGER_MODES and n == 0:
+    if spec.calibrated and n == 0:
         raise BadInput(f"{mode} needs calibration data")
     conv = source.tflite_converter()
+    told = spec.converter(float_io=float_io, allow_float_fallback=allow_float_fallback)  # the mode's registry entry
     settings: dict = {"mode": mode, "converter": "tf.lite.TFLiteConverter", "tensorflow": tf.__version__}
-    if mode != "float32":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        settings["optimizations"] = ["DEFAULT"]
-    if mode == "float16":
-        conv.target_spec.supported_types = [tf.float16]
-        settings["supported_types"] = ["float16"]
-    if mode in INTEGER_MODES:
+    if "optimizations" in told:
+        conv.optimizations = [getattr(tf.lite.Optimize, o) for o in told["optimizations"]]
+        settings["optimizations"] = told["optimizations"]
+    if "supported_types" in told:
+        conv.target_spec.supported_types = [tf.as_dtype(t) for t in told["supported_types"]]
+        settings["supported_types"] = told["supported_types"]
+    if spec.calibrated:
         conv.representative_dataset = _representative(source, calibration, progress)
         settings["calibration_samples"] = n
-        if mode == "int8":
-            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if not float_io:
-                conv.inference_input_type = tf.int8
-                conv.inference_output_type = tf.int8
-            settings["inference_input_type"] = settings["inference_output_type"] = "float32" if float_io else "int8"
-        else:
-            ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-            settings["inference_input_type"] = settings["inference_output_type"] = "float32"
-        if allow_float_fallback:
-            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        if told["inference_input_type"] != "float32":
+            conv.inference_input_type = tf.as_dtype(told["inference_input_type"])
+            conv.inference_output_type = tf.as_dtype(told["inference_output_type"])
+        settings["inference_input_type"] = told["inference_input_type"]
+        settings["inference_output_type"] = told["inference_output_type"]
         if qat:
             settings["quantization_aware_training"] = True  # supported_ops unset: the QAT ranges are kept
         else:
-            conv.target_spec.supported_ops = ops
-            settings["supported_ops"] = [o.name for o in ops]
+            conv.target_spec.supported_ops = [getattr(tf.lite.OpsSet, o) for o in told["supported_ops"]]
+            settings["supported_ops"] = told["supported_ops"]
         settings["allow_float_fallback"] = bool(allow_float_fallback)
     t0 = time.perf_counter()
     try:
@@ -103,7 +97,7 @@ def convert(source: SourceModel, mode: str, *, calibration: dict[str, np.ndarray
     except (ConverterError, ValueError, RuntimeError) as e:  # the converter's failures; mapped to a message below
         raise _conversion_error(e, mode) from e
     seconds = time.perf_counter() - t0
-    found = float_ops(data) if mode in INTEGER_MODES else []
+    found = float_ops(data) if spec.calibrated else []
     if found and not allow_float_fallback:
         raise UnsupportedModel(
             f"this model cannot be fully {mode}: {len(found)} op(s) have no {mode} kernel and stayed in float: "

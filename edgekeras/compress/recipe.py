@@ -10,15 +10,18 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .. import modes as _modes
 from ..errors import BadInput
 
-MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
-INTEGER_MODES = ("int8", "int16x8")
+MODES = _modes.names()  # the registry's (edgekeras.modes), in canonical order
+INTEGER_MODES = _modes.calibrated()
 TASKS = ("classification", "binary", "regression")
 PREPROCESS = ("raw", "unit", "signed", "imagenet", "caffe", "identity")
 DEFAULT_CALIB_SAMPLES = 200
@@ -171,7 +174,7 @@ def check_modes(modes) -> list[str]:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise BadInput(f"unknown compression mode(s) {unknown}; valid: {', '.join(MODES)}")
-    return [m for m in MODES if m in modes or m == "float32"]
+    return [m for m in MODES if m in modes or m == _modes.BASELINE]
 
 
 @dataclass
@@ -269,17 +272,92 @@ class Recipe:
         saved too (`("keras-h5", "float32")`: `digits.pqat.h5`)."""
         if self.techniques is not None:
             stem = f"{stem}.{self.techniques.short_name()}"
-        names = {("tflite", m): f"{stem}.{m}.tflite" for m in self.modes}
+        names = {("tflite", m): _modes.get(m).file_name(stem) for m in self.modes}
         if self.techniques is not None:
-            names[("keras-h5", "float32")] = f"{stem}.h5"
+            names[("keras-h5", _modes.BASELINE)] = f"{stem}.h5"
         if self.onnx:
-            names[("onnx", "float32")] = f"{stem}.onnx"
-            if "int8" in self.modes:
-                names[("onnx", "int8")] = f"{stem}.int8.onnx"
+            names.update({("onnx", m): _modes.get(m).file_name(stem, "onnx") for m in self.modes
+                          if _modes.get(m).onnx})
         return names, f"{stem}.report.json"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        """The recipe `to_dict` wrote (a saved recipe, or the "recipe" of a compress report). Unchecked: `check()`
+        it (compress does).
+
+        Raises:
+            BadInput: not a mapping, or keys no recipe has (a typo would otherwise be silently ignored).
+        """
+        if not isinstance(d, dict):
+            raise BadInput(f"a recipe must be a JSON object, got {type(d).__name__}",
+                           fix="write it as Recipe.save does: {\"recipe\": {\"modes\": [\"int8\"], ...}}")
+        _unknown_keys(d, cls, "recipe")
+        d = dict(d)
+        t = d.pop("techniques", None)
+        if t is not None:
+            if not isinstance(t, dict):
+                raise BadInput(f"the recipe's techniques must be a JSON object or null, got {type(t).__name__}",
+                               fix="e.g. \"techniques\": {\"prune\": 0.5}, or null for post-training quantization")
+            _unknown_keys(t, Techniques, "recipe's techniques")
+            t = Techniques(**t)
+        return cls(**d, techniques=t)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the recipe as JSON (atomically); `Recipe.load` reads it back, `edgekeras compress --recipe` runs it.
+
+        Example:
+            Recipe(modes=["int8"], onnx=True, max_accuracy_drop=1.0).save("int8-gated.recipe.json")
+        """
+        from .._files import atomic_write_text
+
+        path = Path(path)
+        atomic_write_text(path, json.dumps({"schema": RECIPE_SCHEMA, "recipe": self.to_dict()}, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Recipe":
+        """A recipe from a file `save` wrote, or from a compress report (`<model>.report.json`), whose recipe holds
+        every setting the run resolved: the run can be repeated on the same or other data.
+
+        Raises:
+            BadInput: the file cannot be read, is not JSON, or holds no recipe.
+        """
+        path = Path(path)
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BadInput(f"recipe file {path} does not exist",
+                           fix="pass a file Recipe.save wrote, or a <model>.report.json of an earlier run") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise BadInput(f"recipe file {path} cannot be read as JSON: {e}",
+                           fix="pass a file Recipe.save wrote, or a <model>.report.json of an earlier run") from None
+        recipe = document.get("recipe") if isinstance(document, dict) else None
+        if not isinstance(recipe, dict):
+            raise BadInput(f"{path} holds no recipe (no \"recipe\" object)",
+                           fix="pass a file Recipe.save wrote, or a <model>.report.json of an earlier run")
+        try:
+            return cls.from_dict(recipe)
+        except BadInput as e:
+            raise BadInput(f"{path}: {e.message}", fix=e.fix) from None
+
+    def setting_names(self) -> list[str]:
+        """The fields that are settings (not descriptions of where the model and data came from)."""
+        return [f.name for f in fields(self) if f.name not in PROVENANCE]
+
+
+#: Recipe fields that describe where the model and the data came from (filled in by the run, for the report).
+PROVENANCE = ("model", "calib", "eval", "custom_objects", "output_dir", "data", "val")
+RECIPE_SCHEMA = "edgekeras.recipe.v1"
+
+
+def _unknown_keys(d: dict, cls, what: str) -> None:
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise BadInput(f"the {what} has keys no recipe has: {', '.join(map(str, unknown))}",
+                       fix=f"valid keys: {', '.join(f.name for f in fields(cls))}")
 
 
 def model_stem(model) -> str:

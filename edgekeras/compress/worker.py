@@ -255,11 +255,10 @@ class Worker:
 
 
 def _error_event(command: str, e: Exception) -> dict:
-    """An exception as an "error" event: our errors by type with their fix, anything else as an internal error."""
-    ours = isinstance(e, errors.EdgeKerasError)
-    return {"event": "error", "command": command, "type": type(e).__name__ if ours else "InternalError",
-            "message": e.message if ours else f"{type(e).__name__}: {e}", "fix": e.fix if ours else None,
-            "cli_fix": e.cli_fix if ours else None, "traceback": traceback.format_exc(), "exception": e}
+    """An exception as an "error" event: `errors.error_to_dict` (ours with their class, anything else as an
+    internal error), the command it stopped and the traceback; the exception object for a worker on a thread."""
+    return {"event": "error", "command": command, **errors.error_to_dict(e), "traceback": traceback.format_exc(),
+            "exception": e}
 
 
 def describe(source) -> dict:

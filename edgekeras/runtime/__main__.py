@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if raw:  # the host raises it again, with its class
             from .measure import RESULT_MARKER
 
-            print(RESULT_MARKER + json.dumps({"error": {"type": type(e).__name__, "message": e.message,
-                                                        "fix": e.fix}}), flush=True)
+            print(RESULT_MARKER + json.dumps({"error": e.to_dict()}), flush=True)
         else:
             if settings.current().debug:
                 import traceback

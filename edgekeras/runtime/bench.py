@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import errors as _errors
+from .. import modes as _modes
 from .. import settings
 from .._format import human_bytes, table
 from ..card import ModelCard, check_card_matches
@@ -213,7 +213,7 @@ def prepare_files(files) -> list[Prepared]:
             check_card_matches(card, path)
             mode = card.mode
         else:
-            mode = _mode_from_name(path)
+            mode = _modes.from_file_name(path.name)
             warnings.append(f"{path.name} has no model card beside it: its mode is "
                             f"{'guessed from its name' if mode else 'unknown'} and image folders cannot be "
                             "preprocessed for it")
@@ -250,14 +250,6 @@ def _sniff(path: Path) -> str:
 
 def _looks_like_text(head: bytes) -> bool:
     return all(32 <= b < 127 or b in (9, 10, 13) for b in head)
-
-
-def _mode_from_name(path: Path) -> str | None:
-    parts = path.name.lower().split(".")[1:-1]
-    for mode in ("int16x8", "int8", "float16", "dynamic", "float32"):
-        if mode in parts:
-            return mode
-    return "float32" if path.suffix.lower() == ".onnx" and len(parts) == 0 else None
 
 
 class _CountingSink:
@@ -412,16 +404,8 @@ def _spawn(spec: dict, *, python: str, timeout: float, label: str) -> dict:
         tail = "\n".join((p.stderr or "").strip().splitlines()[-15:])
         raise RuntimeError(f"the measuring process for {label} failed (exit {p.returncode}) during {stage}:\n{tail}")
     if "error" in result:
-        raise error_from_dict(result["error"])
+        raise EdgeKerasError.from_dict(result["error"])
     return result
-
-
-def error_from_dict(e: dict) -> EdgeKerasError:
-    """Our error, as a child or a board reported it, raised again with its own class."""
-    cls = getattr(_errors, str(e.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, EdgeKerasError)) or cls is _errors.ParityError:
-        cls = EdgeKerasError
-    return cls(e.get("message", "unknown error"), fix=e.get("fix"))
 
 
 # -- statistics -----------------------------------------------------------------------------------------------

@@ -456,7 +456,7 @@ def worker_main(spec_json: str) -> int:
     try:
         result = run_spec(spec)
     except EdgeKerasError as e:
-        result = {"error": {"type": type(e).__name__, "message": e.message, "fix": e.fix}}
+        result = {"error": e.to_dict()}
         code = 1
     else:
         code = 0

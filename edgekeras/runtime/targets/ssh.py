@@ -27,7 +27,7 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from ...errors import BadInput
+from ...errors import BadInput, EdgeKerasError
 from .. import bench as _bench
 from ..device import device_files
 from . import Target
@@ -323,8 +323,8 @@ class SshTarget(Target):
             tail = "\n".join(stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"the harness on {self.host} ended (exit {proc.returncode}) without a result:\n{tail}")
         if "error" in result:
-            e = _bench.error_from_dict(result["error"])
-            raise type(e)(f"on {self.host}: {e.message}", fix=e.fix)
+            e = EdgeKerasError.from_dict(result["error"])
+            raise e.reworded(f"on {self.host}: {e.message}")
         result["cpu"]["host"] = self.host
         return result
 
