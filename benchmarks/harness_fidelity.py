@@ -4,7 +4,7 @@ Builds a frozen VGG19 (64x64x3, weights=None, 10 classes) with edgekeras.train.b
 edgekeras.compress to float32 and int8 .tflite plus float32 and int8 ONNX (calibrated on random pixels),
 then, in interleaved rounds of fresh processes with the same threads, warm-up and number of invokes:
 
-- the harness: the same child `edgekeras bench` runs (`edgekeras.runtime.bench._spawn` of a "measure" spec),
+- the harness: the same child `edgekeras bench` runs (`edgekeras.runtime.harness._spawn` of a "measure" spec),
   its mean of per-invoke timings;
 - a bare loop: `Interpreter(model, num_threads).allocate_tensors()`, inputs set once, then
   `t0; for _ in range(N): invoke(); (now - t0) / N` (for ONNX Runtime: `sess.run(None, feeds)`).
@@ -110,7 +110,7 @@ print(harness / (chunks * k) / 1e6, bare / (chunks * k) / 1e6)
 
 def same_process(path: Path, threads: int, warmup: int, chunks: int, size: int) -> tuple[float, float]:
     """(harness ms, bare ms) per invoke, alternating chunks of `size` invokes in one fresh process."""
-    from edgekeras.runtime.bench import _child_env
+    from edgekeras.runtime.harness import _child_env
 
     p = subprocess.run([sys.executable, "-c", SAME_PROCESS, str(path), str(threads), str(warmup), str(chunks),
                         str(size)], capture_output=True, text=True, check=True, env=_child_env())
@@ -149,7 +149,7 @@ def bare(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float
 
 def harness(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float]:
     """(wall ms, CPU ms) per invoke as the harness measures them, in its own fresh child process."""
-    from edgekeras.runtime.bench import _spawn
+    from edgekeras.runtime.harness import _spawn
 
     m = _spawn({"kind": "measure", "path": str(path), "threads": threads, "runs": runs, "warmup": warmup},
                python=sys.executable, timeout=3600, label=path.name)

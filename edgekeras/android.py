@@ -29,7 +29,7 @@ from ._files import Staging, check_writable_dir, output_folder, refuse_existing
 from .card import CARD_SUFFIX, GRAYSCALE, ModelCard, Preprocessing, Quantization, TensorSpec, \
     card_path, check_card_matches, validate
 from .errors import BadInput, UnsupportedModel
-from .runtime import preprocess as pp
+from . import preprocess as pp
 
 #: What `bundle` writes into `<app>/app/src/main/assets/` (fixed names: a new bundle replaces the old one).
 ASSET_MODEL = "model.tflite"

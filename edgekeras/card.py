@@ -223,7 +223,7 @@ class TensorSpec(_Record):
 
 
 # -- preprocessing --------------------------------------------------------------------------------------------
-#: Image preprocessing, step by step, exactly as `edgekeras.runtime.preprocess` does it (and the Java core of
+#: Image preprocessing, step by step, exactly as `edgekeras.preprocess` does it (and the Java core of
 #: android_demo): decode, grayscale (1-channel models), resize, float32, channel order, mean/std.
 DECODE = "8-bit RGB; an alpha channel is dropped (not composited); EXIF orientation is not applied"
 GRAYSCALE = "L = 0.299 * R + 0.587 * G + 0.114 * B, in float64, unrounded (ITU-R BT.601 luma), before resizing"

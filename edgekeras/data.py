@@ -19,7 +19,7 @@ import numpy as np
 
 from .card import Preprocessing, TensorSpec
 from .errors import BadInput
-from .runtime.preprocess import IMAGE_SUFFIXES, image_pixels, list_images, normalize
+from .preprocess import IMAGE_SUFFIXES, image_pixels, list_images, normalize
 
 MIN_CALIBRATION_SAMPLES = 20
 #: The option that names each kind of data, for messages; all but calibration data carry labels.

@@ -73,9 +73,9 @@ def synthetic_images(name: str, n_per_class: int, seed: int) -> tuple[np.ndarray
 
 
 def model_inputs(name: str, images: np.ndarray) -> np.ndarray:
-    """What the runtime feeds the model for these images (edgekeras.runtime.preprocess, the card's preset)."""
+    """What the runtime feeds the model for these images (edgekeras.preprocess, the card's preset)."""
     from edgekeras.card import Preprocessing
-    from edgekeras.runtime.preprocess import preprocess_image
+    from edgekeras.preprocess import preprocess_image
 
     h, w, channels, preset, _, _ = MODELS[name]
     p = Preprocessing.preset(preset, [h, w], channels)

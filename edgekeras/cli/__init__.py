@@ -1,256 +1,27 @@
 """The `edgekeras` command. Each command: options -> one library call -> a printed report.
 
-The group and the shared plumbing (error handling, logging to the terminal, `--debug`) live here; each
-command module registers its commands on `main` (`bench.py`, `android.py`, ...). Only `edgekeras.cli`
-prints for humans. It imports no TensorFlow at import time, so `edgekeras --help`
-answers at once; commands import the library when they run. Errors print one message and exit 1
-without a traceback (`--debug` shows it, and TensorFlow's own log, which is otherwise kept in a
-temporary file).
+`edgekeras.cli.base` holds the group and the shared plumbing (error handling, logging to the terminal,
+`--debug`); this module registers compress, train and demo on it, and imports the other command modules
+(`bench.py`, `android.py`, `sweep.py`), which register theirs. Only `edgekeras.cli` prints for humans. It imports
+no TensorFlow at import time, so `edgekeras --help` answers at once; commands import the library when they run.
+Errors print one message and exit 1 without a traceback (`--debug` shows it, and TensorFlow's own log, which is
+otherwise kept in a temporary file).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import logging
-import os
-import signal
 import sys
-import tempfile
-import traceback
 
 import click
 from click.core import ParameterSource
 
-from .. import __version__, settings
 from .. import modes as _modes
 from ..compress import recipe as _r  # the defaults and valid values of compress' options
-from ..errors import BadInput, EdgeKerasError, error_to_dict
-
-_kept = {}  # "native_log": the path of the native log kept for an internal error's message (this command's)
-
-
-class _Handler(logging.Handler):
-    """edgekeras log records -> the terminal: progress dimmed (a bar on a terminal), warnings loud.
-
-    With --quiet only warnings are shown.
-    """
-
-    def __init__(self, stream):
-        super().__init__(logging.INFO)
-        self.quiet = settings.current().quiet  # the command's (records may come from other threads)
-        self.stream = stream
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self._bar = None  # the task whose bar is on screen
-
-    def emit(self, record):
-        progress = getattr(record, "progress", None)
-        if progress is not None:
-            if self.tty and not self.quiet:
-                self._draw(*progress)
-            return
-        self._end_bar()
-        if record.levelno < logging.WARNING and self.quiet:
-            return
-        msg = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            text = click.style("WARNING: ", fg="yellow", bold=True) + msg
-        else:
-            text = click.style(f"  {msg}", dim=True)
-        click.echo(text, file=self.stream, color=self.tty)
-
-    def _draw(self, task: str, i: int, n: int) -> None:
-        width = 30
-        done = int(width * i / max(n, 1))
-        self.stream.write(f"\r  {task} [{'#' * done}{'.' * (width - done)}] {i}/{n}")
-        self.stream.flush()
-        self._bar = task
-        if i >= n:
-            self._end_bar()
-
-    def _end_bar(self) -> None:
-        if self._bar is not None:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._bar = None
-
-
-@contextlib.contextmanager
-def _terminal():
-    """Our log lines to the terminal; TensorFlow's native stderr to a temporary log file (unless --debug).
-
-    On an internal error the log is kept and its path left in _kept["native_log"]; otherwise it is deleted.
-    """
-    logger = logging.getLogger("edgekeras")
-    saved_logger = (logger.level, logger.propagate)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    native = saved = ours = None
-    if settings.current().debug:
-        handler = _Handler(sys.stderr)
-    else:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        native = tempfile.NamedTemporaryFile(prefix="edgekeras-native-", suffix=".log", delete=False)
-        ours = os.fdopen(os.dup(saved), "w", buffering=1)
-        os.dup2(native.fileno(), 2)
-        handler = _Handler(ours)
-    logger.addHandler(handler)
-    keep = False
-    try:
-        yield
-    except EdgeKerasError:
-        raise
-    except Exception:
-        keep = True
-        raise
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved_logger[0])
-        logger.propagate = saved_logger[1]
-        if native is not None:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            ours.close()
-            native.close()
-            if keep:
-                _kept["native_log"] = native.name
-            else:
-                os.unlink(native.name)
-
-
-def _debug_option(f):
-    """--debug on every command (also accepted before the command name)."""
-
-    def set_debug(ctx, param, value):
-        if value:
-            settings.apply(debug=True)  # until the command ends (_Main.main), and in the processes it starts
-        return value
-
-    return click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=set_debug,
-                        help="Show tracebacks and TensorFlow's own log.")(f)
-
-
-def _output_options(f):
-    """--quiet and --json on a command."""
-
-    def set_flag(name):
-        def callback(ctx, param, value):
-            if value:
-                settings.apply(**{name: True})
-            return value
-        return callback
-
-    f = click.option("--json", "as_json", is_flag=True, callback=set_flag("json"),
-                     help="Print the result (or the error) as JSON on stdout.")(f)
-    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_flag("quiet"),
-                        help="Print only the result and warnings (no progress).")(f)
-
-
-def _mode_options(f):
-    """A flag per compression mode of the registry (`edgekeras.modes`), with its help, in its order."""
-    for mode in reversed(_modes.choosable()):  # click lists options in the order the decorators are written
-        f = click.option(mode.flag, mode.name, is_flag=True, help=mode.help)(f)
-    return f
-
-
-def _error_dict(e: BaseException) -> dict:
-    """The error as --json prints it: `errors.error_to_dict` with the fix in command-line terms."""
-    d = error_to_dict(e)
-    d["fix"] = d.pop("cli_fix", None) or d.get("fix")
-    return d
-
-
-def _error_json(e: BaseException) -> str:
-    return json.dumps({"error": _error_dict(e)}, indent=2)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _run(on_interrupt: str):
-    """Decorate a command body: our errors -> one message and exit 1; bugs -> a short note (or the traceback).
-
-    `on_interrupt` says what a Ctrl-C (or a SIGTERM) leaves behind, for this command. With --json the error
-    is also printed as JSON on stdout.
-    """
-
-    def decorate(f):
-        @functools.wraps(f)
-        def wrapper(*args, **kwargs):
-            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-            if settings.current().spare_worker is None:  # one run per command: no worker kept ready
-                settings.apply(spare_worker=False)
-            try:
-                with _terminal():
-                    return f(*args, **kwargs)
-            except EdgeKerasError as e:
-                if settings.current().debug:
-                    traceback.print_exc()
-                    if getattr(e, "worker_traceback", None):
-                        click.echo(e.worker_traceback, err=True)
-                # with a report (a parity failure), the report was printed as the JSON already
-                if settings.current().json and getattr(e, "report", None) is None:
-                    click.echo(_error_json(e))
-                click.echo(click.style("error: ", fg="red", bold=True) + e.for_cli(), err=True)
-                sys.exit(getattr(e, "exit_status", 1))
-            except KeyboardInterrupt:
-                if settings.current().json:
-                    click.echo(json.dumps({"error": {"type": "Interrupted", "message": f"interrupted; {on_interrupt}",
-                                                     "fix": None}}))
-                click.echo(f"interrupted; {on_interrupt}", err=True)
-                sys.exit(130)
-            except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-                raise
-            except Exception as e:  # a bug of ours: say so, short, and where the details are
-                if settings.current().debug:
-                    raise
-                log = _kept.pop("native_log", None)
-                if log:  # the log the message points to holds at least the traceback, never nothing
-                    with open(log, "a", encoding="utf-8") as kept:
-                        kept.write("\n-- edgekeras: the internal error --\n" + traceback.format_exc())
-                if settings.current().json:
-                    click.echo(_error_json(e))
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {first}\n"
-                           f"This is a bug in edgekeras ({on_interrupt}). Rerun with --debug for the traceback"
-                           + (f"; the traceback and TensorFlow's log are in {log}" if log else "") + ".", err=True)
-                sys.exit(1)
-            finally:
-                signal.signal(signal.SIGTERM, previous)
-
-        return wrapper
-
-    return decorate
-
-
-_NOTHING_WRITTEN = "nothing was written"
-_CHECKPOINTS_KEPT = "the epochs saved so far are kept (--resume continues)"
-
-
-class _Main(click.Group):
-    """The `edgekeras` group. A command called from Python (`main([...])`, click's CliRunner) leaves the process
-    as it found it: --debug, --quiet, --json and what a command sets in `settings` last for that call only."""
-
-    def main(self, *args, **kwargs):
-        with settings.override():  # whatever the options apply() is undone when the call ends
-            return super().main(*args, **kwargs)
-
-
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "-V", "--version", prog_name="edgekeras")
-@_debug_option
-def main():
-    """From a Keras model to a small, fast, verified .tflite/.onnx file.
-
-    \b
-    Start with:   edgekeras demo
-    Headline:     edgekeras compress model.h5 --int8 --calib calib.npz --eval test.npz --onnx
-    """
-
+from ..errors import BadInput, EdgeKerasError
+from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_dict, _mode_options, _output_options,
+                   _run, main)
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=str))

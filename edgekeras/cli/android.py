@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from . import _NOTHING_WRITTEN, _debug_option, _run, main
+from .base import _NOTHING_WRITTEN, _debug_option, _run, main
 
 
 @main.command("android-bundle")

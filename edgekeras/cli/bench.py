@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import OutputError
-from . import _NOTHING_WRITTEN, _debug_option, _output_options, _run, main
+from .base import _NOTHING_WRITTEN, _debug_option, _output_options, _run, main
 
 
 @main.command()

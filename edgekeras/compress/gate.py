@@ -478,7 +478,7 @@ def _tensor_errors(graph: _TFLiteGraph, plain: bytes, samples: dict[str, np.ndar
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from ..card import Quantization
-    from ..runtime.preprocess import quantize
+    from ..preprocess import quantize
 
     def interpreter(content: bytes):
         it = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
@@ -779,7 +779,7 @@ def _measure_file(path: Path, eval_x: dict[str, np.ndarray], eval_y: np.ndarray,
 
 def _latency_ms(session, eval_x: dict[str, np.ndarray]) -> float:
     """Median one-sample invoke time of an open session, in ms (see `LATENCY_RUNS`)."""
-    from ..runtime.preprocess import quantize
+    from ..preprocess import quantize
 
     one = {t.name: quantize(np.asarray(eval_x[t.name][:1]), np.dtype(t.dtype), t.quantization)
            for t in session.inputs}

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import importlib
 
-_NAMES = {
-    "Session": "session", "LiteRTSession": "session", "OrtSession": "session", "open_session": "session",
-    "float_ops": "session", "tflite_ops": "session", "tflite_weight_stats": "session",
-    "quantize": "preprocess", "dequantize": "preprocess", "preprocess_image": "preprocess",
-    "bench": "bench", "BenchReport": "bench", "format_table": "bench",
+_NAMES = {  # name: its module, relative to this package
+    "Session": ".session", "LiteRTSession": ".session", "OrtSession": ".session", "open_session": ".session",
+    "float_ops": ".session", "tflite_ops": ".session", "tflite_weight_stats": ".session",
+    "quantize": "..preprocess", "dequantize": "..preprocess", "preprocess_image": "..preprocess",
+    "bench": ".bench", "BenchReport": ".bench", "format_table": ".bench",
 }
 
 
 def __getattr__(name: str):
     if name in _NAMES:
-        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        return getattr(importlib.import_module(_NAMES[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -136,7 +136,7 @@ def _inputs(source: str | None, session, card):
 
     import zipfile
 
-    from .preprocess import IMAGE_SUFFIXES, preprocess_image
+    from ..preprocess import IMAGE_SUFFIXES, preprocess_image
 
     float_specs = [type(t)(t.name, list(t.shape), "float32") for t in session.inputs]
     if source is None:

@@ -1,16 +1,16 @@
 """The device-side part of edgekeras, and the `edgekeras-runtime` wheel that installs only it.
 
 `pip install edgekeras` pulls TensorFlow (about 1.9 GB) onto a board. The device needs much less: numpy,
-ai-edge-litert and/or onnxruntime, and these modules of edgekeras (none imports TensorFlow, Keras, click or
-matplotlib at module level):
+ai-edge-litert and/or onnxruntime, and edgekeras' two lower layers (ARCHITECTURE.md), declared here:
 
-    edgekeras/__init__.py, errors.py, card.py, _files.py, _native.py, settings.py   (standard library)
-    edgekeras/data.py, metrics.py                  (numpy; how compress --eval reads and scores)
-    edgekeras/runtime/**.py                        (numpy + the runtimes, imported when used)
-    edgekeras/schemas/*.json
+    CORE_MODULES     errors, settings, modes, _format, _files, _native, card (standard library);
+                     preprocess, data, metrics (numpy: how files are fed, and how compress --eval reads and scores)
+    runtime/**.py    open_session, bench and its targets (numpy + the runtimes, imported when used)
+    the package's __init__.py (lazy: it imports the rest only when asked) and schemas/*.json
 
-`device_files` finds them (the seeds above and every edgekeras module they import, followed to the end);
-`build_wheel` packs exactly these, from the same source tree, into a pure-Python wheel named
+A core module imports only core modules, a runtime module only core and runtime ones (tests/test_layers.py
+checks every import, lazy ones included, so the declared set is closed); none imports TensorFlow, Keras, click
+or matplotlib. `build_wheel` packs exactly `device_files()`, from the same source tree, into a pure-Python wheel named
 `edgekeras-runtime` that provides the `edgekeras` package and depends on numpy, ai-edge-litert and
 onnxruntime only (Pillow with the `images` extra, for evaluation image folders). The ssh target copies
 the same files (`device_files`) to a board.
@@ -42,12 +42,12 @@ from .._files import atomic_write_bytes
 
 PACKAGE = Path(__file__).resolve().parents[1]  # .../edgekeras
 DIST_NAME = "edgekeras-runtime"
-#: Where the device-side set starts, relative to the `edgekeras` package folder (globs). `device_files` adds
-#: every edgekeras module these import (at module level or inside a function), and those modules' imports, ...
-DEVICE_SEEDS = ("__init__.py", "errors.py", "card.py", "_files.py", "runtime/*.py", "runtime/targets/*.py")
-DEVICE_DATA = ("schemas/*.json",)
-#: Never shipped: edgekeras.keras (the package's lazy `keras` attribute) is tf_keras, for the host only.
-DEVICE_EXCLUDE = ("_keras.py",)
+#: The core layer: TensorFlow-free modules under the runtime and the pipeline (standard library and numpy).
+CORE_MODULES = ("errors", "settings", "modes", "_format", "_files", "_native", "card", "preprocess", "data", "metrics")
+#: The device-side files, relative to the `edgekeras` package folder (globs): the package's lazy __init__, the
+#: core layer, the runtime layer, the schemas the card is checked against.
+DEVICE_FILES = ("__init__.py", *(f"{m}.py" for m in CORE_MODULES), "runtime/*.py", "runtime/targets/*.py",
+                "schemas/*.json")
 #: The runtime's dependencies, pinned as in edgekeras' pyproject.toml (a test keeps them equal).
 REQUIRES = ("numpy>=1.26,<3", "ai-edge-litert>=2.0,<2.4", "onnxruntime>=1.20,<1.33")
 EXTRAS = {"images": ("pillow>=10",)}
@@ -64,67 +64,12 @@ def version() -> str:
 
 
 def device_files(package: Path = PACKAGE) -> list[tuple[str, Path]]:
-    """(name inside the package, e.g. "edgekeras/runtime/bench.py"; file) for every device-side file, sorted.
-
-    The seeds (`DEVICE_SEEDS`) plus every edgekeras module they import, followed until nothing new comes
-    (so a helper module the runtime starts to use is shipped without editing a list), less `DEVICE_EXCLUDE`,
-    plus the parent packages' __init__.py and `DEVICE_DATA`.
-    """
+    """(name inside the package, e.g. "edgekeras/runtime/bench.py"; file) for every device-side file
+    (`DEVICE_FILES`), sorted."""
     found: set[Path] = set()
-    for pattern in DEVICE_SEEDS:
+    for pattern in DEVICE_FILES:
         found |= {f for f in package.glob(pattern) if f.is_file() and "__pycache__" not in f.parts}
-    queue = sorted(found)
-    while queue:
-        for dep in _imported_modules(queue.pop(), package):
-            if dep not in found and dep.relative_to(package).as_posix() not in DEVICE_EXCLUDE:
-                found.add(dep)
-                queue.append(dep)
-    for f in list(found):
-        parent = f.parent
-        while parent != package and package in parent.parents:
-            found.add(parent / "__init__.py")
-            parent = parent.parent
-    for pattern in DEVICE_DATA:
-        found |= {f for f in package.glob(pattern) if f.is_file()}
-    return sorted((f"edgekeras/{f.relative_to(package).as_posix()}", f) for f in found if f.is_file())
-
-
-def _module_file(package: Path, parts: tuple[str, ...]) -> Path | None:
-    """The file of module edgekeras.<parts> (a .py, or a package's __init__.py), or None."""
-    base = package.joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imported_modules(path: Path, package: Path) -> set[Path]:
-    """Files of the edgekeras modules `path` imports, anywhere in it (lazy imports inside functions too)."""
-    import ast
-
-    here = path.relative_to(package).with_suffix("").parts[:-1]  # the package holding `path`
-    out: set[Path] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        targets: list[tuple[str, ...]] = []
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
-            elif node.module and node.module.split(".")[0] == "edgekeras":
-                base = ()
-            else:
-                continue
-            mod = tuple(node.module.split(".")) if node.module else ()
-            if not node.level:
-                mod = mod[1:]
-            targets.append(base + mod)
-            targets += [base + mod + (a.name,) for a in node.names]  # `from . import x` may name a module
-        elif isinstance(node, ast.Import):
-            targets += [tuple(a.name.split("."))[1:] for a in node.names if a.name.split(".")[0] == "edgekeras"]
-        for parts in targets:
-            f = _module_file(package, parts) if parts else package / "__init__.py"
-            if f is not None:
-                out.add(f)
-    return out
+    return sorted((f"edgekeras/{f.relative_to(package).as_posix()}", f) for f in found)
 
 
 def _record_hash(data: bytes) -> str:

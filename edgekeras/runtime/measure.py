@@ -31,7 +31,7 @@ import numpy as np
 
 from ..card import ModelCard, Quantization, TensorSpec
 from ..errors import BadInput, EdgeKerasError, UnsupportedModel, first_line
-from .preprocess import quantize
+from ..preprocess import quantize
 
 RESULT_MARKER = "EDGEKERAS-RESULT "
 STAGE_MARKER = "EDGEKERAS-STAGE "

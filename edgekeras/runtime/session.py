@@ -23,10 +23,11 @@ import numpy as np
 from ..card import Quantization, TensorSpec
 from ..errors import BadInput, RuntimeFailure, UnsupportedModel, first_line
 from .._native import quiet_native
-from .preprocess import dequantize, quantize
+from ..preprocess import dequantize, quantize
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
+    """Threads when none are given: up to 4 (every runtime here, compress' checks and bench alike)."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -110,7 +111,7 @@ class LiteRTSession(Session):
 
     def __init__(self, path: Path, threads: int | None = None, kernels: str = "auto"):
         self.path = Path(path)
-        self._threads = threads or _default_threads()
+        self._threads = threads or default_threads()
         if kernels not in ("auto", "xnnpack", "builtin"):
             raise BadInput(f"unknown kernels {kernels!r}; valid: auto, xnnpack, builtin")
         self._asked = kernels
@@ -272,7 +273,7 @@ class OrtSession(Session):
         self.note = ""
         self._batch = batch_size
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or _default_threads()
+        opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:

@@ -18,7 +18,7 @@ import numpy as np
 from .._keras import tf
 from ..data import skipped_images
 from ..errors import BadInput
-from ..runtime.preprocess import IMAGE_SUFFIXES, decode_image, image_pixels, list_images
+from ..preprocess import IMAGE_SUFFIXES, decode_image, image_pixels, list_images
 
 
 @dataclass

@@ -17,7 +17,7 @@ import edgekeras.cli.android  # noqa: F401  (registers the android commands unti
 from edgekeras import cli
 from edgekeras.android import APP_FILES
 from edgekeras.card import ModelCard, card_path
-from edgekeras.runtime import preprocess as pp
+from edgekeras import preprocess as pp
 from edgekeras.runtime.session import open_session
 
 DEMO = Path(__file__).resolve().parents[2] / "android_demo"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekeras.runtime import preprocess as pp
+from edgekeras import preprocess as pp
 
 DEMO = Path(__file__).resolve().parents[2] / "android_demo"
 RUN = DEMO / "run-jvm-tests"

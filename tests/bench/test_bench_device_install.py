@@ -6,7 +6,6 @@ run inside it, on files made here.
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import subprocess
@@ -21,39 +20,9 @@ from edgekeras.runtime import device
 pytest_plugins = ["bench_fixtures"]  # bench_files, bench_json, device_venv
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = {"tensorflow", "tf_keras", "keras", "tf2onnx", "click", "matplotlib", "tensorflow_model_optimization"}
 
 
-def _module_level_imports(path: Path) -> tuple[set[str], set[str]]:
-    """(absolute top-level packages, edgekeras modules by relative import) imported at module level."""
-    tree = ast.parse(path.read_text())
-    absolute, relative = set(), set()
-    package = path.relative_to(ROOT).with_suffix("").parts[:-1]
-    for node in tree.body:  # module level only: functions may import lazily
-        if isinstance(node, ast.Import):
-            absolute |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[:len(package) - node.level + 1]
-                mod = ".".join(base + ((node.module,) if node.module else ()))
-                relative.add(mod)
-            else:
-                absolute.add(node.module.split(".")[0])
-    return absolute, relative
-
-
-def test_device_files_are_closed_and_free_of_tensorflow():
-    """Every edgekeras module a device-side module imports is in the device set; none imports TensorFlow,
-    Keras, click or matplotlib at module level."""
-    names = {name for name, _ in device.device_files()}
-    modules = {n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py")}
-    for name, path in device.device_files():
-        if not name.endswith(".py"):
-            continue
-        absolute, relative = _module_level_imports(path)
-        assert not absolute & FORBIDDEN, (name, absolute & FORBIDDEN)
-        for mod in relative:
-            assert mod in modules or mod.rsplit(".", 1)[0] in modules, (name, mod)
+# That the device set is closed under imports (lazy ones too) and free of TensorFlow: tests/test_layers.py.
 
 
 def test_wheel_contents_and_metadata(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgekeras.card import ROUNDING, Quantization
-from edgekeras.runtime.preprocess import quantize, resize_bilinear, to_grayscale
+from edgekeras.preprocess import quantize, resize_bilinear, to_grayscale
 
 
 @pytest.fixture(scope="module")

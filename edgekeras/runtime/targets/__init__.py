@@ -3,7 +3,7 @@
 A target checks what it needs before anything runs (`check`), then measures (`run`) and returns the raw
 record `edgekeras.runtime.bench.assemble` turns into a report:
 
-- `local` (`LocalTarget`): fresh child processes on this machine (`edgekeras.runtime.bench.run_local`).
+- `local` (`LocalTarget`): fresh child processes on this machine (`edgekeras.runtime.harness.run_local`).
 - `ssh://user@host[:port]` (`SshTarget`): copies edgekeras' device-side modules, the files, their cards and
   the evaluation data to a temporary folder on the board, runs `python -m edgekeras.runtime bench` there
   with the board's Python (numpy plus ai-edge-litert or onnxruntime), brings back the JSON, removes the folder.
@@ -20,19 +20,7 @@ from __future__ import annotations
 
 from ...errors import BadInput
 
-VALID = "local, ssh://user@host[:port], adb or adb:SERIAL"
-
-
-class Target:
-    """Base of the targets: `name` for reports; `check` before running; `run` returns the raw record."""
-
-    name = "local"
-
-    def check(self, prepared, *, eval=None) -> None:
-        """Fail early (BadInput) on what this target cannot do with these files and data."""
-
-    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress) -> dict:
-        raise NotImplementedError
+from .base import VALID, Target
 
 
 def parse_target(target: str | None, *, remote_python: str | None = None, ssh_key: str | None = None,

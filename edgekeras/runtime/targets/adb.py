@@ -44,9 +44,9 @@ import subprocess
 from pathlib import Path
 
 from ...errors import BadInput, UnsupportedModel
-from .. import bench as _bench
+from .. import harness as _harness
 from ..cpu import cpu_info
-from . import Target
+from .base import Target
 
 REMOTE_ROOT = "/data/local/tmp"
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
@@ -187,14 +187,14 @@ class AdbTarget(Target):
     def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress) -> dict:
         folder = f"{REMOTE_ROOT}/edgekeras-bench-{secrets.token_hex(4)}"
         binary = f"{folder}/benchmark_model"
-        plan = _bench.split_runs(runs, rounds)
+        plan = _harness.split_runs(runs, rounds)
         total = 1 + len(plan) * len(prepared)
         done = 0
 
         def step(text):
             nonlocal done
             done += 1
-            _bench.report_progress(progress, done, total, text)
+            _harness.report_progress(progress, done, total, text)
 
         self.shell(["mkdir", "-p", folder])
         try:
@@ -225,7 +225,7 @@ class AdbTarget(Target):
             try:
                 self.shell(["rm", "-rf", folder], timeout=60)
             except BadInput as e:  # the run's own error matters more; say what is left on the phone
-                _bench.log.warning("could not remove %s on %s: %s", folder, self.name, e.message)
+                _harness.log.warning("could not remove %s on %s: %s", folder, self.name, e.message)
         return {"cpu": info, "python": None, "threads": threads, "idle_rss_kb": None, "files": records,
                 "settings": {"threads": threads, "runs": runs, "warmup": max(1, warmup), "rounds": len(plan),
                              "runs_per_round": plan, "eval": None, "batch": 1, "tool": "benchmark_model"}}

@@ -28,9 +28,9 @@ import urllib.parse
 from pathlib import Path
 
 from ...errors import BadInput, EdgeKerasError
-from .. import bench as _bench
+from .. import harness as _harness
 from ..device import device_files
-from . import Target
+from .base import Target
 
 PROGRESS_MARKER = "EDGEKERAS-PROGRESS "
 CONNECT_TIMEOUT = 10
@@ -282,7 +282,7 @@ class SshTarget(Target):
                 line = raw_line.decode("utf-8", "replace").rstrip("\n")
                 if line.startswith(PROGRESS_MARKER):
                     done, total, text = line[len(PROGRESS_MARKER):].split(" ", 2)
-                    _bench.report_progress(progress, int(done), int(total), f"{self.host}: {text}")
+                    _harness.report_progress(progress, int(done), int(total), f"{self.host}: {text}")
                 else:
                     err.append(line)
 

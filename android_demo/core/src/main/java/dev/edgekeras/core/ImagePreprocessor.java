@@ -2,7 +2,7 @@ package dev.edgekeras.core;
 
 /**
  * Image pixels -> model input, exactly as the card's preprocessing says and as edgekeras' Python runtime does it
- * ({@code edgekeras.runtime.preprocess}), so that the tensors are identical bit for bit:
+ * ({@code edgekeras.preprocess}), so that the tensors are identical bit for bit:
  *
  * <ol>
  *   <li>decode: 8-bit RGB, alpha dropped (the caller decodes; see {@link PixelSource});</li>

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..card import GRAYSCALE_WEIGHTS, Preprocessing, Quantization
-from ..errors import BadInput
+from .card import GRAYSCALE_WEIGHTS, Preprocessing, Quantization
+from .errors import BadInput
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _INT_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.uint8, np.int16, np.int32)}
