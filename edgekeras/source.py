@@ -83,6 +83,10 @@ class SourceModel:
     _signature: Any = field(default=None, repr=False)
     _loaded: Any = field(default=None, repr=False)
     _function: Any = field(default=None, repr=False)
+    _concrete: Any = field(default=None, repr=False)  # the traced function behind `_function`
+    _frozen: Any = field(default=None, repr=False)  # `_concrete` with its variables as constants
+    _signature_frozen: Any = field(default=None, repr=False)  # the converter's function (see tflite_converter)
+    _activations: dict = field(default_factory=dict, repr=False)  # output name -> its last activation, where known
 
     # -- running ----------------------------------------------------------------------------------------
     def predict(self, feeds: dict[str, np.ndarray], batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -148,7 +152,7 @@ class SourceModel:
 
     def frozen_function(self):
         """The traced function with its variables as constants and its calls inlined (one flat graph); cached."""
-        if getattr(self, "_frozen", None) is None:
+        if self._frozen is None:
             # A TensorFlow internal (tf2onnx uses it too); TensorFlow is already set up by edgekeras._keras here.
             from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -199,7 +203,7 @@ class SourceModel:
 
     def _frozen_signature(self):
         """The frozen function behind the model's own signature: inputs and outputs by name (cached)."""
-        if getattr(self, "_signature_frozen", None) is None:
+        if self._signature_frozen is None:
             frozen = self.frozen_function()
             order = tf.nest.flatten({t.name: t.name for t in self.outputs})  # the order of frozen's outputs
             spec = [tf.TensorSpec(list(t.shape), t.dtype, name=t.name) for t in self.inputs]
@@ -242,7 +246,7 @@ class SourceModel:
                     return task, f"its loss ({name})"
         out = self.outputs[0]
         units = out.shape[-1] if len(out.shape) == 2 else None
-        act = getattr(self, "_activations", {}).get(out.name)
+        act = self._activations.get(out.name)
         if out.kind == "probabilities":
             if act == "softmax" and units is not None and units >= 2:
                 return "classification", "its softmax output"

@@ -229,6 +229,7 @@ class ThreadWorker:
         self._commands: queue.Queue = queue.Queue()
         self._events: queue.Queue = queue.Queue()
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "ThreadWorker":
         # with the caller's settings (a new thread would start from the environment's)

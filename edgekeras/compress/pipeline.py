@@ -36,15 +36,16 @@ import numpy as np
 from .. import errors, settings
 from .. import modes as _modes
 from .._files import Staging, check_writable_dir, output_folder, refuse_existing
-from ..card import (PREPROCESSING_PRESETS, REPORT_SCHEMA, ROUNDING, SCHEMA_VERSION, Accuracy, ModelCard, Parity,
-                    Preprocessing, Step, TensorSpec, card_path, producer_info)
+from ..card import (REPORT_SCHEMA, ROUNDING, SCHEMA_VERSION, Accuracy, ModelCard, Parity,
+                    Step, card_path, producer_info)
 from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_source, load_data, range_mismatches,
                     synthetic_inputs)
 from ..errors import BadInput, UnsupportedModel
 from ..export.parity import QuantRange, compare, criterion
-from ..metrics import check_labels, infer_task_from_labels, metric_for, score, with_task_kinds
+from ..metrics import check_labels, metric_for, score
 from ..modelfile import check_custom_objects_file, inspect_model, looks_like_keras_model
 from ..runtime.session import listed_ops as _listed, open_session, tflite_weight_stats
+from .decide import (Metadata, ModelInfo, choose_metrics, resolve, task_from_labels)
 from .recipe import (DEFAULT_ATOL, DEFAULT_CALIB_SAMPLES, DEFAULT_OPSET, DEFAULT_PARITY_SAMPLES, DEFAULT_RTOL,
                      Recipe, Techniques, model_stem)
 
@@ -316,53 +317,6 @@ def _paths(out: Path, names: dict, report_name: str) -> list[Path]:
 
 # -- what the stages hand on ------------------------------------------------------------------------------------
 @dataclass
-class ModelInfo:
-    """What the worker found in the loaded model (stage 2)."""
-
-    name: str
-    format: str
-    keras_version: int | None
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    sha256: str
-    params: int | None
-    activations: dict[str, str]
-    task: str | None
-    task_reason: str
-    hint: dict
-
-    @classmethod
-    def from_event(cls, e: dict) -> "ModelInfo":
-        return cls(name=e["name"], format=e["format"], keras_version=e["keras_version"],
-                   inputs=[TensorSpec.from_dict(t) for t in e["inputs"]],
-                   outputs=[TensorSpec.from_dict(t) for t in e["outputs"]], sha256=e["sha256"], params=e["params"],
-                   activations=e.get("activations") or {}, task=e["task"][0], task_reason=e["task"][1],
-                   hint=e.get("preprocessing_hint") or {})
-
-    @property
-    def image_input(self) -> TensorSpec | None:
-        t = self.inputs[0] if len(self.inputs) == 1 else None
-        return t if t is not None and len(t.shape) == 4 and t.shape[3] in (1, 3) else None
-
-
-@dataclass
-class Metadata:
-    """How to feed the model and score it: resolved once, used for the Keras model and every file."""
-
-    preprocessing: Preprocessing | None
-    labels: list[str] | None
-    task: str | None
-    outputs: list[TensorSpec]  # with `kind`
-    class_outputs: set[str]
-    scored: dict[str, str] = field(default_factory=dict)  # output name -> metric, for the outputs with labels
-    binary_outputs: set[str] = field(default_factory=set)  # sigmoid outputs: their decision is the 0.5 threshold
-
-    @property
-    def primary(self) -> str:
-        return self.outputs[0].name
-
-
-@dataclass
 class Prepared:
     """The data of the run (stage 3)."""
 
@@ -402,6 +356,17 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.calibration_info: dict | None = None
         self.mixed_scale_inputs: list[str] = []  # inputs whose features span ranges 100x apart (see prepare_data)
+        # set by the stages, in order: plan, the worker, load, resolve
+        self.info = None  # what plan found in the model file (None: a model in memory)
+        self.out_dir: Path | None = None
+        self.names: dict[tuple[str, str], str] = {}
+        self.report_name = ""
+        self.worker = None
+        self.doing = "starting"  # what the worker is doing, for the message if it dies
+        self.model_info: ModelInfo | None = None
+        self.source_card: ModelCard | None = None
+        self.task_reason = ""
+        self.preset_hint: tuple[str, str] | None = None
 
     def warn(self, message: str) -> None:
         log.warning(message)
@@ -580,7 +545,7 @@ class _Run:
             except OSError:
                 kept = None
         where = _last_location(log_text)
-        rolled = getattr(self, "rolled_recurrent", [])
+        rolled = self.model_info.rolled_recurrent if self.model_info is not None else ()
         converting = doing.startswith("converting")  # one conversion alone (not beside the reference)
         if where is None and rolled and converting:
             where = f"recurrent layer {', '.join(rolled)} (not unrolled: the usual cause of this crash)"
@@ -604,51 +569,17 @@ class _Run:
                        custom_objects=str(objects) if isinstance(objects, (str, Path)) else objects)
         self.worker.send(cmd)
         event = self._wait("model")
-        self.rolled_recurrent = event.get("rolled_recurrent") or []
         self.model_info = ModelInfo.from_event(event)
         return self.model_info
 
     def resolve(self, info: ModelInfo) -> Metadata:
-        """Preprocessing, labels and task: from the options, the card beside the model, or the model itself."""
-        r = self.recipe
-        card = self.source_card
-        image = info.image_input
-        size, channels = (list(image.shape[1:3]), image.shape[3]) if image is not None else (None, None)
-        hint = info.hint
-        app = f"{hint['application']} (a Keras Application)" if hint.get("application") else None
-        if r.preprocess is not None:
-            pre = Preprocessing.preset(r.preprocess, size, channels)
-            if hint.get("preset") and hint["preset"] != r.preprocess:
-                self.warn(f"--preprocess {r.preprocess}: this model looks like {app}, whose preprocess_input is "
-                          f"'{hint['preset']}'; if it was trained that way, pass --preprocess {hint['preset']}")
-        elif card is not None and card.preprocessing is not None:
-            pre = card.preprocessing
-            if pre.name in PREPROCESSING_PRESETS and pre.color is None and channels:
-                pre = Preprocessing.preset(pre.name, size, channels)  # a version-1 card
-        elif hint.get("scales_inside") and image is not None:
-            pre = Preprocessing.preset("raw", size, channels)
-        elif image is None:
-            pre = None
-        else:
-            pre = None
-            self.preset_hint = hint.get("preset") and (app, hint["preset"])
-            self.warn("the model cards cannot say how to scale pixels for this image model (no card beside the "
-                      "model, no Rescaling/Normalization at its input)"
-                      + (f": it looks like {app}, which expects --preprocess {hint['preset']}"
-                         if hint.get("preset") else ": pass --preprocess raw|unit|signed|imagenet|caffe so apps feed "
-                                                    "it correctly"))
-        labels = card.labels if card is not None else None
-        task, reason = info.task, info.task_reason
-        if r.task is not None:
-            task, reason = r.task, "--task"
-        elif card is not None and card.task in ("classification", "binary", "regression"):
-            task, reason = card.task, "the model card"
-        self.task_reason = reason
-        first = info.outputs[0]
-        if labels is not None and task == "classification" and first.shape[-1] != len(labels):
-            raise BadInput(f"the model card beside {self.recipe.model} lists {len(labels)} labels but the model "
-                           f"outputs {first.shape[-1]} classes", fix="fix or delete the stale model card")
-        return self._metadata(info, pre, labels, task)
+        """Preprocessing, labels and task (`decide.resolve`): from the options, the card beside the model, or the
+        model itself."""
+        resolved = resolve(info, self.source_card, self.recipe, model_name=self.recipe.model)
+        for w in resolved.warnings:
+            self.warn(w)
+        self.task_reason, self.preset_hint = resolved.task_reason, resolved.preset_hint
+        return resolved.metadata
 
     def _source_card(self, info: ModelInfo) -> ModelCard | None:
         """The card beside the model file, when it describes this very file (a card that names another sha256 is
@@ -662,18 +593,6 @@ class _Run:
                       "(and --task) for this model, or save the model and its card again together")
             return None
         return card
-
-    def _metadata(self, info: ModelInfo, pre, labels, task) -> Metadata:
-        outputs = with_task_kinds(info.outputs, task, info.outputs[0].name)
-        classes = set()
-        for i, t in enumerate(outputs):
-            wide = len(t.shape) == 2 and (t.shape[1] or 0) >= 2
-            scores = (i == 0 and task == "classification") or (i > 0 and info.activations.get(t.name) == "softmax")
-            if wide and scores:
-                classes.add(t.name)
-        binary = {t.name for t in outputs if info.activations.get(t.name) == "sigmoid"}
-        return Metadata(preprocessing=pre, labels=labels, task=task, outputs=outputs, class_outputs=classes,
-                        binary_outputs=binary)
 
     # -- 3. prepare data -----------------------------------------------------------------------------------------
     def prepare_data(self, info: ModelInfo, meta: Metadata, stage: Staging) -> Prepared:
@@ -742,7 +661,7 @@ class _Run:
                    if isinstance(s, (str, Path)) and Path(s).is_dir()]
         if folders and meta.preprocessing is None:
             flag, folder = folders[0]
-            hint = getattr(self, "preset_hint", None)
+            hint = self.preset_hint
             raise BadInput(f"{flag} {folder} is an image folder, but edgekeras does not know how this model expects "
                            "its pixels to be scaled (no model card beside the model, and no Rescaling or "
                            "Normalization layer at its input)"
@@ -762,60 +681,14 @@ class _Run:
                           "get no labels; a model card with the labels beside the model makes the match exact")
 
     def _choose_metrics(self, info: ModelInfo, meta: Metadata, data: Prepared) -> None:
-        """One metric per scored output, chosen once (before any file exists)."""
-        ev = data.evaluation
-        by_output = dict(ev.extra_y)
-        if ev.y is not None:
-            self._refuse_ambiguous_labels(info, meta, ev)
-            by_output[meta.primary] = ev.y
-        names = [t.name for t in meta.outputs]
-        unknown = sorted(set(by_output) - set(names))
-        if unknown:
-            raise BadInput(f"--eval data ({ev.source}) has labels for {unknown}, which are not outputs of the model "
-                           f"(outputs: {', '.join(names)})",
-                           fix="name label arrays y (first output) or y_<output name>")
-        if meta.primary in by_output and meta.task is None:
-            self._task_from_labels(info, meta, by_output[meta.primary], "evaluation")
-        for t in meta.outputs:
-            if t.name not in by_output:
-                continue
-            task = meta.task if t.name == meta.primary else _output_task(t, info.activations.get(t.name))
-            metric = metric_for(task)
-            check_labels(metric, by_output[t.name], t, ev.source, len(ev))
-            meta.scored[t.name] = metric
-        data.labels_by_output = by_output
-
-    def _refuse_ambiguous_labels(self, info: ModelInfo, meta: Metadata, ev: Dataset) -> None:
-        """Unnamed labels (`y`) belong to the model's first output; when they would fit another output just as
-        well (two outputs of one shape), which one they are for cannot be told from them: the user must name it."""
-        fits = []
-        for i, t in enumerate(meta.outputs):
-            if t.name in ev.extra_y:
-                continue  # that output has labels of its own
-            task = meta.task if i == 0 else _output_task(t, info.activations.get(t.name))
-            task = task or infer_task_from_labels(ev.y, t)
-            try:
-                check_labels(metric_for(task), ev.y, t, ev.source, len(ev))
-            except BadInput:
-                continue
-            fits.append(t)
-        if len(fits) > 1:
-            shown = " and ".join(f"{t.name!r} (shape {t.shape})" for t in fits)
-            raise BadInput(f"--eval data ({ev.source}) has unnamed labels y that fit outputs {shown}: they cannot be "
-                           f"told apart by their shape, and scoring the wrong output would go unnoticed",
-                           fix="name the labels after their output: " + " or ".join(f"y_{t.name}" for t in fits)
-                               + f" (e.g. np.savez(path, x=x, y_{fits[0].name}=labels))")
-
-    def _task_from_labels(self, info: ModelInfo, meta: Metadata, y: np.ndarray, purpose: str) -> None:
-        """The task of a model that does not say it (no loss saved, a linear last layer), from its labels; the
-        outputs' kinds (logits or values) and the class outputs follow it."""
-        meta.task = infer_task_from_labels(y, meta.outputs[0])
-        self.task_reason = f"the {purpose} labels"
-        self.warn(f"{info.task_reason}: output {meta.primary!r} "
-                  f"is taken as {meta.task} from the {purpose} labels; pass --task to choose")
-        refreshed = self._metadata(info, meta.preprocessing, meta.labels, meta.task)
-        meta.outputs, meta.class_outputs, meta.binary_outputs = (refreshed.outputs, refreshed.class_outputs,
-                                                                 refreshed.binary_outputs)
+        """One metric per scored output, chosen once (before any file exists): `decide.choose_metrics`."""
+        scoring = choose_metrics(info, meta, data.evaluation)
+        for w in scoring.warnings:
+            self.warn(w)
+        if scoring.task_reason is not None:
+            self.task_reason = scoring.task_reason
+        _adopt(meta, scoring.metadata)
+        data.labels_by_output = scoring.labels_by_output
 
     def _training_data(self, source, purpose: str, info: ModelInfo, meta: Metadata, stage: Staging) -> Dataset:
         """Labelled data to fine-tune on, checked before any training (shapes, labels, at least one batch)."""
@@ -834,7 +707,9 @@ class _Run:
             raise BadInput(f"{flag} data ({ds.source}) has no labels for output {meta.primary!r}",
                            fix="save it with np.savez(path, x=x, y=y)")
         if meta.task is None:
-            self._task_from_labels(info, meta, y, purpose)
+            new, self.task_reason, warning = task_from_labels(info, meta, y, purpose)
+            self.warn(warning)
+            _adopt(meta, new)
         check_labels(metric_for(meta.task), y, meta.outputs[0], ds.source, len(ds), flag=flag)
         batch = r.techniques.batch_size
         if purpose == "training" and len(ds) < batch:
@@ -1034,13 +909,10 @@ def _layer_entry(stats: dict) -> dict:
             "two_of_four": stats.get("structured_ok"), "trainable": stats.get("trainable")}
 
 
-def _output_task(t: TensorSpec, activation: str | None) -> str:
-    wide = len(t.shape) == 2 and (t.shape[1] or 0) >= 2
-    if activation == "softmax" and wide:
-        return "classification"
-    if activation == "sigmoid":
-        return "binary"
-    return "regression"
+def _adopt(meta: Metadata, decided: Metadata) -> None:
+    """The run holds one Metadata from `resolve` on; a later decision returns a new one, adopted here."""
+    for f in dataclasses.fields(Metadata):
+        setattr(meta, f.name, getattr(decided, f.name))
 
 
 def _append_card_warning(path: Path, message: str) -> None:
@@ -1081,6 +953,7 @@ class _Verifier:
     data: Prepared
     reference: dict[str, np.ndarray]
     stage: Staging
+    _keras: list[Accuracy] | None = field(default=None, init=False, repr=False)  # the Keras scores, once
 
     def verify(self, event: dict) -> FileResult:
         """Run the file on every parity and calibration sample, compare, score, and write its card. A file that
@@ -1202,7 +1075,7 @@ class _Verifier:
         ev = self.data.evaluation
         if ev is None:
             return []
-        if not hasattr(self, "_keras"):
+        if self._keras is None:
             kinds = {t.name: t.kind for t in self.meta.outputs}
             self._keras = []
             for name, metric in self.meta.scored.items():

@@ -52,6 +52,11 @@ class Worker:
 
     def __init__(self, source=None):
         self.source = source  # a SourceModel (given directly for in-memory models)
+        self.original = None  # the model as loaded, when `source` became its fine-tuned version (optimize)
+        self.qat_source = None  # the quantize-aware trained model, exported as the int8 file
+        self.reference: dict | None = None  # the Keras outputs on the parity data (the gate scores on them too)
+        self._reference_thread = None  # computing `reference` beside the float32 conversion
+        self.gate = None  # the accuracy gate's result for the int8 .tflite (its ONNX twin keeps the same layers)
 
     def handle(self, cmd: dict, emit: Emit) -> None:
         """Run one command; always ends with its own event or an "error" event."""
@@ -108,7 +113,7 @@ class Worker:
         emit({"event": "reference"})
 
     def _join_reference(self) -> None:
-        thread = getattr(self, "_reference_thread", None)
+        thread = self._reference_thread
         if thread is not None:
             thread.join()
             self._reference_thread = None
@@ -173,7 +178,7 @@ class Worker:
 
         mode = cmd["mode"]
         calib = _load_npz(cmd["calib"]) if cmd.get("calib") else None
-        qat = mode == "int8" and getattr(self, "qat_source", None) is not None
+        qat = mode == "int8" and self.qat_source is not None
         conv = ptq.convert(self.qat_source if qat else self.source, mode, calibration=calib, qat=qat,
                            float_io=bool(cmd.get("float_io")),
                            allow_float_fallback=bool(cmd.get("allow_float_fallback")),
@@ -190,7 +195,7 @@ class Worker:
         ev = _load_npz(g["eval"])
         x = {t.name: ev[f"x_{t.name}"] for t in self.source.inputs}
         y = ev["y"]
-        ref = getattr(self, "reference", None)
+        ref = self.reference
         if ref is None or len(ref[g["output"]]) != len(y):
             ref = self.source.predict(x)
         from ..metrics import score
@@ -227,7 +232,7 @@ class Worker:
 
         t0 = time.perf_counter()
         calib = _load_npz(cmd["calib"])
-        if cmd.get("gate") is not None and getattr(self, "gate", None) is not None:
+        if cmd.get("gate") is not None and self.gate is not None:
             from . import gate
 
             g = cmd["gate"]
@@ -269,7 +274,7 @@ def describe(source) -> dict:
         "name": source.name, "format": source.format, "keras_version": source.keras_version,
         "inputs": [_encode(t) for t in source.inputs], "outputs": [_encode(t) for t in source.outputs],
         "sha256": source.sha256, "params": source.params,
-        "activations": getattr(source, "_activations", {}),
+        "activations": source._activations,
         "loss": source.loss if isinstance(source.loss, (str, type(None))) else json.dumps(source.loss, default=str),
         "from_logits": source.from_logits,
         "task": list(source.task()),

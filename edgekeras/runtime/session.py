@@ -116,6 +116,13 @@ class LiteRTSession(Session):
             raise BadInput(f"unknown kernels {kernels!r}; valid: auto, xnnpack, builtin")
         self._asked = kernels
         self.note = ""
+        # set by _open (the kernels it runs on, the interpreter, its signature runner and tensors)
+        self.kernels = kernels
+        self._interp = self._runner = None
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self._in_idx: dict[str, int] = {}  # tensor indices by name, for a file without a signature
+        self._out_idx: dict[str, int] = {}
         if kernels in ("auto", "xnnpack"):
             try:
                 self._open("xnnpack")
