@@ -141,6 +141,47 @@ class CompressReport:
                 f.pop("seconds", None)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict, folder: str | os.PathLike = ".") -> "CompressReport":
+        """The report `to_dict` wrote, its files placed in `folder` (where the report lies); wall times it left out
+        are 0. Checked against the report schema first.
+
+        Raises:
+            BadInput: not a valid edgekeras report (what is wrong, by field).
+        """
+        from ..card import validate
+
+        validate(d, "report")
+        folder = Path(folder)
+        files = [FileResult(**{**{k: v for k, v in f.items() if k in _FILE_FIELDS},
+                               "path": str(folder / f["path"]), "card": str(folder / f["card"]),
+                               "parity": Parity.from_dict(f["parity"], where=f"files[{i}].parity"),
+                               "accuracy": _accuracy(f.get("accuracy"), f"files[{i}].accuracy"),
+                               "metrics": [Accuracy.from_dict(m) for m in f.get("metrics") or []],
+                               "seconds": f.get("seconds", 0.0)})
+                 for i, f in enumerate(d["files"])]
+        known = {k: v for k, v in d.items() if k in _REPORT_FIELDS}
+        return cls(**{**known, "files": files, "keras_accuracy": _accuracy(d.get("keras_accuracy"), "keras_accuracy"),
+                      "keras_metrics": [Accuracy.from_dict(m) for m in d.get("keras_metrics") or []],
+                      "seconds": d.get("seconds", 0.0), "timings": d.get("timings") or {}})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CompressReport":
+        """A `<stem>.report.json` as written by compress.
+
+        Raises:
+            BadInput: the file cannot be read, is not JSON, or is not a valid report.
+        """
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise BadInput(f"{path} cannot be read as a compress report: {e}") from None
+        try:
+            return cls.from_dict(d, path.parent)
+        except BadInput as e:
+            raise BadInput(f"{path}: {e.message}", fix=e.fix) from None
+
     def file(self, mode: str, fmt: str = "tflite") -> FileResult:
         """The result for one mode and format. `report.file("int8")` is the int8 `.tflite` file;
         `report.file("int8", "onnx")` the int8 ONNX file.
@@ -153,6 +194,14 @@ class CompressReport:
                 return f
         have = ", ".join(f"{f.mode} {f.format}" for f in self.files)
         raise KeyError(f"no {mode} {fmt} file in this report (it has: {have})")
+
+
+_FILE_FIELDS = {f.name for f in dataclasses.fields(FileResult)}
+_REPORT_FIELDS = {f.name for f in dataclasses.fields(CompressReport)}
+
+
+def _accuracy(d: dict | None, where: str) -> Accuracy | None:
+    return None if d is None else Accuracy.from_dict(d, where=where)
 
 
 def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, output_dir=None,

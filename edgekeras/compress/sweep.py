@@ -62,13 +62,13 @@ import numpy as np
 
 from .._files import atomic_path, atomic_write_text, check_writable_dir
 from .._native import quiet_native
-from ..card import producer_info, sha256_file, sha256_path, validate
+from ..card import producer_info, sha256_file, sha256_path
 from ..data import check_source
 from ..errors import BadInput, OutputError
 from ..metrics import HIGHER_IS_BETTER
 from ..modelfile import inspect_model, looks_like_keras_model, weights_sha256
 from .._format import human_bytes, table
-from .pipeline import HEAVY_PRUNING, compress
+from .pipeline import HEAVY_PRUNING, CompressReport, FileResult, compress
 from .recipe import Recipe, Techniques, model_stem
 
 log = logging.getLogger("edgekeras.sweep")
@@ -332,28 +332,28 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
     plan = _plan(model, data=data, eval=eval, calib=calib, output_dir=output_dir, configs=configs, val=val,
                  seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress)
     total = len(plan.configs) + 1
-    docs: dict[str, dict] = {}
+    reports: dict[str, CompressReport] = {}
     ran, kept = [], []
     took: dict[str, float] = {}
     for i, cfg in enumerate(plan.configs, start=1):
         folder = plan.out / cfg.name
         if cfg.name in plan.finished:
-            docs[cfg.name] = plan.finished[cfg.name]
+            reports[cfg.name] = plan.finished[cfg.name]
             kept.append(cfg.name)
             log.info("[%d/%d] %s: finished by an earlier sweep, kept (%s)", i, total, cfg.name, folder)
             _tell(progress, i, total, f"{cfg.name}: kept from an earlier run")
             continue
         log.info("[%d/%d] %s: %s -> %s", i, total, cfg.name, cfg.label, folder)
         started = time.perf_counter()
-        compress(model, **cfg.compress_options(plan.finetune_epochs), calib=plan.calib, eval=plan.eval,
-                 output_dir=folder, force=force or cfg.name in plan.leftovers, seed=seed,
-                 data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None,
-                 accept_parity_failures=True)  # a config that fails parity is a FAIL row of the table
-        docs[cfg.name] = json.loads((folder / plan.report_names[cfg.name]).read_text(encoding="utf-8"))
+        reports[cfg.name] = compress(
+            model, **cfg.compress_options(plan.finetune_epochs), calib=plan.calib, eval=plan.eval, output_dir=folder,
+            force=force or cfg.name in plan.leftovers, seed=seed, data=plan.data if cfg.trains else None,
+            val=plan.val if cfg.trains else None,
+            accept_parity_failures=True)  # a config that fails parity is a FAIL row of the table
         ran.append(cfg.name)
         seconds = took[cfg.name] = time.perf_counter() - started
         _tell(progress, i, total, f"{cfg.name}: made in {seconds:.0f} s")
-    rows = _rows(plan, docs, kept, took)
+    rows = _rows(plan, reports, kept, took)
     if ran:
         from .client import _close_spare
 
@@ -362,12 +362,12 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
     _tell(progress, total, total, "latency measured")
     higher = HIGHER_IS_BETTER.get(rows[0].metric or "accuracy", True)
     _mark_pareto(rows, higher)
-    base = docs[BASELINE.name]
-    k = base.get("keras_accuracy") or {}
+    k = reports[BASELINE.name].keras_accuracy
     report = SweepReport(
         model=plan.model_name, model_sha256=plan.sha256, output_dir=str(plan.out.resolve()), rows=rows,
-        metric=rows[0].metric, higher_is_better=higher, keras_accuracy=k.get("value"),
-        evaluation={"data": k.get("data"), "samples": k.get("samples"), "output": k.get("output")},
+        metric=rows[0].metric, higher_is_better=higher, keras_accuracy=k.value if k else None,
+        evaluation={"data": k.data if k else None, "samples": k.samples if k else None,
+                    "output": k.output if k else None},
         settings=plan.settings, latency=latency, cpu=_cpu(), ran=ran, resumed=kept,
         table=str(plan.out.resolve() / "sweep.txt"), json=str(plan.out.resolve() / "sweep.json"),
         plot=str(plan.out.resolve() / "sweep.png"), seconds=0.0)
@@ -591,50 +591,48 @@ def _find_finished(plan: _Plan) -> None:
         folder = plan.out / cfg.name
         if not folder.is_dir():
             continue
-        doc, why = _finished_run(folder, plan.report_names[cfg.name], plan.row_names[cfg.name], cfg.mode)
-        if doc is None:
+        done, why = _finished_run(folder, plan.report_names[cfg.name], plan.row_names[cfg.name], cfg.mode)
+        if done is None:
             if any(not p.name.startswith(".") for p in folder.iterdir()):  # hidden: compress' staging, its own
                 log.warning("%s: %s; the config runs again and replaces its files", folder, why)
                 plan.leftovers.add(cfg.name)
             continue
-        differences = _differences(doc, folder, cfg, plan)
+        differences = _differences(done, folder, cfg, plan)
         if differences:
             raise OutputError(f"{folder} holds a finished {cfg.name} run made with other settings: "
                               + "; ".join(differences),
                               fix="pass force=True to redo every config with these settings, or choose another "
                                   "output_dir", cli_fix="pass --force to redo every config, or choose another -o DIR")
-        plan.finished[cfg.name] = doc
+        plan.finished[cfg.name] = done
 
 
-def _finished_run(folder: Path, report_name: str, row_name: str, mode: str) -> tuple[dict | None, str]:
+def _finished_run(folder: Path, report_name: str, row_name: str, mode: str) -> tuple[CompressReport | None, str]:
     """(the report, "") when the run in `folder` finished: its report validates, every file it lists is there with
     its size, and the row's file has its sha256; else (None, why not)."""
     path = folder / report_name
     if not path.is_file():
         return None, f"no {report_name} (an interrupted run)"
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        validate(doc, "report")
-    except (OSError, ValueError, BadInput) as e:
-        return None, f"{report_name} is not a valid report ({str(e).splitlines()[0][:200]})"
-    entry = next((f for f in doc["files"] if f["path"] == row_name and f["format"] == "tflite" and f["mode"] == mode),
-                 None)
+        report = CompressReport.load(path)
+    except BadInput as e:
+        return None, f"{report_name} is not a valid report ({e.message.splitlines()[0][:200]})"
+    entry = next((f for f in report.files if f.name == row_name and f.format == "tflite" and f.mode == mode), None)
     if entry is None:
         return None, f"{report_name} lists no {row_name}"
-    for f in doc["files"]:
-        p = folder / f["path"]
-        if not f.get("written", True):  # failed to run on its own data: never written
+    for f in report.files:
+        if not f.written:  # failed to run on its own data: never written
             continue
-        if not p.is_file() or p.stat().st_size != f["bytes"] or not (folder / f["card"]).is_file():
-            return None, f"{f['path']} (or its card) is missing or changed since {report_name} was written"
-    if entry.get("written", True) and sha256_file(folder / row_name) != entry["sha256"]:
+        p = Path(f.path)
+        if not p.is_file() or p.stat().st_size != f.bytes or not Path(f.card).is_file():
+            return None, f"{f.name} (or its card) is missing or changed since {report_name} was written"
+    if entry.written and sha256_file(Path(entry.path)) != entry.sha256:
         return None, f"{row_name} changed since {report_name} was written"
-    return doc, ""
+    return report, ""
 
 
-def _differences(doc: dict, folder: Path, cfg: SweepConfig, plan: _Plan) -> list[str]:
+def _differences(done: CompressReport, folder: Path, cfg: SweepConfig, plan: _Plan) -> list[str]:
     """How a finished run's settings differ from what this sweep would run (empty: the same)."""
-    r = doc.get("recipe") or {}
+    r = done.recipe or {}
     diffs = []
     card = json.loads((folder / (plan.row_names[cfg.name] + ".edgekeras.json")).read_text(encoding="utf-8"))
     load = next((s.get("settings") or {} for s in card.get("steps") or [] if s.get("step") == "load"), {})
@@ -658,31 +656,31 @@ def _differences(doc: dict, folder: Path, cfg: SweepConfig, plan: _Plan) -> list
 
 
 # -- rows ---------------------------------------------------------------------------------------------------------
-def _rows(plan: _Plan, docs: dict[str, dict], kept: list[str], seconds: dict[str, float]) -> list[SweepRow]:
-    base_doc = docs[BASELINE.name]
-    base = _file_entry(base_doc, plan.row_names[BASELINE.name])
-    original = (base_doc.get("keras_accuracy") or {}).get("value")
+def _rows(plan: _Plan, reports: dict[str, CompressReport], kept: list[str],
+          seconds: dict[str, float]) -> list[SweepRow]:
+    base = _file_entry(reports[BASELINE.name], plan.row_names[BASELINE.name])
+    original = reports[BASELINE.name].keras_accuracy
+    original = original.value if original is not None else None
     rows = []
     for cfg in plan.configs:
-        doc, folder = docs[cfg.name], plan.out.resolve() / cfg.name
-        f = _file_entry(doc, plan.row_names[cfg.name])
-        acc = f.get("accuracy") or {}
-        value = acc.get("value")
+        report = reports[cfg.name]
+        f = _file_entry(report, plan.row_names[cfg.name])
+        acc, keras = f.accuracy, report.keras_accuracy
+        value = acc.value if acc is not None else None
         rows.append(SweepRow(
-            config=cfg.name, label=cfg.label, path=str(folder / f["path"]), card=str(folder / f["card"]),
-            report=str(folder / plan.report_names[cfg.name]), mode=f["mode"], bytes=f["bytes"],
-            gzip_bytes=f["gzip_bytes"], ratio=f["bytes"] / base["bytes"],
-            gzip_ratio=f["gzip_bytes"] / base["gzip_bytes"],
-            metric=acc.get("metric"), accuracy=value, keras_accuracy=(doc.get("keras_accuracy") or {}).get("value"),
+            config=cfg.name, label=cfg.label, path=str(Path(f.path).resolve()), card=str(Path(f.card).resolve()),
+            report=str((plan.out / cfg.name / plan.report_names[cfg.name]).resolve()), mode=f.mode, bytes=f.bytes,
+            gzip_bytes=f.gzip_bytes, ratio=f.bytes / base.bytes, gzip_ratio=f.gzip_bytes / base.gzip_bytes,
+            metric=acc.metric if acc is not None else None, accuracy=value,
+            keras_accuracy=keras.value if keras is not None else None,
             accuracy_change=value - original if value is not None and original is not None else None,
-            parity_passed=bool(f["parity"]["passed"]) and f.get("written", True),
-            seconds=seconds.get(cfg.name),
-            resumed=cfg.name in kept, warnings=list(doc.get("warnings") or [])))
+            parity_passed=bool(f.parity.passed) and f.written, seconds=seconds.get(cfg.name),
+            resumed=cfg.name in kept, warnings=list(report.warnings)))
     return rows
 
 
-def _file_entry(doc: dict, name: str) -> dict:
-    return next(f for f in doc["files"] if f["path"] == name)
+def _file_entry(report: CompressReport, name: str) -> FileResult:
+    return next(f for f in report.files if f.name == name)
 
 
 # -- latency ------------------------------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 import edgekeras
 from edgekeras import cli
-from edgekeras.compress import Recipe
+from edgekeras.compress import CompressReport, Recipe
 from edgekeras.compress.recipe import PROVENANCE
+from edgekeras.errors import BadInput
 
 
 def _settings(recipe: dict) -> dict:
@@ -24,6 +26,10 @@ def test_a_run_repeated_from_its_report_with_an_option_changed(digits_model, tmp
     report = tmp_path / "first" / "digits.report.json"
     written = json.loads(report.read_text())["recipe"]
     assert written["calib_samples"] == 64 and written["seed"] == 5 and first.file("int8") is not None
+    # the report object and the file are one: read back, it writes the same JSON, its files in the same place
+    loaded = CompressReport.load(report)
+    assert loaded.to_dict(timings=False) == first.to_dict(timings=False) == json.loads(report.read_text())
+    assert loaded.file("int8").path == str(tmp_path / "first" / "digits.int8.tflite") and loaded.passed
 
     # the same settings, another folder, float I/O asked for on the command line
     result = CliRunner().invoke(cli.main, ["compress", str(m["model"]), "--recipe", str(report), "--float-io",
@@ -35,6 +41,13 @@ def test_a_run_repeated_from_its_report_with_an_option_changed(digits_model, tmp
     assert card["inputs"][0]["dtype"] == "float32"  # float I/O took effect; the first run's file had int8 input
     first_card = json.loads((tmp_path / "first" / "digits.int8.tflite.edgekeras.json").read_text())
     assert first_card["inputs"][0]["dtype"] == "int8"
+
+
+def test_a_report_that_is_not_one_is_refused_by_field(tmp_path):
+    bad = tmp_path / "digits.json"
+    bad.write_text(json.dumps({"schema": "edgekeras.report", "schema_version": 2, "files": []}))
+    with pytest.raises(BadInput, match="digits.json: not a valid edgekeras report"):
+        CompressReport.load(bad)
 
 
 def test_a_recipe_file_with_a_typo_is_refused_before_any_work(digits_model, tmp_path):
