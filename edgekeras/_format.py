@@ -1,7 +1,7 @@
 """Text formatting every table and message shares: one table layout, one way to write sizes. Standard library only
 (the device install prints tables too).
 
-    lines = table(["file", "size"], [["m.tflite", human_bytes(113400)]], right={1})
+    lines = table(["file", "size", "p50 ms"], [["m.tflite", human_bytes(113400), milliseconds(0.4321)]], right={1, 2})
 """
 
 from __future__ import annotations
@@ -15,6 +15,17 @@ def human_bytes(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.{2 if n < 10 * scale else 1}f} {unit}"
     return f"{n} B"
+
+
+def milliseconds(x: float | None) -> str:
+    """A latency with the digits a timing deserves: 0.04321 -> '0.0432', 0.5 -> '0.500', 4.27 -> '4.27',
+    42.7 -> '42.7', 427.3 -> '427'; None -> '-'. No unit (tables name it in the header)."""
+    if x is None:
+        return "-"
+    for limit, digits in ((0.1, 4), (1, 3), (10, 2), (100, 1)):
+        if x < limit:
+            return f"{x:.{digits}f}"
+    return f"{x:.0f}"
 
 
 def table(header: Sequence, rows: Sequence[Sequence], *, right: Collection[int] = (),

@@ -91,6 +91,11 @@ def test_a_recipe_survives_json_and_gives_back_the_arguments_that_made_it(settin
     assert make_recipe(**recipe_arguments(r), data=r.data) == r
 
 
+def test_a_mode_given_as_one_name_is_one_mode():
+    assert make_recipe("float16").modes == ["float16"]
+    assert recipe_arguments(Recipe(modes="int8"))["modes"] == ["int8"]  # not the letters of "int8"
+
+
 def test_a_report_is_a_recipe(tmp_path):
     r = make_recipe(["int8"], onnx=True, prune=0.5, data="given")
     # (a report of a real run: tests/compress/test_recipe_file.py; a file named *.report.json here would be held

@@ -334,7 +334,7 @@ def make_recipe(modes="int8", **settings) -> Recipe:
             learning_rate=s["learning_rate"] if s["learning_rate"] is not None else (1e-3 if heavy else None))
     plain = {k: v for k, v in s.items() if k not in _TECHNIQUE_ARGUMENTS}
     plain["accept_parity_failures"] = bool(plain["accept_parity_failures"])
-    return Recipe(modes=modes, techniques=techniques, **plain)
+    return Recipe(modes=[modes] if isinstance(modes, str) else modes, techniques=techniques, **plain)
 
 
 def recipe_arguments(recipe: Recipe) -> dict:
@@ -344,7 +344,8 @@ def recipe_arguments(recipe: Recipe) -> dict:
         compress("other.h5", calib=..., **recipe_arguments(Recipe.load("digits.report.json")))
     """
     t = recipe.techniques
-    args = {"modes": list(recipe.modes)}
+    modes = recipe.modes
+    args = {"modes": [modes] if isinstance(modes, str) else list(modes or [])}
     for name in _RECIPE_ARGUMENTS:
         if name in _TECHNIQUE_ARGUMENTS:
             args[name] = getattr(t, name) if t is not None else _DEFAULTS[name]

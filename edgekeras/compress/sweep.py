@@ -54,7 +54,7 @@ import os
 import statistics
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -67,9 +67,9 @@ from ..data import check_source
 from ..errors import BadInput, OutputError
 from ..metrics import HIGHER_IS_BETTER
 from ..modelfile import inspect_model, looks_like_keras_model, weights_sha256
-from .._format import human_bytes, table
-from .pipeline import HEAVY_PRUNING, CompressReport, FileResult, compress
-from .recipe import Recipe, Techniques, model_stem
+from .._format import human_bytes, milliseconds, table
+from .pipeline import CompressReport, FileResult, compress, make_recipe
+from .recipe import Recipe, Techniques, check_modes, model_stem
 
 log = logging.getLogger("edgekeras.sweep")
 
@@ -86,7 +86,6 @@ LATENCY_MIN_RUNS = 10
 LATENCY_MAX_RUNS = 100
 LATENCY_TIE = 0.05  # on the latency front, latencies within 5% of the larger one count as equal (timing noise)
 BATCH_SIZE = 32  # compress()'s fine-tuning batch size (the sweep keeps the default)
-HEAVY_PRUNING_EPOCHS, DEFAULT_EPOCHS = 12, 2  # compress()'s default fine-tuning length (see its docstring)
 PARETO_DEFINITION = (
     "candidates are the rows with an accuracy whose file passed parity; a candidate is Pareto-optimal when no other "
     "candidate is at least as small (gzipped bytes; on the latency front: median latency, where latencies within "
@@ -111,18 +110,14 @@ class SweepConfig:
         """Whether the config fine-tunes the model (and so needs training data)."""
         return self.prune is not None or self.structured is not None or self.cluster is not None or self.qat
 
-    def epochs(self, finetune_epochs: int | None) -> int:
-        """The fine-tuning length compress() uses for this config."""
-        if finetune_epochs is not None:
-            return finetune_epochs
-        return HEAVY_PRUNING_EPOCHS if self.prune is not None and self.prune >= HEAVY_PRUNING else DEFAULT_EPOCHS
+    def epochs(self, finetune_epochs: int | None) -> int | None:
+        """The fine-tuning length compress() uses for this config (its default resolved; None: no fine-tuning)."""
+        t = self.techniques(finetune_epochs)
+        return t.finetune_epochs if t is not None else None
 
     def techniques(self, finetune_epochs: int | None) -> Techniques | None:
         """The `Techniques` compress() builds for this config (None for post-training quantization)."""
-        if not self.trains:
-            return None
-        return Techniques(prune=self.prune, structured=self.structured, cluster=self.cluster, qat=self.qat,
-                          finetune_epochs=self.epochs(finetune_epochs))
+        return self.recipe(finetune_epochs, 0).techniques
 
     def compress_options(self, finetune_epochs: int | None) -> dict:
         """The keyword arguments of this config's `compress()` call (besides the data and the output)."""
@@ -131,6 +126,11 @@ class SweepConfig:
             opts.update(prune=self.prune, structured=self.structured, cluster=self.cluster, qat=self.qat,
                         finetune_epochs=finetune_epochs)
         return opts
+
+    def recipe(self, finetune_epochs: int | None, seed: int) -> Recipe:
+        """The recipe this config's compress run follows: a grid is a list of recipes. A file that breaks a parity
+        rule is kept (a FAIL row of the table)."""
+        return make_recipe(**self.compress_options(finetune_epochs), seed=seed, accept_parity_failures=True)
 
 
 BASELINE = SweepConfig("float32", "float32 (baseline)", "float32")
@@ -345,11 +345,9 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
             continue
         log.info("[%d/%d] %s: %s -> %s", i, total, cfg.name, cfg.label, folder)
         started = time.perf_counter()
-        reports[cfg.name] = compress(
-            model, **cfg.compress_options(plan.finetune_epochs), calib=plan.calib, eval=plan.eval, output_dir=folder,
-            force=force or cfg.name in plan.leftovers, seed=seed, data=plan.data if cfg.trains else None,
-            val=plan.val if cfg.trains else None,
-            accept_parity_failures=True)  # a config that fails parity is a FAIL row of the table
+        reports[cfg.name] = compress(model, cfg.recipe(plan.finetune_epochs, seed), calib=plan.calib, eval=plan.eval,
+                                     output_dir=folder, force=force or cfg.name in plan.leftovers,
+                                     data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None)
         ran.append(cfg.name)
         seconds = took[cfg.name] = time.perf_counter() - started
         _tell(progress, i, total, f"{cfg.name}: made in {seconds:.0f} s")
@@ -478,8 +476,7 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
     stem = model_stem(model)
     report_names, row_names = {}, {}
     for cfg in chosen:
-        recipe = Recipe(modes=[cfg.mode], techniques=cfg.techniques(finetune_epochs),
-                        data="given" if cfg.trains else None).check()
+        recipe = replace(cfg.recipe(finetune_epochs, seed), data="given" if cfg.trains else None).check()
         names, report_names[cfg.name] = recipe.output_names(stem)
         row_names[cfg.name] = names[("tflite", cfg.mode)]
     settings = {"configs": [c.name for c in chosen], "data": data_desc if trains else None,
@@ -638,20 +635,30 @@ def _differences(done: CompressReport, folder: Path, cfg: SweepConfig, plan: _Pl
     load = next((s.get("settings") or {} for s in card.get("steps") or [] if s.get("step") == "load"), {})
     if load.get("sha256") != plan.sha256:
         diffs.append(f"another model (sha256 {str(load.get('sha256'))[:12]}..., this one {plan.sha256[:12]}...)")
-    want = {"seed": plan.seed, "eval": plan.settings["eval"], "calib": plan.settings["calib"],
-            "data": plan.settings["data"] if cfg.trains else None,
-            "val": plan.settings["val"] if cfg.trains else None}
-    for key, value in want.items():
+    sources = {"eval": plan.settings["eval"], "calib": plan.settings["calib"],
+               "data": plan.settings["data"] if cfg.trains else None,
+               "val": plan.settings["val"] if cfg.trains else None}
+    for key, value in sources.items():
         if r.get(key) != value:
             diffs.append(f"{key} {r.get(key)!r} (now {value!r})")
-    t = r.get("techniques") or {}
-    mine = cfg.techniques(plan.finetune_epochs)
-    if (mine is None) != (not t):
+    try:
+        have = Recipe.from_dict(r)
+    except BadInput as e:
+        return diffs + [f"a recipe this version cannot read ({e.message})"]
+    want = cfg.recipe(plan.finetune_epochs, plan.seed)
+    if check_modes(have.modes) != check_modes(want.modes):
+        diffs.append(f"modes {check_modes(have.modes)} (now {check_modes(want.modes)})")
+    for key in want.setting_names():
+        if key in ("modes", "force", "isolate", "techniques"):
+            continue
+        if getattr(have, key) != getattr(want, key):
+            diffs.append(f"{key} {getattr(have, key)!r} (now {getattr(want, key)!r})")
+    mine, theirs = want.techniques, have.techniques
+    if (mine is None) != (theirs is None):
         diffs.append("other techniques")
     elif mine is not None:
-        for key in ("prune", "structured", "cluster", "qat", "finetune_epochs"):
-            if t.get(key) != getattr(mine, key):
-                diffs.append(f"{key} {t.get(key)!r} (now {getattr(mine, key)!r})")
+        diffs += [f"{f.name} {getattr(theirs, f.name)!r} (now {getattr(mine, f.name)!r})" for f in fields(Techniques)
+                  if getattr(theirs, f.name) != getattr(mine, f.name)]
     return diffs
 
 
@@ -781,9 +788,7 @@ def _change_text(change: float | None, metric: str | None) -> str:
 
 
 def _ms(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.3f} ms" if x < 1 else f"{x:.2f} ms" if x < 100 else f"{x:.0f} ms"
+    return "-" if x is None else f"{milliseconds(x)} ms"
 
 
 def _metric_name(metric: str | None) -> str:

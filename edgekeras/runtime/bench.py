@@ -39,6 +39,7 @@ from pathlib import Path
 
 from .. import modes as _modes
 from .._format import human_bytes, table
+from .._format import milliseconds as _ms
 from ..card import ModelCard, check_card_matches
 from ..errors import BadInput
 from .cpu import describe
@@ -500,15 +501,6 @@ def _reference_accuracy(scored) -> tuple[float | None, str]:
 
 
 # -- the table ----------------------------------------------------------------------------------------------
-def _ms(x: float | None) -> str:
-    if x is None:
-        return "-"
-    for limit, digits in ((0.1, 4), (1, 3), (10, 2), (100, 1)):
-        if x < limit:
-            return f"{x:.{digits}f}"
-    return f"{x:.0f}"
-
-
 def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table (the text table and the HTML page share them)."""
     header = ["file", "runtime", "mode", "init ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms",
