@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from edgekeras import settings
+from edgekeras.compress import protocol
 from edgekeras.settings import Settings
 
 
@@ -74,6 +75,6 @@ def test_an_in_memory_model_runs_its_worker_thread_with_the_callers_settings():
             emit({"event": "seen", "debug": settings.current().debug, "quiet": settings.current().quiet})
 
     with settings.override(debug=True, quiet=True), ThreadWorker(Probe()) as w:
-        w.send({"cmd": "exit"})
+        w.send(protocol.Exit())
         event = w._events.get(timeout=10)
     assert event == {"event": "seen", "debug": True, "quiet": True}

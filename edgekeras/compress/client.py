@@ -7,7 +7,7 @@ objects that cannot cross a process boundary. Both take commands in order and de
 
 Example:
     with ChildWorker() as w:
-        w.send({"cmd": "load", "model": "m.h5"})
+        w.send(protocol.Load(model="m.h5"))
         event = w.next_event()
 """
 
@@ -25,6 +25,7 @@ import tempfile
 import threading
 
 from .. import _files, settings
+from . import protocol
 
 _POLL = 0.2  # seconds between checks while waiting, so Ctrl-C is handled promptly
 _LOG_PREFIX = "edgekeras-worker-"
@@ -185,9 +186,9 @@ class ChildWorker:
         self.child = _take_child()
         return self
 
-    def send(self, cmd: dict) -> None:
+    def send(self, cmd: protocol.Command) -> None:
         try:
-            self.child.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.child.proc.stdin.write(json.dumps(protocol.to_wire(cmd)) + "\n")
             self.child.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the child is gone; its "died" event says why
@@ -245,11 +246,11 @@ class ThreadWorker:
             except queue.Empty:
                 continue
             self.worker.handle(cmd, self._events.put)
-            if cmd["cmd"] == "exit":
+            if isinstance(cmd, protocol.Exit):
                 break
 
-    def send(self, cmd: dict) -> None:
-        self._commands.put(cmd)
+    def send(self, cmd: protocol.Command) -> None:
+        self._commands.put(cmd)  # the object itself: a Load's custom_objects may be a dict of classes
 
     def next_event(self) -> dict:
         while True:

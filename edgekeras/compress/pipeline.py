@@ -45,6 +45,7 @@ from ..export.parity import QuantRange, compare, criterion
 from ..metrics import check_labels, metric_for, score
 from ..modelfile import check_custom_objects_file, inspect_model, looks_like_keras_model
 from ..runtime.session import listed_ops as _listed, open_session, tflite_weight_stats
+from . import protocol
 from .decide import (Metadata, ModelInfo, choose_metrics, resolve, task_from_labels)
 from .recipe import (DEFAULT_ATOL, DEFAULT_CALIB_SAMPLES, DEFAULT_OPSET, DEFAULT_PARITY_SAMPLES, DEFAULT_RTOL,
                      Recipe, Techniques, model_stem)
@@ -612,11 +613,11 @@ class _Run:
     def load(self) -> ModelInfo:
         log.info("loading %s", self.recipe.model)
         self.doing = "loading the model"
-        cmd = {"cmd": "load"}
+        cmd = protocol.Load()
         if self.info is not None:
             objects = self.custom_objects  # a dict only reaches a worker on a thread (see plan)
-            cmd.update(model=str(self.info.path), trust_model=self.recipe.trust_model,
-                       custom_objects=str(objects) if isinstance(objects, (str, Path)) else objects)
+            cmd = protocol.Load(model=str(self.info.path), trust_model=self.recipe.trust_model,
+                                custom_objects=str(objects) if isinstance(objects, (str, Path)) else objects)
         self.worker.send(cmd)
         event = self._wait("model")
         self.model_info = ModelInfo.from_event(event)
@@ -776,8 +777,8 @@ class _Run:
         if data.evaluation is not None:  # the original model's score: "accuracy before"
             self.doing = "computing the original model's outputs"
             np.savez(stage.scratch("eval.npz"), **data.evaluation.x)
-            self.worker.send({"cmd": "reference", "data": str(stage.scratch("eval.npz")),
-                              "out": str(stage.scratch("original.npz"))})
+            self.worker.send(protocol.Reference(data=str(stage.scratch("eval.npz")),
+                                                out=str(stage.scratch("original.npz"))))
             self._wait("reference")
             with np.load(stage.scratch("original.npz")) as z:
                 kinds = {o.name: o.kind for o in meta.outputs}
@@ -788,10 +789,11 @@ class _Run:
         log.info("fine-tuning: %s, %d epoch(s) per stage at learning rate %g", t.combination(), t.finetune_epochs,
                  t.lr)
         h5 = self.names[("keras-h5", "float32")]
-        self.worker.send({"cmd": "optimize", "data": str(stage.scratch("training.npz")),
-                          "val": str(stage.scratch("validation.npz")) if data.val is not None else None,
-                          "techniques": asdict(t), "seed": r.seed, "allow_float_fallback": r.allow_float_fallback,
-                          "out": str(stage.path(h5)), "epochs_total": len(t.stages) * t.finetune_epochs})
+        self.worker.send(protocol.Optimize(
+            data=str(stage.scratch("training.npz")),
+            val=str(stage.scratch("validation.npz")) if data.val is not None else None, techniques=asdict(t),
+            seed=r.seed, allow_float_fallback=r.allow_float_fallback, out=str(stage.path(h5)),
+            epochs_total=len(t.stages) * t.finetune_epochs))
         e = self._wait("optimized")
         for layer, technique, reason in e["skipped"]:
             self.warn(f"{technique} left layer {layer!r} as it was: {reason}")
@@ -842,26 +844,27 @@ class _Run:
         r = self.recipe
         # The Keras reference runs on a thread of the worker beside the float32 conversion (which mostly uses one
         # core); every later command waits for it.
-        commands = [({"cmd": "reference", "data": str(stage.scratch("parity.npz")),
-                      "out": str(stage.scratch("reference.npz")), "background": True},
-                     "computing the Keras reference outputs")]
+        commands = [(protocol.Reference(data=str(stage.scratch("parity.npz")), out=str(stage.scratch("reference.npz")),
+                                        background=True), "computing the Keras reference outputs")]
         calib_path = str(stage.scratch("calib.npz")) if data.calib is not None and r.integer_modes else None
         gate = self._gate_settings(meta, data, stage)
         for mode in r.modes:
-            commands.append(({"cmd": "convert", "mode": mode, "out": str(stage.path(self.names[("tflite", mode)])),
-                              "calib": calib_path if _modes.get(mode).calibrated else None,
-                              "float_io": r.float_io and mode == "int8", "gate": gate if mode == "int8" else None,
-                              # the gate's float islands are its decision, checked by measurement
-                              "allow_float_fallback": r.allow_float_fallback or (gate is not None and mode == "int8"),
-                              "beside_reference": mode == "float32"},
+            commands.append((protocol.Convert(
+                mode=mode, out=str(stage.path(self.names[("tflite", mode)])),
+                calib=calib_path if _modes.get(mode).calibrated else None, float_io=r.float_io and mode == "int8",
+                gate=gate if mode == "int8" else None,
+                # the gate's float islands are its decision, checked by measurement
+                allow_float_fallback=r.allow_float_fallback or (gate is not None and mode == "int8"),
+                beside_reference=mode == "float32"),
                              f"converting {mode} to TFLite" + (" (accuracy gate)" if gate and mode == "int8" else "")))
         if r.onnx:
             float_onnx = stage.path(self.names[("onnx", "float32")])
-            commands.append(({"cmd": "onnx", "out": str(float_onnx), "opset": r.opset}, "exporting ONNX"))
+            commands.append((protocol.Onnx(out=str(float_onnx), opset=r.opset), "exporting ONNX"))
             if "int8" in r.modes:
-                commands.append(({"cmd": "onnx_int8", "float_path": str(float_onnx),
-                                  "out": str(stage.path(self.names[("onnx", "int8")])), "calib": calib_path,
-                                  "gate": gate}, "quantizing ONNX to int8" + (" (accuracy gate)" if gate else "")))
+                commands.append((protocol.OnnxInt8(float_path=str(float_onnx),
+                                                   out=str(stage.path(self.names[("onnx", "int8")])),
+                                                   calib=calib_path, gate=gate),
+                                 "quantizing ONNX to int8" + (" (accuracy gate)" if gate else "")))
         for cmd, _ in commands:
             self.worker.send(cmd)
         log.info("computing Keras reference outputs on %d samples", len(data.parity))
@@ -879,7 +882,7 @@ class _Run:
                 event = self._wait("file")
             with self.timed(f"verifying {event['name']}"):
                 results.append(verifier.verify(event))
-        self.worker.send({"cmd": "exit"})
+        self.worker.send(protocol.Exit())
         base = {f.format: f.bytes for f in results if f.mode == "float32"}
         final = []
         for f in results:
@@ -893,7 +896,7 @@ class _Run:
             final.append(f)
         return final, verifier.keras_scores()
 
-    def _gate_settings(self, meta: Metadata, data: Prepared, stage: Staging) -> dict | None:
+    def _gate_settings(self, meta: Metadata, data: Prepared, stage: Staging) -> protocol.Gate | None:
         """What the worker's accuracy gate needs: the bound, the scored output, its metric, the evaluation data."""
         r = self.recipe
         if r.max_accuracy_drop is None:
@@ -905,8 +908,8 @@ class _Run:
                            fix="give labels for the first output (y)")
         np.savez(stage.scratch("gate_eval.npz"), y=y, **{f"x_{k}": v for k, v in ev.x.items()})
         kinds = {t.name: t.kind for t in meta.outputs}
-        return {"max_drop": r.max_accuracy_drop, "eval": str(stage.scratch("gate_eval.npz")), "output": meta.primary,
-                "metric": meta.scored[meta.primary], "kind": kinds.get(meta.primary)}
+        return protocol.Gate(max_drop=r.max_accuracy_drop, eval=str(stage.scratch("gate_eval.npz")),
+                             output=meta.primary, metric=meta.scored[meta.primary], kind=kinds.get(meta.primary))
 
     def make_report(self, info: ModelInfo, meta: Metadata, data: Prepared, results, keras_scores) -> CompressReport:
         r = self.recipe

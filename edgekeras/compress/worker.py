@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import errors
 from .._native import quiet_native
+from . import protocol
 
 Emit = Callable[[dict], None]
 log = logging.getLogger("edgekeras.compress")
@@ -58,10 +59,16 @@ class Worker:
         self._reference_thread = None  # computing `reference` beside the float32 conversion
         self.gate = None  # the accuracy gate's result for the int8 .tflite (its ONNX twin keeps the same layers)
 
-    def handle(self, cmd: dict, emit: Emit) -> None:
-        """Run one command; always ends with its own event or an "error" event."""
-        name = cmd["cmd"]
-        if not cmd.get("beside_reference"):
+    def handle(self, cmd: protocol.Command | dict, emit: Emit) -> None:
+        """Run one command (a `protocol` command, or its JSON form); always ends with its own event or an "error"
+        event."""
+        name = cmd["cmd"] if isinstance(cmd, dict) else cmd.name
+        try:
+            cmd = protocol.from_wire(cmd) if isinstance(cmd, dict) else cmd
+        except Exception as e:
+            emit(_error_event(name, e))
+            return
+        if not (isinstance(cmd, protocol.Convert) and cmd.beside_reference):
             self._join_reference()
         try:
             # In the caller's process (a model in memory), keep the converter's and tf2onnx's chatter off the
@@ -73,24 +80,23 @@ class Worker:
             emit(_error_event(name, e))
 
     # -- commands ----------------------------------------------------------------------------------------
-    def _cmd_load(self, cmd: dict, emit: Emit) -> None:
+    def _cmd_load(self, cmd: protocol.Load, emit: Emit) -> None:
         from ..modelfile import inspect_model
         from ..source import load_source
 
         if self.source is None:
-            info = inspect_model(cmd["model"])
-            self.source = load_source(info, custom_objects=cmd.get("custom_objects"),
-                                      trust_model=bool(cmd.get("trust_model")))
+            info = inspect_model(cmd.model)
+            self.source = load_source(info, custom_objects=cmd.custom_objects, trust_model=cmd.trust_model)
         emit({"event": "model", **describe(self.source)})
 
-    def _cmd_reference(self, cmd: dict, emit: Emit) -> None:
+    def _cmd_reference(self, cmd: protocol.Reference, emit: Emit) -> None:
         """The Keras outputs on the parity data. With "background", on a thread, beside the next command (the
         float32 conversion, sent with "beside_reference"): the model is traced first, so the two only read it
         (tests/compress/test_failures.py checks both results bit for bit against running them one after the
         other); every other command waits for the reference first."""
-        feeds = _load_npz(cmd["data"])
-        if not cmd.get("background"):
-            self._reference(feeds, cmd["out"], emit)
+        feeds = _load_npz(cmd.data)
+        if not cmd.background:
+            self._reference(feeds, cmd.out, emit)
             return
         import threading
 
@@ -98,7 +104,7 @@ class Worker:
 
         def run():
             try:
-                self._reference(feeds, cmd["out"], emit)
+                self._reference(feeds, cmd.out, emit)
             except Exception as e:  # reported like any command's error (see `handle`)
                 emit(_error_event("reference", e))
 
@@ -118,7 +124,7 @@ class Worker:
             thread.join()
             self._reference_thread = None
 
-    def _cmd_optimize(self, cmd: dict, emit: Emit) -> None:
+    def _cmd_optimize(self, cmd: protocol.Optimize, emit: Emit) -> None:
         """Fine-tune with the training-aware techniques; later commands convert the result (QAT: int8 from the
         quantize-aware model)."""
         from dataclasses import asdict, replace
@@ -137,7 +143,7 @@ class Worker:
             from ..keras3 import to_tf_keras
 
             model = to_tf_keras(model)  # tfmot works on tf_keras; proven equal on data before training
-        train, val = _load_npz(cmd["data"]), _load_npz(cmd["val"]) if cmd.get("val") else None
+        train, val = _load_npz(cmd.data), _load_npz(cmd.val) if cmd.val else None
         names = [t.name for t in src.inputs]
 
         def split(arrays):
@@ -151,11 +157,11 @@ class Worker:
         def on_epoch(epoch, logs):
             total["n"] = epoch
             emit({"event": "progress", "task": f"fine-tuning ({logs.get('stage', '')})", "i": epoch,
-                  "n": cmd["epochs_total"]})
+                  "n": cmd.epochs_total})
 
-        opt = optimize(model, Techniques(**cmd["techniques"]), x, y, x_val=xv, y_val=yv, seed=int(cmd.get("seed", 0)),
-                       on_epoch=on_epoch, allow_float_fallback=bool(cmd.get("allow_float_fallback")))
-        opt.model.save(cmd["out"], include_optimizer=False, save_format="h5")
+        opt = optimize(model, Techniques(**cmd.techniques), x, y, x_val=xv, y_val=yv, seed=cmd.seed,
+                       on_epoch=on_epoch, allow_float_fallback=cmd.allow_float_fallback)
+        opt.model.save(cmd.out, include_optimizer=False, save_format="h5")
         self.original = src
         self.source = source_from_object(opt.model)
         # The translation and flattening keep the order of inputs and outputs, not always their names (a Keras 3
@@ -173,89 +179,88 @@ class Worker:
               "sha256": self.source.sha256, "inputs": [t.name for t in self.source.inputs],
               "outputs": [t.name for t in self.source.outputs]})
 
-    def _cmd_convert(self, cmd: dict, emit: Emit) -> None:
+    def _cmd_convert(self, cmd: protocol.Convert, emit: Emit) -> None:
         from . import ptq
 
-        mode = cmd["mode"]
-        calib = _load_npz(cmd["calib"]) if cmd.get("calib") else None
+        mode = cmd.mode
+        calib = _load_npz(cmd.calib) if cmd.calib else None
         qat = mode == "int8" and self.qat_source is not None
         conv = ptq.convert(self.qat_source if qat else self.source, mode, calibration=calib, qat=qat,
-                           float_io=bool(cmd.get("float_io")),
-                           allow_float_fallback=bool(cmd.get("allow_float_fallback")),
+                           float_io=cmd.float_io, allow_float_fallback=cmd.allow_float_fallback,
                            progress=lambda i, n: emit({"event": "progress", "task": f"calibrating {mode}",
                                                        "i": i, "n": n}))
-        if mode == "int8" and cmd.get("gate") is not None:
+        if mode == "int8" and cmd.gate is not None:
             self._gate_tflite(cmd, conv, calib, emit)
             return
-        Path(cmd["out"]).write_bytes(conv.data)
-        emit({"event": "file", "name": Path(cmd["out"]).name, "format": "tflite", "mode": mode,
+        Path(cmd.out).write_bytes(conv.data)
+        emit({"event": "file", "name": Path(cmd.out).name, "format": "tflite", "mode": mode,
               "settings": conv.settings, "seconds": conv.seconds, "float_ops": conv.float_ops, "warnings": []})
 
-    def _gate_data(self, g: dict):
-        ev = _load_npz(g["eval"])
+    def _gate_data(self, g: protocol.Gate):
+        ev = _load_npz(g.eval)
         x = {t.name: ev[f"x_{t.name}"] for t in self.source.inputs}
         y = ev["y"]
         ref = self.reference
-        if ref is None or len(ref[g["output"]]) != len(y):
+        if ref is None or len(ref[g.output]) != len(y):
             ref = self.source.predict(x)
         from ..metrics import score
 
-        return x, y, score(g["metric"], ref[g["output"]], y, g.get("kind"))
+        return x, y, score(g.metric, ref[g.output], y, g.kind)
 
-    def _gate_tflite(self, cmd: dict, conv, calib, emit: Emit) -> None:
+    def _gate_tflite(self, cmd: protocol.Convert, conv, calib, emit: Emit) -> None:
         """The accuracy-gated int8 search: plain int8 when it keeps the bound, else as few float layers as do."""
         from . import gate
 
-        g = cmd["gate"]
+        g = cmd.gate
         t0 = time.perf_counter()
         x, y, keras_value = self._gate_data(g)
         self.gate = gate.search_tflite(
-            self.source, conv.settings, calib, x, y, metric=g["metric"], kind=g.get("kind"), output=g["output"],
-            keras_value=keras_value, max_drop=float(g["max_drop"]), float_io=bool(cmd.get("float_io")),
+            self.source, conv.settings, calib, x, y, metric=g.metric, kind=g.kind, output=g.output,
+            keras_value=keras_value, max_drop=float(g.max_drop), float_io=cmd.float_io,
             progress=lambda i, n: emit({"event": "progress", "task": "accuracy gate (int8 .tflite)", "i": i, "n": n}))
-        Path(cmd["out"]).write_bytes(self.gate.data)
-        emit({"event": "file", "name": Path(cmd["out"]).name, "format": "tflite", "mode": "int8",
+        Path(cmd.out).write_bytes(self.gate.data)
+        emit({"event": "file", "name": Path(cmd.out).name, "format": "tflite", "mode": "int8",
               "settings": self.gate.settings(), "seconds": conv.seconds + time.perf_counter() - t0,
               "float_ops": self.gate.chosen.float_ops, "warnings": list(self.gate.notes), "gate_met": self.gate.met})
 
-    def _cmd_onnx(self, cmd: dict, emit: Emit) -> None:
+    def _cmd_onnx(self, cmd: protocol.Onnx, emit: Emit) -> None:
         from ..export import onnx as onnx_export
 
         t0 = time.perf_counter()
-        data, settings = onnx_export.to_onnx(self.source, opset=int(cmd["opset"]))
-        Path(cmd["out"]).write_bytes(data)
-        emit({"event": "file", "name": Path(cmd["out"]).name, "format": "onnx", "mode": "float32",
+        data, settings = onnx_export.to_onnx(self.source, opset=int(cmd.opset))
+        Path(cmd.out).write_bytes(data)
+        emit({"event": "file", "name": Path(cmd.out).name, "format": "onnx", "mode": "float32",
               "settings": settings, "seconds": time.perf_counter() - t0, "float_ops": [], "warnings": []})
 
-    def _cmd_onnx_int8(self, cmd: dict, emit: Emit) -> None:
+    def _cmd_onnx_int8(self, cmd: protocol.OnnxInt8, emit: Emit) -> None:
         from ..export import onnx as onnx_export
 
         t0 = time.perf_counter()
-        calib = _load_npz(cmd["calib"])
-        if cmd.get("gate") is not None and self.gate is not None:
+        calib = _load_npz(cmd.calib)
+        if cmd.gate is not None and self.gate is not None:
             from . import gate
 
-            g = cmd["gate"]
+            g = cmd.gate
             x, y, _ = self._gate_data(g)
             result = gate.search_onnx(
-                Path(cmd["float_path"]), Path(cmd["out"]), calib, x, y, metric=g["metric"], kind=g.get("kind"),
-                output=g["output"], keras_value=self.gate.keras_value, max_drop=float(g["max_drop"]),
+                Path(cmd.float_path), Path(cmd.out), calib, x, y, metric=g.metric, kind=g.kind,
+                output=g.output, keras_value=self.gate.keras_value, max_drop=float(g.max_drop),
                 inputs=self.source.inputs, ranking=self.gate.ranking, reasons=self.gate.reasons,
                 progress=lambda i, n: emit({"event": "progress", "task": "accuracy gate (int8 .onnx)", "i": i,
                                             "n": n}))
-            Path(cmd["out"]).write_bytes(result.data)
-            emit({"event": "file", "name": Path(cmd["out"]).name, "format": "onnx", "mode": "int8",
+            Path(cmd.out).write_bytes(result.data)
+            emit({"event": "file", "name": Path(cmd.out).name, "format": "onnx", "mode": "int8",
                   "settings": result.settings(), "seconds": time.perf_counter() - t0,
-                  "float_ops": onnx_export.float_nodes(Path(cmd["out"])), "warnings": list(result.notes),
+                  "float_ops": onnx_export.float_nodes(Path(cmd.out)), "warnings": list(result.notes),
                   "gate_met": result.met})
             return
         settings, float_nodes = onnx_export.quantize_int8(
-            Path(cmd["float_path"]), Path(cmd["out"]), calib, self.source.inputs,
+            Path(cmd.float_path), Path(cmd.out), calib, self.source.inputs,
             progress=lambda i, n: emit({"event": "progress", "task": "calibrating int8 ONNX", "i": i, "n": n}))
-        emit({"event": "file", "name": Path(cmd["out"]).name, "format": "onnx", "mode": "int8", "settings": settings,
+        emit({"event": "file", "name": Path(cmd.out).name, "format": "onnx", "mode": "int8", "settings": settings,
               "seconds": time.perf_counter() - t0, "float_ops": float_nodes, "warnings": []})
 
-    def _cmd_exit(self, cmd: dict, emit: Emit) -> None:
+    def _cmd_exit(self, cmd: protocol.Exit, emit: Emit) -> None:
         emit({"event": "exit"})
 
 
@@ -385,7 +390,7 @@ def main(argv: list[str]) -> int:
             continue
         cmd = json.loads(line)
         worker.handle(cmd, emit)
-        if cmd["cmd"] == "exit":
+        if cmd.get("cmd") == "exit":
             break
     return 0
 
