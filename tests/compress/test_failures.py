@@ -212,7 +212,7 @@ def test_only_the_float32_conversion_runs_beside_the_reference(digits_model, tmp
         real = getattr(Worker, name)
 
         def wrapped(self, *args, real=real, name=name):
-            mode = args[0].get("mode", "") if name == "_cmd_convert" else ""
+            mode = args[0].mode if name == "_cmd_convert" else ""  # a protocol.Convert
             log.append(("start", name + mode, time.perf_counter()))
             real(self, *args)
             log.append(("end", name + mode, time.perf_counter()))
