@@ -242,3 +242,29 @@ def refuse_ambiguous_labels(info: ModelInfo, meta: Metadata, ev: Dataset) -> Non
                        f"told apart by their shape, and scoring the wrong output would go unnoticed",
                        fix="name the labels after their output: " + " or ".join(f"y_{t.name}" for t in fits)
                            + f" (e.g. np.savez(path, x=x, y_{fits[0].name}=labels))")
+
+
+def next_steps(recipe: Recipe, calibration: dict | None, mixed_scale_inputs: list[str]) -> str:
+    """What to try when a quantized file disagrees with Keras: the steps this run has not taken yet, in the order
+    they usually help (at most three), as one sentence; "" when none is left."""
+    r = recipe
+    steps = []
+    if r.eval is None:
+        steps.append("check on labelled data with --eval (parity then runs on all of it, and the metric says "
+                     "whether the disagreements cost accuracy)")
+    if calibration is not None and calibration.get("synthetic"):
+        steps.append("calibrate on real inputs (--calib, 100-500 samples)")
+    elif calibration is not None and calibration.get("samples", 0) < 100:
+        steps.append(f"calibrate on more samples (it used {calibration['samples']}; --calib-samples)")
+    if "int8" in r.modes and not r.float_io and mixed_scale_inputs:
+        steps.append(f"--float-io --max-accuracy-drop 1 with --eval: input(s) "
+                     f"{', '.join(mixed_scale_inputs)} hold features whose ranges differ more than 100-fold, "
+                     "and one int8 scale for all of them loses the small ones; with float input the gate can keep "
+                     "the first layers (a Normalization) in float (or standardize the features before the model)")
+    if "int8" in r.modes and r.max_accuracy_drop is None:
+        steps.append("keep the layers that quantize worst in float (--max-accuracy-drop 1 with --eval)")
+    if "int16x8" not in r.modes:
+        steps.append("try 16-bit activations (--int16x8)")
+    if r.techniques is None or not r.techniques.qat:
+        steps.append("train with quantization in the loop (--qat --data TRAIN)")
+    return "Next: " + "; or ".join(steps[:3]) if steps else ""

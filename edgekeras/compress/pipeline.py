@@ -43,10 +43,10 @@ from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_source
 from ..errors import BadInput, UnsupportedModel
 from ..export.parity import QuantRange, compare, criterion
 from ..metrics import check_labels, metric_for, score
-from ..modelfile import check_custom_objects_file, inspect_model, looks_like_keras_model
+from ..modelfile import ModelFileInfo, check_custom_objects_file, inspect_model, looks_like_keras_model
 from ..runtime.session import listed_ops as _listed, open_session, tflite_weight_stats
 from . import protocol
-from .decide import (Metadata, ModelInfo, choose_metrics, resolve, task_from_labels)
+from .decide import Metadata, ModelInfo, choose_metrics, next_steps, resolve, task_from_labels
 from .recipe import (DEFAULT_ATOL, DEFAULT_CALIB_SAMPLES, DEFAULT_OPSET, DEFAULT_PARITY_SAMPLES, DEFAULT_RTOL,
                      Recipe, Techniques, model_stem)
 
@@ -380,6 +380,9 @@ class Prepared:
     train: Dataset | None = None
     val: Dataset | None = None
     parity_from_calib: bool = False  # parity runs on the first calibration samples (no evaluation data)
+    metadata: Metadata | None = None  # the run's metadata as the data decided it (labels, task, metrics)
+    task_reason: str | None = None  # set when labels decided the task
+    mixed_scale_inputs: list[str] = field(default_factory=list)  # features whose ranges span 100x (see advice)
 
     def unchecked_calibration(self) -> tuple[Dataset | None, int]:
         """The calibration samples parity does not run on, and the index of the first: every file runs on them
@@ -395,6 +398,202 @@ class Prepared:
         return Dataset({name: v[k:] for name, v in c.x.items()}, source=c.source), k
 
 
+# -- 1. plan ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """What the plan stage decided, before anything slow: the recipe as run (checked, its sources described), the
+    model file's description (None for a model in memory), where the outputs go and their names."""
+
+    recipe: Recipe
+    info: ModelFileInfo | None
+    out_dir: Path
+    names: dict[tuple[str, str], str]
+    report_name: str
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every path the run writes (files, their cards, the report)."""
+        return _paths(self.out_dir, self.names, self.report_name)
+
+
+def plan(recipe: Recipe, model, *, calib=None, eval=None, data=None, val=None, custom_objects=None,
+         output_dir=None) -> Plan:
+    """Check the recipe, the model file (format sniffing, Lambda refusal) and the data sources, name the outputs and
+    refuse to overwrite. No TensorFlow; `recipe` is not changed (the plan holds a checked copy).
+
+    Raises:
+        BadInput, UnsafeModel: a setting, the model or a data source that cannot be used; OutputError: an output
+            that exists (without force) or a folder that cannot be written.
+    """
+    r = replace(recipe, techniques=replace(recipe.techniques) if recipe.techniques is not None else None,
+                modes=[recipe.modes] if isinstance(recipe.modes, str) else list(recipe.modes or []),
+                calib=check_source(calib, "calibration") if calib is not None else None,
+                eval=check_source(eval, "evaluation") if eval is not None else None,
+                data=check_source(data, "training") if data is not None else None,
+                val=check_source(val, "validation") if val is not None else None)
+    r.check()
+    info = None
+    if isinstance(model, (str, Path)):
+        info = inspect_model(model)
+        info.check_safe(r.trust_model)
+        check_custom_objects_file(custom_objects)
+        r.model = str(Path(model).resolve())
+        default_out = Path(model).resolve().parent
+    elif looks_like_keras_model(model):
+        r.model = f"in-memory model {getattr(model, 'name', '?')!r}"
+        r.isolate = False
+        default_out = Path.cwd()
+    else:
+        raise BadInput(f"model must be a path to a model file or folder, or a Keras model object; got "
+                       f"{type(model).__name__}", fix="pass e.g. 'model.h5', a SavedModel folder, or the model "
+                                                      "object itself")
+    r.custom_objects = (str(custom_objects) if isinstance(custom_objects, (str, Path))
+                        else "dict" if isinstance(custom_objects, dict) else None)
+    if isinstance(custom_objects, dict):
+        r.isolate = False  # classes in memory cannot reach a child process
+    if output_dir is not None and not isinstance(output_dir, (str, Path)):
+        raise BadInput(f"output_dir must be a path, got {type(output_dir).__name__}")
+    out_dir = Path(output_dir) if output_dir is not None else default_out
+    r.output_dir = str(out_dir.resolve())
+    names, report_name = r.output_names(model_stem(model))
+    result = Plan(recipe=r, info=info, out_dir=out_dir, names=names, report_name=report_name)
+    if isinstance(model, (str, Path)) and Path(model).resolve() in [p.resolve() for p in result.paths]:
+        raise BadInput(f"an output would overwrite the input {model}", fix="choose another -o/--output-dir")
+    check_writable_dir(out_dir)
+    refuse_existing(result.paths, r.force)
+    return result
+
+
+# -- 3. prepare data --------------------------------------------------------------------------------------------
+def prepare(r: Recipe, info: ModelInfo, meta: Metadata, stage: Staging, *, calib=None, eval=None, data=None,
+            val=None, warn=log.warning, preset_hint: tuple[str, str] | None = None) -> Prepared:
+    """Read and check the calibration, evaluation and training data against the model, choose the data parity runs
+    on and the metric of each labelled output, and save what the worker reads into the staging folder. `meta` is not
+    changed: the decided metadata (labels from an image folder, the task from labels) is `Prepared.metadata`.
+    Warnings go to `warn` as they are found.
+
+    Raises:
+        BadInput: data that does not fit the model (shapes, labels, an image folder no preprocessing is known for).
+    """
+    meta = replace(meta, scored=dict(meta.scored))
+    _require_preprocessing_for_images(meta, {"--calib": calib, "--eval": eval}, preset_hint)
+    evaluation = None
+    if eval is not None:
+        evaluation = load_data(eval, info.inputs, purpose="evaluation", preprocessing=meta.preprocessing,
+                               labels=meta.labels, seed=r.seed)
+        for w in check_inputs(evaluation, info.inputs, meta.preprocessing, purpose="evaluation"):
+            warn(w)
+        _labels_from_folder(evaluation, meta, info, r, warn)
+    calib_data = calibration_info = None
+    if calib is not None:
+        calib_data = load_data(calib, info.inputs, purpose="calibration", preprocessing=meta.preprocessing,
+                               limit=r.calib_samples, seed=r.seed)
+        for w in check_inputs(calib_data, info.inputs, meta.preprocessing, purpose="calibration"):
+            warn(w)
+        if r.integer_modes:
+            calibration_info = {"source": calib_data.source, "samples": len(calib_data), "synthetic": False}
+            if len(calib_data) < MIN_CALIBRATION_SAMPLES:
+                warn(f"--calib data has only {len(calib_data)} sample(s); integer scales from so few samples are "
+                     "unreliable (100-500 representative samples are typical)")
+    elif r.integer_modes:
+        calib_data = synthetic_inputs(info.inputs, meta.preprocessing, SYNTHETIC_SAMPLES, r.seed,
+                                      purpose="calibration")
+        calibration_info = {"source": calib_data.source, "samples": len(calib_data), "synthetic": True}
+        warn(f"NO CALIBRATION DATA: {', '.join(r.integer_modes)} scales come from {calib_data.source}; accuracy "
+             "may suffer badly. Pass --calib with 100-500 real samples (a .npy, a .npz with key 'x', or an "
+             "image folder)")
+    if calib is not None and evaluation is not None:
+        for w in range_mismatches(calib_data, evaluation, info.inputs):
+            warn(w)
+    if "int16x8" in r.modes:
+        warn("int16x8 runs far slower than int8 on CPU kernels (about 38x on a small CNN); choose it only "
+             "where int8 accuracy is not enough")
+    from_calib = False
+    if evaluation is not None:
+        parity, parity_data = evaluation, f"evaluation data: {evaluation.source}"
+    elif calib_data is not None:
+        parity = calib_data.take(r.parity_samples)
+        from_calib = True
+        kind = "synthetic" if calib is None else "calibration"
+        parity_data = f"{kind} data: {calib_data.source}, first {len(parity)}"
+    else:
+        parity = synthetic_inputs(info.inputs, meta.preprocessing, r.parity_samples, r.seed,
+                                  purpose="the parity check")
+        parity_data = parity.source
+    prepared = Prepared(calib=calib_data, evaluation=evaluation, parity=parity, parity_data=parity_data,
+                        calibration_info=calibration_info, parity_from_calib=from_calib, metadata=meta,
+                        mixed_scale_inputs=_mixed_scale_inputs(calib_data) if calib_data is not None else [])
+    if evaluation is not None:
+        scoring = choose_metrics(info, meta, evaluation)  # one metric per scored output, before any file exists
+        for w in scoring.warnings:
+            warn(w)
+        prepared.task_reason = scoring.task_reason
+        _adopt(meta, scoring.metadata)
+        prepared.labels_by_output = scoring.labels_by_output
+    if r.techniques is not None:
+        prepared.train = _training_data(r, data, "training", info, prepared, stage, warn)
+        if val is not None:
+            prepared.val = _training_data(r, val, "validation", info, prepared, stage, warn)
+    np.savez(stage.scratch("parity.npz"), **parity.x)
+    if calib_data is not None and r.integer_modes:
+        np.savez(stage.scratch("calib.npz"), **calib_data.x)
+    return prepared
+
+
+def _require_preprocessing_for_images(meta: Metadata, sources: dict, hint: tuple[str, str] | None) -> None:
+    folders = [(flag, s) for flag, s in sources.items() if isinstance(s, (str, Path)) and Path(s).is_dir()]
+    if folders and meta.preprocessing is None:
+        flag, folder = folders[0]
+        raise BadInput(f"{flag} {folder} is an image folder, but edgekeras does not know how this model expects "
+                       "its pixels to be scaled (no model card beside the model, and no Rescaling or "
+                       "Normalization layer at its input)"
+                       + (f"; it looks like {hint[0]}, whose preprocess_input matches '{hint[1]}'" if hint else ""),
+                       fix=(f"pass --preprocess {hint[1]} if it was trained that way; " if hint else "pass ")
+                       + "--preprocess raw|unit|signed|imagenet|caffe (raw: pixels 0-255 as they are; unit: /255; "
+                         "signed: /127.5 - 1; imagenet: torch-style mean/std; caffe: BGR minus the mean)")
+
+
+def _labels_from_folder(evaluation: Dataset, meta: Metadata, info: ModelInfo, r: Recipe, warn) -> None:
+    if meta.labels is None and evaluation.class_names:
+        classes = info.outputs[0].shape[-1]
+        if len(evaluation.class_names) == classes:
+            meta.labels = evaluation.class_names
+        else:
+            warn(f"--eval {r.eval} has {len(evaluation.class_names)} class folders but the model "
+                 f"outputs {classes} classes: folders were matched to outputs in sorted order, and the cards "
+                 "get no labels; a model card with the labels beside the model makes the match exact")
+
+
+def _training_data(r: Recipe, source, purpose: str, info: ModelInfo, prepared: Prepared, stage: Staging,
+                   warn) -> Dataset:
+    """Labelled data to fine-tune on, checked before any training (shapes, labels, at least one batch)."""
+    meta = prepared.metadata
+    flag = "--data" if purpose == "training" else "--val"
+    if len(info.outputs) > 1:
+        raise UnsupportedModel(f"training-aware compression fine-tunes models with one output; this one has "
+                               f"{len(info.outputs)} ({', '.join(t.name for t in info.outputs)})",
+                               fix="use post-training quantization (drop --prune/--cluster/--qat)")
+    ds = load_data(source, info.inputs, purpose=purpose, preprocessing=meta.preprocessing, labels=meta.labels,
+                   seed=r.seed)
+    for w in check_inputs(ds, info.inputs, meta.preprocessing, purpose=purpose):
+        warn(w)
+    y = ds.y if ds.y is not None else ds.extra_y.get(meta.primary)
+    if y is None:
+        raise BadInput(f"{flag} data ({ds.source}) has no labels for output {meta.primary!r}",
+                       fix="save it with np.savez(path, x=x, y=y)")
+    if meta.task is None:
+        new, prepared.task_reason, warning = task_from_labels(info, meta, y, purpose)
+        warn(warning)
+        _adopt(meta, new)
+    check_labels(metric_for(meta.task), y, meta.outputs[0], ds.source, len(ds), flag=flag)
+    batch = r.techniques.batch_size
+    if purpose == "training" and len(ds) < batch:
+        raise BadInput(f"{flag} data ({ds.source}) has {len(ds)} sample(s), fewer than one batch ({batch})",
+                       fix="give more training data, or a smaller batch_size (--batch-size)")
+    np.savez(stage.scratch(f"{purpose}.npz"), y=y, **{f"x_{k}": v for k, v in ds.x.items()})
+    return ds
+
+
 # -- the run ------------------------------------------------------------------------------------------------------
 class _Run:
     def __init__(self, recipe: Recipe, model, *, calib, eval, custom_objects, output_dir, data=None, val=None):
@@ -405,10 +604,8 @@ class _Run:
         self.warnings: list[str] = []
         self.optimization: dict | None = None
         self.timings: dict[str, float] = {}
-        self.calibration_info: dict | None = None
-        self.mixed_scale_inputs: list[str] = []  # inputs whose features span ranges 100x apart (see prepare_data)
         # set by the stages, in order: plan, the worker, load, resolve
-        self.info = None  # what plan found in the model file (None: a model in memory)
+        self.info: ModelFileInfo | None = None  # what plan found in the model file (None: a model in memory)
         self.out_dir: Path | None = None
         self.names: dict[tuple[str, str], str] = {}
         self.report_name = ""
@@ -422,32 +619,6 @@ class _Run:
     def warn(self, message: str) -> None:
         log.warning(message)
         self.warnings.append(message)
-
-    def advice(self) -> str:
-        """What to try when a quantized file disagrees with Keras: the steps this run has not taken yet, in the
-        order they usually help."""
-        r = self.recipe
-        steps = []
-        calibration = self.calibration_info
-        if r.eval is None:
-            steps.append("check on labelled data with --eval (parity then runs on all of it, and the metric says "
-                         "whether the disagreements cost accuracy)")
-        if calibration is not None and calibration.get("synthetic"):
-            steps.append("calibrate on real inputs (--calib, 100-500 samples)")
-        elif calibration is not None and calibration.get("samples", 0) < 100:
-            steps.append(f"calibrate on more samples (it used {calibration['samples']}; --calib-samples)")
-        if "int8" in r.modes and not r.float_io and self.mixed_scale_inputs:
-            steps.append(f"--float-io --max-accuracy-drop 1 with --eval: input(s) "
-                         f"{', '.join(self.mixed_scale_inputs)} hold features whose ranges differ more than 100-fold, "
-                         "and one int8 scale for all of them loses the small ones; with float input the gate can keep "
-                         "the first layers (a Normalization) in float (or standardize the features before the model)")
-        if "int8" in r.modes and r.max_accuracy_drop is None:
-            steps.append("keep the layers that quantize worst in float (--max-accuracy-drop 1 with --eval)")
-        if "int16x8" not in r.modes:
-            steps.append("try 16-bit activations (--int16x8)")
-        if r.techniques is None or not r.techniques.qat:
-            steps.append("train with quantization in the loop (--qat --data TRAIN)")
-        return "Next: " + "; or ".join(steps[:3]) if steps else ""
 
     def execute(self) -> CompressReport:
         with self.timed("plan"):
@@ -501,41 +672,11 @@ class _Run:
 
     # -- 1. plan -------------------------------------------------------------------------------------------------
     def plan(self) -> None:
-        r, model = self.recipe, self.model
-        r.calib = check_source(self.calib, "calibration") if self.calib is not None else None
-        r.eval = check_source(self.eval, "evaluation") if self.eval is not None else None
-        r.data = check_source(self.data, "training") if self.data is not None else None
-        r.val = check_source(self.val, "validation") if self.val is not None else None
-        r.check()
-        self.info = None
-        if isinstance(model, (str, Path)):
-            self.info = inspect_model(model)
-            self.info.check_safe(r.trust_model)
-            check_custom_objects_file(self.custom_objects)
-            r.model = str(Path(model).resolve())
-            default_out = Path(model).resolve().parent
-        elif looks_like_keras_model(model):
-            r.model = f"in-memory model {getattr(model, 'name', '?')!r}"
-            r.isolate = False
-            default_out = Path.cwd()
-        else:
-            raise BadInput(f"model must be a path to a model file or folder, or a Keras model object; got "
-                           f"{type(model).__name__}", fix="pass e.g. 'model.h5', a SavedModel folder, or the model "
-                                                          "object itself")
-        r.custom_objects = (str(self.custom_objects) if isinstance(self.custom_objects, (str, Path))
-                            else "dict" if isinstance(self.custom_objects, dict) else None)
-        if isinstance(self.custom_objects, dict):
-            r.isolate = False  # classes in memory cannot reach a child process
-        if self.output_dir is not None and not isinstance(self.output_dir, (str, Path)):
-            raise BadInput(f"output_dir must be a path, got {type(self.output_dir).__name__}")
-        self.out_dir = Path(self.output_dir) if self.output_dir is not None else default_out
-        r.output_dir = str(self.out_dir.resolve())
-        self.names, self.report_name = r.output_names(model_stem(model))
-        planned = _paths(self.out_dir, self.names, self.report_name)
-        if isinstance(model, (str, Path)) and Path(model).resolve() in [p.resolve() for p in planned]:
-            raise BadInput(f"an output would overwrite the input {model}", fix="choose another -o/--output-dir")
-        check_writable_dir(self.out_dir)
-        refuse_existing(planned, r.force)
+        """Stage 1 (`plan`): adopt what it decided."""
+        p = plan(self.recipe, self.model, calib=self.calib, eval=self.eval, data=self.data, val=self.val,
+                 custom_objects=self.custom_objects, output_dir=self.output_dir)
+        self.recipe, self.info, self.out_dir, self.names, self.report_name = (p.recipe, p.info, p.out_dir, p.names,
+                                                                              p.report_name)
 
     def _worker(self, stage: Staging):
         from .client import ChildWorker, ThreadWorker
@@ -647,127 +788,13 @@ class _Run:
 
     # -- 3. prepare data -----------------------------------------------------------------------------------------
     def prepare_data(self, info: ModelInfo, meta: Metadata, stage: Staging) -> Prepared:
-        r = self.recipe
-        self._require_preprocessing_for_images(meta)
-        evaluation = None
-        if self.eval is not None:
-            evaluation = load_data(self.eval, info.inputs, purpose="evaluation", preprocessing=meta.preprocessing,
-                                   labels=meta.labels, seed=r.seed)
-            for w in check_inputs(evaluation, info.inputs, meta.preprocessing, purpose="evaluation"):
-                self.warn(w)
-            self._labels_from_folder(evaluation, meta, info)
-        calib = calibration_info = None
-        if self.calib is not None:
-            calib = load_data(self.calib, info.inputs, purpose="calibration", preprocessing=meta.preprocessing,
-                              limit=r.calib_samples, seed=r.seed)
-            for w in check_inputs(calib, info.inputs, meta.preprocessing, purpose="calibration"):
-                self.warn(w)
-            if r.integer_modes:
-                calibration_info = {"source": calib.source, "samples": len(calib), "synthetic": False}
-                if len(calib) < MIN_CALIBRATION_SAMPLES:
-                    self.warn(f"--calib data has only {len(calib)} sample(s); integer scales from so few samples are "
-                              "unreliable (100-500 representative samples are typical)")
-        elif r.integer_modes:
-            calib = synthetic_inputs(info.inputs, meta.preprocessing, SYNTHETIC_SAMPLES, r.seed, purpose="calibration")
-            calibration_info = {"source": calib.source, "samples": len(calib), "synthetic": True}
-            self.warn(f"NO CALIBRATION DATA: {', '.join(r.integer_modes)} scales come from {calib.source}; accuracy "
-                      "may suffer badly. Pass --calib with 100-500 real samples (a .npy, a .npz with key 'x', or an "
-                      "image folder)")
-        if self.calib is not None and evaluation is not None:
-            for w in range_mismatches(calib, evaluation, info.inputs):
-                self.warn(w)
-        if "int16x8" in r.modes:
-            self.warn("int16x8 runs far slower than int8 on CPU kernels (about 38x on a small CNN); choose it only "
-                      "where int8 accuracy is not enough")
-        from_calib = False
-        if evaluation is not None:
-            parity, parity_data = evaluation, f"evaluation data: {evaluation.source}"
-        elif calib is not None:
-            parity = calib.take(r.parity_samples)
-            from_calib = True
-            kind = "synthetic" if self.calib is None else "calibration"
-            parity_data = f"{kind} data: {calib.source}, first {len(parity)}"
-        else:
-            parity = synthetic_inputs(info.inputs, meta.preprocessing, r.parity_samples, r.seed,
-                                      purpose="the parity check")
-            parity_data = parity.source
-        self.calibration_info = calibration_info
-        if calib is not None:
-            self.mixed_scale_inputs = _mixed_scale_inputs(calib)
-        prepared = Prepared(calib=calib, evaluation=evaluation, parity=parity, parity_data=parity_data,
-                            calibration_info=calibration_info, parity_from_calib=from_calib)
-        if evaluation is not None:
-            self._choose_metrics(info, meta, prepared)
-        if r.techniques is not None:
-            prepared.train = self._training_data(self.data, "training", info, meta, stage)
-            if self.val is not None:
-                prepared.val = self._training_data(self.val, "validation", info, meta, stage)
-        np.savez(stage.scratch("parity.npz"), **parity.x)
-        if calib is not None and r.integer_modes:
-            np.savez(stage.scratch("calib.npz"), **calib.x)
-        return prepared
-
-    def _require_preprocessing_for_images(self, meta: Metadata) -> None:
-        folders = [(flag, s) for flag, s in (("--calib", self.calib), ("--eval", self.eval))
-                   if isinstance(s, (str, Path)) and Path(s).is_dir()]
-        if folders and meta.preprocessing is None:
-            flag, folder = folders[0]
-            hint = self.preset_hint
-            raise BadInput(f"{flag} {folder} is an image folder, but edgekeras does not know how this model expects "
-                           "its pixels to be scaled (no model card beside the model, and no Rescaling or "
-                           "Normalization layer at its input)"
-                           + (f"; it looks like {hint[0]}, whose preprocess_input matches '{hint[1]}'" if hint else ""),
-                           fix=(f"pass --preprocess {hint[1]} if it was trained that way; " if hint else "pass ")
-                           + "--preprocess raw|unit|signed|imagenet|caffe (raw: pixels 0-255 as they are; unit: /255; "
-                             "signed: /127.5 - 1; imagenet: torch-style mean/std; caffe: BGR minus the mean)")
-
-    def _labels_from_folder(self, evaluation: Dataset, meta: Metadata, info: ModelInfo) -> None:
-        if meta.labels is None and evaluation.class_names:
-            classes = info.outputs[0].shape[-1]
-            if len(evaluation.class_names) == classes:
-                meta.labels = evaluation.class_names
-            else:
-                self.warn(f"--eval {self.recipe.eval} has {len(evaluation.class_names)} class folders but the model "
-                          f"outputs {classes} classes: folders were matched to outputs in sorted order, and the cards "
-                          "get no labels; a model card with the labels beside the model makes the match exact")
-
-    def _choose_metrics(self, info: ModelInfo, meta: Metadata, data: Prepared) -> None:
-        """One metric per scored output, chosen once (before any file exists): `decide.choose_metrics`."""
-        scoring = choose_metrics(info, meta, data.evaluation)
-        for w in scoring.warnings:
-            self.warn(w)
-        if scoring.task_reason is not None:
-            self.task_reason = scoring.task_reason
-        _adopt(meta, scoring.metadata)
-        data.labels_by_output = scoring.labels_by_output
-
-    def _training_data(self, source, purpose: str, info: ModelInfo, meta: Metadata, stage: Staging) -> Dataset:
-        """Labelled data to fine-tune on, checked before any training (shapes, labels, at least one batch)."""
-        r = self.recipe
-        flag = "--data" if purpose == "training" else "--val"
-        if len(info.outputs) > 1:
-            raise UnsupportedModel(f"training-aware compression fine-tunes models with one output; this one has "
-                                   f"{len(info.outputs)} ({', '.join(t.name for t in info.outputs)})",
-                                   fix="use post-training quantization (drop --prune/--cluster/--qat)")
-        ds = load_data(source, info.inputs, purpose=purpose, preprocessing=meta.preprocessing, labels=meta.labels,
-                       seed=r.seed)
-        for w in check_inputs(ds, info.inputs, meta.preprocessing, purpose=purpose):
-            self.warn(w)
-        y = ds.y if ds.y is not None else ds.extra_y.get(meta.primary)
-        if y is None:
-            raise BadInput(f"{flag} data ({ds.source}) has no labels for output {meta.primary!r}",
-                           fix="save it with np.savez(path, x=x, y=y)")
-        if meta.task is None:
-            new, self.task_reason, warning = task_from_labels(info, meta, y, purpose)
-            self.warn(warning)
-            _adopt(meta, new)
-        check_labels(metric_for(meta.task), y, meta.outputs[0], ds.source, len(ds), flag=flag)
-        batch = r.techniques.batch_size
-        if purpose == "training" and len(ds) < batch:
-            raise BadInput(f"{flag} data ({ds.source}) has {len(ds)} sample(s), fewer than one batch ({batch})",
-                           fix="give more training data, or a smaller batch_size (--batch-size)")
-        np.savez(stage.scratch(f"{purpose}.npz"), y=y, **{f"x_{k}": v for k, v in ds.x.items()})
-        return ds
+        """Stage 3 (`prepare`): adopt what it read and decided."""
+        data = prepare(self.recipe, info, meta, stage, calib=self.calib, eval=self.eval, data=self.data,
+                       val=self.val, warn=self.warn, preset_hint=self.preset_hint)
+        _adopt(meta, data.metadata)
+        if data.task_reason is not None:
+            self.task_reason = data.task_reason
+        return data
 
     # -- 4. optimize (training-aware) ---------------------------------------------------------------------------
     def optimize(self, info: ModelInfo, meta: Metadata, data: Prepared, stage: Staging) -> ModelInfo:
@@ -1039,11 +1066,12 @@ class _Verifier:
         ranges = {k: QuantRange.of(dtype, q.scale, q.zero_point) for k, (dtype, q) in session.integer_sources().items()}
         input_ranges = {t.name: QuantRange.of(t.dtype, t.quantization.scale, t.quantization.zero_point)
                         for t in session.inputs if t.quantization is not None}
+        advice = next_steps(r, self.data.calibration_info, self.data.mixed_scale_inputs)
         parity, problems = compare(self.reference, got, exact=_modes.get(mode).exact, file=name,
                                    runtime=session.runtime, kernels=session.kernels, data=self.data.parity_data,
                                    note=session.note, atol=r.atol, rtol=r.rtol, class_outputs=self.meta.class_outputs,
                                    binary_outputs=self.meta.binary_outputs, ranges=ranges,
-                                   inputs=self.data.parity.x, input_ranges=input_ranges, advice=self.run.advice())
+                                   inputs=self.data.parity.x, input_ranges=input_ranges, advice=advice)
         delegation = session.delegation()
         file_warnings = list(event.get("warnings") or [])
         for p in problems:

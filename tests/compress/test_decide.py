@@ -127,3 +127,19 @@ def test_deciding_imports_no_tensorflow():
             "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+
+def test_the_next_steps_are_the_ones_not_taken_yet_at_most_three():
+    from edgekeras.compress.decide import next_steps
+    from edgekeras.compress.recipe import Techniques
+
+    plain = Recipe(modes=["float32", "int8"])
+    steps = next_steps(plain, {"source": "synthetic", "samples": 100, "synthetic": True}, [])
+    assert steps.startswith("Next: check on labelled data with --eval") and steps.count("; or ") == 2
+    assert "calibrate on real inputs" in steps and "--max-accuracy-drop 1" in steps
+    few = next_steps(Recipe(modes=["int8"], eval="given"), {"samples": 50, "synthetic": False}, ["features"])
+    assert few.startswith("Next: calibrate on more samples (it used 50; --calib-samples); or --float-io")
+    done = Recipe(modes=["float32", "int8", "int16x8"], eval="given", max_accuracy_drop=1.0,
+                  techniques=Techniques(qat=True))
+    assert next_steps(done, {"samples": 200, "synthetic": False}, []) == ""

@@ -235,3 +235,27 @@ def test_a_card_beside_the_model_that_describes_another_file_is_ignored(digits_m
     report = edgekeras.compress(tmp_path / "m.h5", [], output_dir=tmp_path / "o2")
     assert not any("describes another file" in w for w in report.warnings)
     assert ModelCard.read(tmp_path / "o2" / "m.float32.tflite.edgekeras.json").labels[3] == "new3"
+
+
+# The plan stage alone (no TensorFlow: the model file is only sniffed).
+def test_plan_names_every_output_checks_the_recipe_and_leaves_the_callers_recipe_alone(digits_model, tmp_path):
+    from dataclasses import replace
+
+    from edgekeras.compress.pipeline import plan
+    from edgekeras.compress.recipe import Recipe
+    from edgekeras.errors import BadInput, OutputError
+
+    mine = Recipe(modes=["int8"], onnx=True)
+    p = plan(mine, digits_model["model"], calib=digits_model["calib"], output_dir=tmp_path)
+    assert mine.modes == ["int8"] and mine.calib is None  # the plan holds a checked copy
+    assert p.recipe.modes == ["float32", "int8"] and p.recipe.calib.startswith(str(digits_model["calib"]))
+    assert sorted(p.names.values()) == ["digits.float32.tflite", "digits.int8.onnx", "digits.int8.tflite",
+                                        "digits.onnx"]
+    assert p.report_name == "digits.report.json" and p.info.format == "h5" and p.out_dir == tmp_path
+    assert len(p.paths) == 9  # four files, their cards, the report
+    (tmp_path / "digits.int8.onnx").write_bytes(b"mine")
+    with pytest.raises(OutputError, match="digits.int8.onnx"):
+        plan(mine, digits_model["model"], output_dir=tmp_path)
+    assert plan(replace(mine, force=True), digits_model["model"], output_dir=tmp_path).recipe.force
+    with pytest.raises(BadInput, match="model must be a path to a model file or folder"):
+        plan(mine, 42, output_dir=tmp_path)
