@@ -78,11 +78,29 @@ def test_an_exception_that_is_not_ours_is_an_internal_error_naming_its_class():
 def test_an_error_raised_in_the_runtime_harness_comes_back_with_its_class(tmp_path):
     # the real boundary: `python -m edgekeras.runtime bench --raw` in a child process, as bench's local and ssh
     # runners start it, on a file that does not exist
-    from edgekeras.runtime.measure import RESULT_MARKER
+    from edgekeras.runtime.protocol import raise_if_error, read_result
 
     done = subprocess.run([sys.executable, "-m", "edgekeras.runtime", "bench", str(tmp_path / "missing.tflite"),
                            "--raw"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
-    line = next(x for x in done.stdout.splitlines() if x.startswith(RESULT_MARKER))
-    again = EdgeKerasError.from_dict(json.loads(line[len(RESULT_MARKER):])["error"])
-    assert isinstance(again, BadInput) and "missing.tflite" in again.message
+    result, _ = read_result(done.stdout)
+    with pytest.raises(BadInput, match="missing.tflite"):
+        raise_if_error(result)
+
+
+def test_the_bench_line_protocol():
+    from edgekeras.runtime.protocol import (error_line, progress_line, raise_if_error, read_progress, read_result,
+                                            result_line, stage_line)
+
+    out = "noise\n" + stage_line("loading") + result_line({"a": 1}) + stage_line("timing") + result_line({"a": 2})
+    assert read_result(out) == ({"a": 2}, "timing")  # the last result and the last stage
+    assert read_result("crashed before anything\n") == (None, "start-up")
+    assert read_progress(progress_line(3, 7, "round 1/3 m.tflite: mean 0.5 ms").rstrip("\n")) == (
+        3, 7, "round 1/3 m.tflite: mean 0.5 ms")
+    assert read_progress("some other line") is None
+    with pytest.raises(ValueError):
+        result_line({"p50_ms": float("nan")})  # strict JSON: a NaN is a bug, not a number
+    err, _ = read_result(error_line(BadInput("no x", fix="save x")))
+    with pytest.raises(BadInput, match="no x"):
+        raise_if_error(err)
+    assert raise_if_error({"ok": True}) == {"ok": True}

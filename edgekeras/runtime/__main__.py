@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return _info()
     except EdgeKerasError as e:
         if raw:  # the host raises it again, with its class
-            from .measure import RESULT_MARKER
+            from .protocol import error_line
 
-            print(RESULT_MARKER + json.dumps({"error": e.to_dict()}), flush=True)
+            print(error_line(e), end="", flush=True)
         else:
             if settings.current().debug:
                 import traceback
@@ -191,11 +191,12 @@ def _inputs(source: str | None, session, card):
 # -- bench ----------------------------------------------------------------------------------------------------
 def _bench(args) -> int:
     from . import bench as b
+    from .protocol import progress_line, result_line
 
     progress = None
     if args.progress_lines:
         def progress(done, total, text):
-            print(f"EDGEKERAS-PROGRESS {done} {total} {text}", file=sys.stderr, flush=True)
+            print(progress_line(done, total, text), end="", file=sys.stderr, flush=True)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -210,9 +211,7 @@ def _bench(args) -> int:
                 raise BadInput(f"model file {f} did not arrive on this device")
         raw = b.run_local(args.files, threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
                           eval=args.eval, timeout=args.timeout, progress=progress)
-        from .measure import RESULT_MARKER
-
-        print(RESULT_MARKER + json.dumps(raw, allow_nan=False), flush=True)
+        print(result_line(raw), end="", flush=True)
         return 0
     report = b.bench(args.files, threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
                      eval=args.eval, timeout=args.timeout, max_accuracy_drop=args.max_accuracy_drop,

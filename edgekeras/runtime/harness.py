@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import settings
-from ..errors import EdgeKerasError, UnsupportedModel
+from ..errors import UnsupportedModel
+from . import protocol
 from .cpu import cpu_info
 from .session import default_threads
 
@@ -132,8 +133,6 @@ def _spawn(spec: dict, *, python: str, timeout: float, label: str) -> dict:
         UnsupportedModel: the child was killed by a signal (a runtime crash) or ran out of time.
         RuntimeError: the child failed without one of our errors: a bug, reported with its traceback.
     """
-    from .measure import RESULT_MARKER, STAGE_MARKER
-
     cmd = [python, "-m", "edgekeras.runtime", "_worker", json.dumps(spec)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_child_env(),
@@ -141,13 +140,7 @@ def _spawn(spec: dict, *, python: str, timeout: float, label: str) -> dict:
     except subprocess.TimeoutExpired:
         raise UnsupportedModel(f"{label} did not finish within {timeout:g} s (the process was stopped)",
                                fix="lower --runs or --rounds, or raise --timeout") from None
-    result = None
-    stage = "start-up"
-    for line in p.stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            result = json.loads(line[len(RESULT_MARKER):])
-        elif line.startswith(STAGE_MARKER):
-            stage = line[len(STAGE_MARKER):]
+    result, stage = protocol.read_result(p.stdout)
     if p.returncode < 0:
         try:
             sig = signal.Signals(-p.returncode).name
@@ -159,6 +152,4 @@ def _spawn(spec: dict, *, python: str, timeout: float, label: str) -> dict:
     if result is None:
         tail = "\n".join((p.stderr or "").strip().splitlines()[-15:])
         raise RuntimeError(f"the measuring process for {label} failed (exit {p.returncode}) during {stage}:\n{tail}")
-    if "error" in result:
-        raise EdgeKerasError.from_dict(result["error"])
-    return result
+    return protocol.raise_if_error(result)

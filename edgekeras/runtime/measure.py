@@ -33,8 +33,7 @@ from ..card import ModelCard, Quantization, TensorSpec
 from ..errors import BadInput, EdgeKerasError, UnsupportedModel, first_line
 from ..preprocess import quantize
 
-RESULT_MARKER = "EDGEKERAS-RESULT "
-STAGE_MARKER = "EDGEKERAS-STAGE "
+from .protocol import RESULT_MARKER, STAGE_MARKER, result_line, stage_line  # noqa: F401  (RESULT_MARKER: API)
 SEED = 0
 
 
@@ -56,7 +55,7 @@ def peak_rss_kb() -> int | None:
 
 def _stage(name: str) -> None:
     """Tell the parent where we are, so a crash (a signal, no Python error) can be placed."""
-    sys.stdout.write(f"{STAGE_MARKER}{name}\n")
+    sys.stdout.write(stage_line(name))
     sys.stdout.flush()
 
 
@@ -460,6 +459,6 @@ def worker_main(spec_json: str) -> int:
         code = 1
     else:
         code = 0
-    sys.stdout.write(RESULT_MARKER + json.dumps(result, allow_nan=False) + "\n")
+    sys.stdout.write(result_line(result))
     sys.stdout.flush()
     return code

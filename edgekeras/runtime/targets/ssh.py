@@ -29,10 +29,10 @@ from pathlib import Path
 
 from ...errors import BadInput, EdgeKerasError
 from .. import harness as _harness
+from ..protocol import read_progress, read_result
 from ..device import device_files
 from .base import Target
 
-PROGRESS_MARKER = "EDGEKERAS-PROGRESS "
 CONNECT_TIMEOUT = 10
 _OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=.+$")
 
@@ -280,9 +280,9 @@ class SshTarget(Target):
         def read_stderr():
             for raw_line in proc.stderr:
                 line = raw_line.decode("utf-8", "replace").rstrip("\n")
-                if line.startswith(PROGRESS_MARKER):
-                    done, total, text = line[len(PROGRESS_MARKER):].split(" ", 2)
-                    _harness.report_progress(progress, int(done), int(total), f"{self.host}: {text}")
+                step = read_progress(line)
+                if step is not None:
+                    _harness.report_progress(progress, step[0], step[1], f"{self.host}: {step[2]}")
                 else:
                     err.append(line)
 
@@ -313,12 +313,7 @@ class SshTarget(Target):
         stderr = "\n".join(err)
         if proc.returncode == 255:
             raise self._ssh_failure(stderr)
-        from ..measure import RESULT_MARKER
-
-        result = None
-        for line in stdout.splitlines():
-            if line.startswith(RESULT_MARKER):
-                result = json.loads(line[len(RESULT_MARKER):])
+        result, _ = read_result(stdout)
         if result is None:
             tail = "\n".join(stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"the harness on {self.host} ended (exit {proc.returncode}) without a result:\n{tail}")
