@@ -19,6 +19,7 @@ def run(script, *args, cwd):
     return p.stdout
 
 
+@pytest.mark.slow  # moved from the default run (issue 17's test pyramid): CI runs it with -m slow
 def test_linear_regression_example(tmp_path):
     out = run("linear_regression.py", cwd=tmp_path)
     for line in out.splitlines()[:2]:
@@ -37,6 +38,7 @@ def test_vgg19_transfer_example(tmp_path):
         p.name for p in folder.iterdir()}
 
 
+@pytest.mark.slow  # moved from the default run (issue 17's test pyramid): CI runs it with -m slow
 def test_keras3_textbook_example(tmp_path):
     out = run("keras3_linear_regression.py", "--out", str(tmp_path / "k3"), cwd=tmp_path)
     keras_pred = float(re.search(r"keras  : \[\[([\d.]+)\]\]", out).group(1))

@@ -396,6 +396,7 @@ def digits_cnn(digits):
             "f32_gz": gzipped(float_tflite(model)), "ptq_acc": litert_accuracy(ptq, x_test, y_test)}
 
 
+@pytest.mark.slow  # moved from the default run (issue 17's test pyramid): CI runs it with -m slow
 def test_prune_80_int8_is_8x_smaller_within_a_point(opt, keras, digits, digits_cnn, tmp_path_factory):
     """80% pruning needs more fine-tuning than the default 2 epochs at 1e-4 (measured: -1.3 points on average)."""
     x_train, y_train, x_test, y_test = digits
@@ -419,6 +420,7 @@ def test_prune_80_int8_is_8x_smaller_within_a_point(opt, keras, digits, digits_c
     assert weights_equal(loaded, result.model)
 
 
+@pytest.mark.slow  # moved from the default run (issue 17's test pyramid): CI runs it with -m slow
 def test_qat_int8_is_as_accurate_as_ptq(opt, digits, digits_cnn):
     x_train, y_train, x_test, y_test = digits
     result = opt.optimize(digits_cnn["model"], opt.Techniques(qat=True), x_train, y_train)
