@@ -114,7 +114,9 @@ def get(name: str) -> Mode:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise BadInput(f"unknown compression mode {name!r}; valid: {', '.join(_REGISTRY)}") from None
+        raise BadInput(f"unknown compression mode {name!r}; valid: {', '.join(_REGISTRY)}",
+                       fix="use one of those names (on the command line: "
+                           + ", ".join(m.flag for m in choosable()) + ")") from None
 
 
 def choosable() -> list[Mode]:

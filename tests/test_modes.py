@@ -113,6 +113,8 @@ def test_a_report_is_a_recipe(tmp_path):
     ('{"recipe": {"modes": ["int8"], "max_acuracy_drop": 1}}', "keys no recipe has: max_acuracy_drop"),
     ('{"recipe": {"techniques": {"prune": 0.5, "epochs": 3}}}', "recipe's techniques has keys no recipe has: epochs"),
     ('{"recipe": {"techniques": 5}}', "techniques must be a JSON object"),
+    ('{"recipe": {"modes": ["int9"]}}', r"unknown compression mode\(s\) \['int9'\]"),
+    ('{"recipe": {"techniques": {"prune": 1.5}}}', "prune must be a sparsity between 0 and 1"),
 ])
 def test_a_bad_recipe_file_says_what_is_wrong(tmp_path, content, message):
     path = tmp_path / "r.json"

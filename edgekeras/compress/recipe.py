@@ -173,7 +173,9 @@ def check_modes(modes) -> list[str]:
                        fix=f"e.g. modes='int8' or modes=['int8', 'float16']; valid: {', '.join(MODES)}") from None
     unknown = [m for m in modes if m not in MODES]
     if unknown:
-        raise BadInput(f"unknown compression mode(s) {unknown}; valid: {', '.join(MODES)}")
+        raise BadInput(f"unknown compression mode(s) {unknown}; valid: {', '.join(MODES)}",
+                       fix="use those names (on the command line: "
+                           + ", ".join(m.flag for m in _modes.choosable()) + ")")
     return [m for m in MODES if m in modes or m == _modes.BASELINE]
 
 
@@ -339,7 +341,11 @@ class Recipe:
             raise BadInput(f"{path} holds no recipe (no \"recipe\" object)",
                            fix="pass a file Recipe.save wrote, or a <model>.report.json of an earlier run")
         try:
-            return cls.from_dict(recipe)
+            loaded = cls.from_dict(recipe)
+            check_modes(loaded.modes)  # what can be checked without the data: the modes and the techniques' values
+            if loaded.techniques is not None:
+                loaded.techniques.check()
+            return loaded
         except BadInput as e:
             raise BadInput(f"{path}: {e.message}", fix=e.fix) from None
 
