@@ -25,6 +25,7 @@ import tempfile
 import threading
 
 from .. import _files, settings
+from ..errors import EdgeKerasError, error_to_dict
 from . import protocol
 
 _POLL = 0.2  # seconds between checks while waiting, so Ctrl-C is handled promptly
@@ -97,16 +98,19 @@ class _Child:
                 for line in events:
                     if line.strip():
                         try:
-                            self.events.put(json.loads(line))
+                            wire = json.loads(line)
                         except ValueError:
                             break  # a line cut short: the child died while writing it
+                        try:
+                            self.events.put(protocol.event_from_wire(wire))
+                        except EdgeKerasError as e:  # the worker is another version than this run: a bug
+                            self.events.put(protocol.Failed(command="?", error=error_to_dict(RuntimeError(e.message))))
         finally:
             code = self.proc.wait()
             if code != 0:
-                self.events.put({"event": "died", "returncode": code, "signal": _signal_name(code),
-                                 "log": self.log_tail()})
+                self.events.put(protocol.Died(returncode=code, signal=_signal_name(code), log=self.log_tail()))
             else:
-                self.events.put({"event": "closed"})
+                self.events.put(protocol.Closed())
 
     def usable(self) -> bool:
         """Still running, and started with the environment and working folder this process has now."""
@@ -193,13 +197,13 @@ class ChildWorker:
         except (BrokenPipeError, OSError):
             pass  # the child is gone; its "died" event says why
 
-    def next_event(self) -> dict:
+    def next_event(self) -> protocol.Event:
         while True:
             try:
                 event = self.child.events.get(timeout=_POLL)
             except queue.Empty:
                 continue
-            if event["event"] == "died":
+            if isinstance(event, protocol.Died):
                 self.crashed = True
             return event
 
@@ -252,7 +256,7 @@ class ThreadWorker:
     def send(self, cmd: protocol.Command) -> None:
         self._commands.put(cmd)  # the object itself: a Load's custom_objects may be a dict of classes
 
-    def next_event(self) -> dict:
+    def next_event(self) -> protocol.Event:
         while True:
             try:
                 return self._events.get(timeout=_POLL)

@@ -611,6 +611,7 @@ class _Run:
         self.report_name = ""
         self.worker = None
         self.doing = "starting"  # what the worker is doing, for the message if it dies
+        self._stash: list = []  # worker results that came before the one awaited (see _wait)
         self.model_info: ModelInfo | None = None
         self.source_card: ModelCard | None = None
         self.task_reason = ""
@@ -689,40 +690,37 @@ class _Run:
         source = source_from_object(self.model) if self.info is None else None
         return ThreadWorker(Worker(source))
 
-    def _wait(self, until: str) -> dict:
-        """Events until one named `until`; errors and crashes of the worker become our errors. A result that comes
+    def _wait(self, until: type):
+        """Events until one of type `until`; errors and crashes of the worker become our errors. A result that comes
         before the one awaited (the float32 file before the reference that runs beside it) is kept for later."""
-        stash = self.__dict__.setdefault("_stash", [])
-        for i, e in enumerate(stash):
-            if e["event"] == until:
-                return stash.pop(i)
+        for i, e in enumerate(self._stash):
+            if isinstance(e, until):
+                return self._stash.pop(i)
         while True:
             e = self.worker.next_event()
-            kind = e["event"]
-            if kind == until:
+            if isinstance(e, until):
                 return e
-            if kind in ("file", "reference", "model", "optimized"):
-                stash.append(e)
+            if isinstance(e, (protocol.FileMade, protocol.ReferenceDone, protocol.ModelLoaded, protocol.Optimized)):
+                self._stash.append(e)
                 continue
             self._handle_side_event(e)
 
-    def _handle_side_event(self, e: dict) -> None:
-        kind = e["event"]
-        if kind == "progress":
-            progress_log.info("%s %d/%d", e["task"], e["i"], e["n"], extra={"progress": (e["task"], e["i"], e["n"])})
-        elif kind == "log":
-            self.warn(e["message"])
-        elif kind == "error":
+    def _handle_side_event(self, e: protocol.Event) -> None:
+        if isinstance(e, protocol.Progress):
+            progress_log.info("%s %d/%d", e.task, e.i, e.n, extra={"progress": (e.task, e.i, e.n)})
+        elif isinstance(e, protocol.Log):
+            self.warn(e.message)
+        elif isinstance(e, protocol.Failed):
             raise _rebuild_error(e)
-        elif kind == "died":
+        elif isinstance(e, protocol.Died):
             raise self._crash(e)
-        elif kind == "closed":
+        elif isinstance(e, protocol.Closed):
             raise UnsupportedModel(f"the conversion process ended while {self.doing}, before it answered",
                                    fix="rerun with --debug to see TensorFlow's log")
 
-    def _crash(self, e: dict) -> UnsupportedModel:
+    def _crash(self, e: protocol.Died) -> UnsupportedModel:
         doing = self.doing
-        log_text = e.get("log") or ""
+        log_text = e.log or ""
         kept = None
         if not settings.current().debug:  # with --debug the log went to the terminal, above this error
             try:
@@ -732,7 +730,7 @@ class _Run:
                 shutil.copyfile(self.worker.log_path, name)  # kept for the user
                 kept = Path(name)
                 with open(kept, "a", encoding="utf-8") as f:  # never an empty log: what ended, and how
-                    f.write(f"\n-- edgekeras: the conversion process ended ({e.get('signal') or e.get('returncode')})"
+                    f.write(f"\n-- edgekeras: the conversion process ended ({e.signal or e.returncode})"
                             f" while {doing} --\n")
             except OSError:
                 kept = None
@@ -741,7 +739,7 @@ class _Run:
         converting = doing.startswith("converting")  # one conversion alone (not beside the reference)
         if where is None and rolled and converting:
             where = f"recurrent layer {', '.join(rolled)} (not unrolled: the usual cause of this crash)"
-        how = e.get("signal") or f"exit status {e.get('returncode')}"
+        how = e.signal or f"exit status {e.returncode}"
         return UnsupportedModel(
             f"TensorFlow crashed ({how}) while {doing}{f', near {where}' if where else ''}; the run stopped and "
             "nothing was written",
@@ -760,8 +758,8 @@ class _Run:
             cmd = protocol.Load(model=str(self.info.path), trust_model=self.recipe.trust_model,
                                 custom_objects=str(objects) if isinstance(objects, (str, Path)) else objects)
         self.worker.send(cmd)
-        event = self._wait("model")
-        self.model_info = ModelInfo.from_event(event)
+        event = self._wait(protocol.ModelLoaded)
+        self.model_info = ModelInfo.from_event(event.model)
         return self.model_info
 
     def resolve(self, info: ModelInfo) -> Metadata:
@@ -806,7 +804,7 @@ class _Run:
             np.savez(stage.scratch("eval.npz"), **data.evaluation.x)
             self.worker.send(protocol.Reference(data=str(stage.scratch("eval.npz")),
                                                 out=str(stage.scratch("original.npz"))))
-            self._wait("reference")
+            self._wait(protocol.ReferenceDone)
             with np.load(stage.scratch("original.npz")) as z:
                 kinds = {o.name: o.kind for o in meta.outputs}
                 before = [Accuracy(metric=m, value=score(m, z[n], data.labels_by_output[n], kinds.get(n)), keras=None,
@@ -821,17 +819,16 @@ class _Run:
             val=str(stage.scratch("validation.npz")) if data.val is not None else None, techniques=asdict(t),
             seed=r.seed, allow_float_fallback=r.allow_float_fallback, out=str(stage.path(h5)),
             epochs_total=len(t.stages) * t.finetune_epochs))
-        e = self._wait("optimized")
-        for layer, technique, reason in e["skipped"]:
+        e = self._wait(protocol.Optimized)
+        for layer, technique, reason in e.skipped:
             self.warn(f"{technique} left layer {layer!r} as it was: {reason}")
         self.optimization = {
             "techniques": t.combination(), "settings": asdict(t), "learning_rate": t.lr, "model": h5,
             "train": data.train.source, "val": data.val.source if data.val is not None else None,
-            "samples": len(data.train), "seconds": e["seconds"], "history": e["history"], "stages": e["stages"],
-            "strip_diff": e["strip_diff"], "skipped": [{"layer": a, "technique": b, "reason": c}
-                                                       for a, b, c in e["skipped"]],
-            "layers": e["layers"], "before": [_encode_accuracy(b) for b in before]}
-        return replace(info, params=e["params"], sha256=e["sha256"])
+            "samples": len(data.train), "seconds": e.seconds, "history": e.history, "stages": e.stages,
+            "strip_diff": e.strip_diff, "skipped": [{"layer": a, "technique": b, "reason": c} for a, b, c in e.skipped],
+            "layers": e.layers, "before": [_encode_accuracy(b) for b in before]}
+        return replace(info, params=e.params, sha256=e.sha256)
 
     def _optimized_card(self, info: ModelInfo, meta: Metadata, keras_scores: list[Accuracy], stage: Staging) -> None:
         """The card of the fine-tuned `.h5` (a plain tf_keras file: compress reads it without custom objects)."""
@@ -897,7 +894,7 @@ class _Run:
         log.info("computing Keras reference outputs on %d samples", len(data.parity))
         self.doing = f"{commands[0][1]} and {commands[1][1]}"  # they run side by side
         with self.timed("keras reference"):
-            self._wait("reference")
+            self._wait(protocol.ReferenceDone)
         with np.load(stage.scratch("reference.npz")) as z:
             reference = {k: z[k] for k in z.files}
         verifier = _Verifier(run=self, info=info, meta=meta, data=data, reference=reference, stage=stage)
@@ -906,8 +903,8 @@ class _Run:
             self.doing = doing
             log.info("%s", doing)
             with self.timed(f"waiting for {doing}"):
-                event = self._wait("file")
-            with self.timed(f"verifying {event['name']}"):
+                event = self._wait(protocol.FileMade)
+            with self.timed(f"verifying {event.file}"):
                 results.append(verifier.verify(event))
         self.worker.send(protocol.Exit())
         base = {f.format: f.bytes for f in results if f.mode == "float32"}
@@ -1001,18 +998,18 @@ def _append_card_warning(path: Path, message: str) -> None:
     card.write(path)
 
 
-def _rebuild_error(e: dict) -> Exception:
+def _rebuild_error(e: protocol.Failed) -> Exception:
     """An error event from the worker -> the same edgekeras error here (or an internal error, with its traceback).
 
     From a worker on a thread, the exception itself (its cause chain intact)."""
-    if isinstance(e.get("exception"), BaseException):
-        return e["exception"]
-    if e.get("type") != "InternalError":
-        err = errors.EdgeKerasError.from_dict(e)
-        err.worker_traceback = e.get("traceback")
+    if isinstance(e.exception, BaseException):
+        return e.exception
+    if e.error.get("type") != "InternalError":
+        err = errors.EdgeKerasError.from_dict(e.error)
+        err.worker_traceback = e.traceback
         return err
-    return RuntimeError(f"{e['message']} (in the conversion process, while handling {e.get('command')!r})\n"
-                        f"{e.get('traceback', '')}")
+    return RuntimeError(f"{e.error.get('message')} (in the conversion process, while handling {e.command!r})\n"
+                        f"{e.traceback}")
 
 
 def _last_location(log_text: str) -> str | None:
@@ -1035,17 +1032,17 @@ class _Verifier:
     stage: Staging
     _keras: list[Accuracy] | None = field(default=None, init=False, repr=False)  # the Keras scores, once
 
-    def verify(self, event: dict) -> FileResult:
+    def verify(self, event: protocol.FileMade) -> FileResult:
         """Run the file on every parity and calibration sample, compare, score, and write its card. A file that
         fails to run on any of them is a parity failure naming the op and the sample, and is not committed."""
-        name, fmt, mode = event["name"], event["format"], event["mode"]
+        name, fmt, mode = event.file, event.format, event.mode
         path = self.stage.path(name)
         r = self.run.recipe
         data = path.read_bytes()
         size = {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6, mtime=0))}
         digest = hashlib.sha256(data).hexdigest()
         del data
-        float_ops = list(event.get("float_ops") or [])
+        float_ops = list(event.float_ops)
         try:
             session = open_session(path)
         except errors.UnsupportedModel as e:  # the runtime cannot even open it
@@ -1073,31 +1070,31 @@ class _Verifier:
                                    binary_outputs=self.meta.binary_outputs, ranges=ranges,
                                    inputs=self.data.parity.x, input_ranges=input_ranges, advice=advice)
         delegation = session.delegation()
-        file_warnings = list(event.get("warnings") or [])
+        file_warnings = list(event.warnings)
         for p in problems:
             self.run.warn("PARITY FAILED: " + p)
         if session.note:
             file_warnings.append(f"{name}: {session.note}")
         if _modes.get(mode).calibrated and self.data.calibration_info and self.data.calibration_info["synthetic"]:
             file_warnings.append("calibrated on synthetic data: accuracy may suffer")
-        gate = event["settings"].get("accuracy_gate")
+        gate = event.settings.get("accuracy_gate")
         if gate is not None:
-            layers = event["settings"].get("float_layers") or []
+            layers = event.settings.get("float_layers") or []
             line = (f"{name}: the accuracy gate kept {len(layers)} layer(s) in float ({', '.join(layers) or 'none'})"
                     f" to hold --max-accuracy-drop {self.run.recipe.max_accuracy_drop:g}")
             log.info("%s", line)
             file_warnings.append(line)
-            if not event.get("gate_met", True):
+            if event.gate_met is False:
                 self.run.warn(f"{name}: the accuracy gate could NOT hold --max-accuracy-drop "
                               f"{self.run.recipe.max_accuracy_drop:g}; kept the best candidate it found (see its card)")
-            for note in event.get("warnings") or []:
+            for note in event.warnings:
                 self.run.warn(f"{name}: {note}")
         elif float_ops:
             self.run.warn(f"{name} keeps {len(float_ops)} op(s) in float: {_listed(float_ops)}")
             file_warnings.append(f"ops kept in float: {', '.join(float_ops)}")
         scores = self._scores(got)
         primary = next((s for s in scores if s.output == self.meta.primary), scores[0] if scores else None)
-        settings = dict(event["settings"])
+        settings = dict(event.settings)
         if _modes.get(mode).calibrated:
             settings["calibration"] = self.data.calibration_info
         quantized = any(t.quantization for t in session.inputs + session.outputs)
@@ -1115,26 +1112,26 @@ class _Verifier:
         out = self.run.out_dir
         return FileResult(path=str(out / name), card=str(card_path(out / name)), format=fmt, mode=mode,
                           bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0, parity=parity,
-                          accuracy=primary, seconds=float(event["seconds"]), float_ops=float_ops, sha256=digest,
+                          accuracy=primary, seconds=float(event.seconds), float_ops=float_ops, sha256=digest,
                           metrics=scores, warnings=file_warnings + problems, delegation=delegation)
 
-    def _not_written(self, event: dict, size: dict, digest: str, float_ops: list[str], what: str,
+    def _not_written(self, event: protocol.FileMade, size: dict, digest: str, float_ops: list[str], what: str,
                      fix: str | None) -> FileResult:
         """A file that cannot run on its own data: a parity failure, reported, and left out of the commit."""
-        name, r = event["name"], self.run.recipe
+        name, r = event.file, self.run.recipe
         self.stage.drop(name)
         self.stage.drop(card_path(name).name)
         message = f"{what}; the file was NOT written" + (f". Fix: {fix}" if fix else "")
         self.run.warn("PARITY FAILED: " + message)
-        parity = Parity(reference="keras", runtime="litert" if event["format"] == "tflite" else "onnxruntime",
-                        kernels="cpu" if event["format"] == "onnx" else "xnnpack", samples=len(self.data.parity),
-                        data=self.data.parity_data, criterion=criterion(event["mode"] == "float32", r.atol, r.rtol),
+        parity = Parity(reference="keras", runtime="litert" if event.format == "tflite" else "onnxruntime",
+                        kernels="cpu" if event.format == "onnx" else "xnnpack", samples=len(self.data.parity),
+                        data=self.data.parity_data, criterion=criterion(event.mode == "float32", r.atol, r.rtol),
                         passed=False,
                         outputs={}, atol=r.atol, rtol=r.rtol, problems=[message])
         out = self.run.out_dir
-        return FileResult(path=str(out / name), card=str(card_path(out / name)), format=event["format"],
-                          mode=event["mode"], bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0,
-                          parity=parity, accuracy=None, seconds=float(event["seconds"]), float_ops=float_ops,
+        return FileResult(path=str(out / name), card=str(card_path(out / name)), format=event.format,
+                          mode=event.mode, bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], ratio=1.0,
+                          parity=parity, accuracy=None, seconds=float(event.seconds), float_ops=float_ops,
                           sha256=digest, warnings=[message], written=False)
 
     def _steps(self, fmt: str, settings: dict) -> list[Step]:

@@ -2,9 +2,9 @@
 
 The run (`pipeline.py`) sends commands; the worker (`worker.py`, in a child process for model files, on a thread
 for models in memory) answers each with events. A command is a frozen dataclass; over a pipe it travels as
-`to_wire(command)` (a JSON object with its `cmd` name) and comes back with `from_wire`. Events are JSON objects
-named by "event" (`EVENTS`); errors among them carry `errors.error_to_dict` and are raised again in the run with
-`EdgeKerasError.from_dict`. Standard library only.
+`to_wire(command)` (a JSON object with its `cmd` name) and comes back with `from_wire`. Events are frozen
+dataclasses too (`event_to_wire`/`event_from_wire`, named by "event"); a `Failed` event carries
+`errors.error_to_dict`, raised again in the run with `EdgeKerasError.from_dict`. Standard library only.
 
 Example:
     >>> cmd = Convert(mode="int8", out="/tmp/s/m.int8.tflite", calib="/tmp/s/calib.npz")
@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import json  # noqa: F401  (the docstring's example)
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import EdgeKerasError
 
@@ -111,19 +111,132 @@ class Exit:
 Command = Load | Reference | Optimize | Convert | Onnx | OnnxInt8 | Exit
 COMMANDS: dict[str, type] = {c.name: c for c in (Load, Reference, Optimize, Convert, Onnx, OnnxInt8, Exit)}
 
-#: Event names and what each carries (besides "event"):
-EVENTS = {
-    "model": "what the loaded model takes and gives (worker.describe)",
-    "reference": "the reference outputs are saved",
-    "optimized": "the fine-tuned model is saved: layers, skipped layers, history, stages, params, sha256",
-    "file": "a file is written: name, format, mode, settings, seconds, float_ops, warnings (gate_met)",
-    "progress": "task, i, n",
-    "log": "a warning of the worker's: level, message",
-    "error": "errors.error_to_dict, the command it stopped, the traceback",
-    "exit": "the worker is done",
-    "died": "(made by the parent) the worker process ended: returncode, signal, the log's tail",
-    "closed": "(made by the parent) the event pipe closed after a clean exit",
-}
+# -- events: the worker's answers (the last two are made by the parent) ---------------------------------------
+@dataclass(frozen=True)
+class ModelLoaded:
+    """What the loaded model takes and gives (`worker.describe`; `decide.ModelInfo.from_event` reads it)."""
+
+    name = "model"
+    model: dict
+
+
+@dataclass(frozen=True)
+class ReferenceDone:
+    """The reference outputs are saved where the `Reference` command said."""
+
+    name = "reference"
+
+
+@dataclass(frozen=True)
+class Optimized:
+    """The fine-tuned model is saved: per-layer results, the layers left as they were, the training history."""
+
+    name = "optimized"
+    layers: list
+    skipped: list
+    history: dict
+    stages: list
+    seconds: float
+    strip_diff: dict
+    params: int | None
+    sha256: str
+    inputs: list
+    outputs: list
+
+
+@dataclass(frozen=True)
+class FileMade:
+    """A file is written: its name, format and mode, the converter's settings, float ops left, warnings; with the
+    accuracy gate, whether it held its bound."""
+
+    name = "file"
+    file: str
+    format: str
+    mode: str
+    settings: dict
+    seconds: float
+    float_ops: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    gate_met: bool | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    name = "progress"
+    task: str
+    i: int
+    n: int
+
+
+@dataclass(frozen=True)
+class Log:
+    """A warning the worker's code logged (the run repeats it as its own)."""
+
+    name = "log"
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A command ended with an exception: `error` is `errors.error_to_dict`; a worker on a thread also passes the
+    exception itself (its cause chain intact), which never crosses a pipe."""
+
+    name = "error"
+    command: str
+    error: dict
+    traceback: str = ""
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Exited:
+    name = "exit"
+
+
+@dataclass(frozen=True)
+class Died:
+    """(The parent's) the worker process ended without exiting: its status, the signal's name, its log's tail."""
+
+    name = "died"
+    returncode: int
+    signal: str | None
+    log: str
+
+
+@dataclass(frozen=True)
+class Closed:
+    """(The parent's) the event pipe closed after the worker exited cleanly."""
+
+    name = "closed"
+
+
+Event = ModelLoaded | ReferenceDone | Optimized | FileMade | Progress | Log | Failed | Exited | Died | Closed
+EVENTS: dict[str, type] = {c.name: c for c in (ModelLoaded, ReferenceDone, Optimized, FileMade, Progress, Log,
+                                               Failed, Exited, Died, Closed)}
+
+
+def event_to_wire(event: Event) -> dict:
+    """The event as a JSON object (a `Failed` event's exception stays behind)."""
+    if isinstance(event, Failed):
+        return {"event": event.name, "command": event.command, "error": event.error, "traceback": event.traceback}
+    return {"event": event.name, **asdict(event)}
+
+
+def event_from_wire(d: dict) -> Event:
+    """The event `event_to_wire` made.
+
+    Raises:
+        EdgeKerasError: an unknown event or field (a mismatch between the run and its worker: a bug).
+    """
+    cls = EVENTS.get(d.get("event"))
+    if cls is None:
+        raise EdgeKerasError(f"unknown worker event {d.get('event')!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known - {"event"})
+    if unknown:
+        raise EdgeKerasError(f"worker event {d.get('event')!r} has unknown fields {unknown}")
+    return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def to_wire(cmd: Command) -> dict:

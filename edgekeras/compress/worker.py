@@ -5,19 +5,13 @@ converter (a segfault) ends the child, not the run: the parent reports it, names
 nothing behind. A model object given to the Python API is converted in the caller's process instead (it
 cannot cross a process boundary faithfully), by the same `Worker` on a thread.
 
-Protocol: the parent writes one JSON command per line to the child's stdin; the child answers with JSON
-events, one per line, on the file descriptor named on its command line (TensorFlow's own output goes to
-the child's stdout/stderr, which the parent keeps in a log file). On a thread, error events also carry the
-exception itself, so its cause is kept. Arrays travel as .npz files in the
-run's staging folder. Commands are handled in order; each ends with one event of its own name, or an
-"error" event (then the child keeps going, and the parent decides). Events:
-
-    {"event": "model", ...}                          after "load": inputs, outputs, task hints, preprocessing hints
-    {"event": "reference"}                           after "reference": outputs written to the given .npz
-    {"event": "file", "name", "format", "mode", "settings", "seconds", "float_ops", "warnings"}
-    {"event": "progress", "task", "i", "n"}          calibration and export progress
-    {"event": "log", "level", "message"}             a warning to relay
-    {"event": "error", "command", "type", "message", "fix", "traceback"}
+Protocol (`protocol.py`): the parent writes one command per line to the child's stdin (`to_wire`); the child
+answers with events, one JSON line each (`event_to_wire`), on the file descriptor named on its command line
+(TensorFlow's own output goes to the child's stdout/stderr, which the parent keeps in a log file). On a thread,
+commands and events are the dataclasses themselves, and a `Failed` event also carries the exception, so its cause
+is kept. Arrays travel as .npz files in the run's staging folder. Commands are handled in order; each ends with
+one event of its own (`ModelLoaded`, `ReferenceDone`, `Optimized`, `FileMade`, `Exited`) or a `Failed` event (then
+the worker keeps going, and the parent decides); `Progress` and `Log` events come in between.
 """
 
 from __future__ import annotations
@@ -39,7 +33,7 @@ from .. import errors
 from .._native import quiet_native
 from . import protocol
 
-Emit = Callable[[dict], None]
+Emit = Callable[["protocol.Event"], None]
 log = logging.getLogger("edgekeras.compress")
 
 
@@ -87,7 +81,7 @@ class Worker:
         if self.source is None:
             info = inspect_model(cmd.model)
             self.source = load_source(info, custom_objects=cmd.custom_objects, trust_model=cmd.trust_model)
-        emit({"event": "model", **describe(self.source)})
+        emit(protocol.ModelLoaded(describe(self.source)))
 
     def _cmd_reference(self, cmd: protocol.Reference, emit: Emit) -> None:
         """The Keras outputs on the parity data. With "background", on a thread, beside the next command (the
@@ -116,7 +110,7 @@ class Worker:
         out = self.source.predict(feeds)
         np.savez(out_path, **out)
         self.reference = out  # the accuracy gate scores the Keras model on the same data
-        emit({"event": "reference"})
+        emit(protocol.ReferenceDone())
 
     def _join_reference(self) -> None:
         thread = self._reference_thread
@@ -156,8 +150,7 @@ class Worker:
 
         def on_epoch(epoch, logs):
             total["n"] = epoch
-            emit({"event": "progress", "task": f"fine-tuning ({logs.get('stage', '')})", "i": epoch,
-                  "n": cmd.epochs_total})
+            emit(protocol.Progress(f"fine-tuning ({logs.get('stage', '')})", epoch, cmd.epochs_total))
 
         opt = optimize(model, Techniques(**cmd.techniques), x, y, x_val=xv, y_val=yv, seed=cmd.seed,
                        on_epoch=on_epoch, allow_float_fallback=cmd.allow_float_fallback)
@@ -173,11 +166,11 @@ class Worker:
             self.qat_source = source_from_object(opt.qat_model)
             # tfmot renames layers ("quant_probs"): the int8 file keeps the model's own input and output names
             self.qat_source.inputs, self.qat_source.outputs = self.source.inputs, self.source.outputs
-        emit({"event": "optimized", "layers": [asdict(layer) for layer in opt.layers],
-              "skipped": [list(s) for s in opt.skipped], "history": opt.history, "stages": opt.stages,
-              "seconds": opt.seconds, "strip_diff": opt.strip_diff, "params": self.source.params,
-              "sha256": self.source.sha256, "inputs": [t.name for t in self.source.inputs],
-              "outputs": [t.name for t in self.source.outputs]})
+        emit(protocol.Optimized(
+            layers=[asdict(layer) for layer in opt.layers], skipped=[list(s) for s in opt.skipped],
+            history=opt.history, stages=opt.stages, seconds=opt.seconds, strip_diff=opt.strip_diff,
+            params=self.source.params, sha256=self.source.sha256, inputs=[t.name for t in self.source.inputs],
+            outputs=[t.name for t in self.source.outputs]))
 
     def _cmd_convert(self, cmd: protocol.Convert, emit: Emit) -> None:
         from . import ptq
@@ -187,14 +180,13 @@ class Worker:
         qat = mode == "int8" and self.qat_source is not None
         conv = ptq.convert(self.qat_source if qat else self.source, mode, calibration=calib, qat=qat,
                            float_io=cmd.float_io, allow_float_fallback=cmd.allow_float_fallback,
-                           progress=lambda i, n: emit({"event": "progress", "task": f"calibrating {mode}",
-                                                       "i": i, "n": n}))
+                           progress=lambda i, n: emit(protocol.Progress(f"calibrating {mode}", i, n)))
         if mode == "int8" and cmd.gate is not None:
             self._gate_tflite(cmd, conv, calib, emit)
             return
         Path(cmd.out).write_bytes(conv.data)
-        emit({"event": "file", "name": Path(cmd.out).name, "format": "tflite", "mode": mode,
-              "settings": conv.settings, "seconds": conv.seconds, "float_ops": conv.float_ops, "warnings": []})
+        emit(protocol.FileMade(file=Path(cmd.out).name, format="tflite", mode=mode, settings=conv.settings,
+                               seconds=conv.seconds, float_ops=list(conv.float_ops)))
 
     def _gate_data(self, g: protocol.Gate):
         ev = _load_npz(g.eval)
@@ -217,11 +209,12 @@ class Worker:
         self.gate = gate.search_tflite(
             self.source, conv.settings, calib, x, y, metric=g.metric, kind=g.kind, output=g.output,
             keras_value=keras_value, max_drop=float(g.max_drop), float_io=cmd.float_io,
-            progress=lambda i, n: emit({"event": "progress", "task": "accuracy gate (int8 .tflite)", "i": i, "n": n}))
+            progress=lambda i, n: emit(protocol.Progress("accuracy gate (int8 .tflite)", i, n)))
         Path(cmd.out).write_bytes(self.gate.data)
-        emit({"event": "file", "name": Path(cmd.out).name, "format": "tflite", "mode": "int8",
-              "settings": self.gate.settings(), "seconds": conv.seconds + time.perf_counter() - t0,
-              "float_ops": self.gate.chosen.float_ops, "warnings": list(self.gate.notes), "gate_met": self.gate.met})
+        emit(protocol.FileMade(file=Path(cmd.out).name, format="tflite", mode="int8", settings=self.gate.settings(),
+                               seconds=conv.seconds + time.perf_counter() - t0,
+                               float_ops=list(self.gate.chosen.float_ops), warnings=list(self.gate.notes),
+                               gate_met=self.gate.met))
 
     def _cmd_onnx(self, cmd: protocol.Onnx, emit: Emit) -> None:
         from ..export import onnx as onnx_export
@@ -229,8 +222,8 @@ class Worker:
         t0 = time.perf_counter()
         data, settings = onnx_export.to_onnx(self.source, opset=int(cmd.opset))
         Path(cmd.out).write_bytes(data)
-        emit({"event": "file", "name": Path(cmd.out).name, "format": "onnx", "mode": "float32",
-              "settings": settings, "seconds": time.perf_counter() - t0, "float_ops": [], "warnings": []})
+        emit(protocol.FileMade(file=Path(cmd.out).name, format="onnx", mode="float32", settings=settings,
+                               seconds=time.perf_counter() - t0))
 
     def _cmd_onnx_int8(self, cmd: protocol.OnnxInt8, emit: Emit) -> None:
         from ..export import onnx as onnx_export
@@ -246,29 +239,28 @@ class Worker:
                 Path(cmd.float_path), Path(cmd.out), calib, x, y, metric=g.metric, kind=g.kind,
                 output=g.output, keras_value=self.gate.keras_value, max_drop=float(g.max_drop),
                 inputs=self.source.inputs, ranking=self.gate.ranking, reasons=self.gate.reasons,
-                progress=lambda i, n: emit({"event": "progress", "task": "accuracy gate (int8 .onnx)", "i": i,
-                                            "n": n}))
+                progress=lambda i, n: emit(protocol.Progress("accuracy gate (int8 .onnx)", i, n)))
             Path(cmd.out).write_bytes(result.data)
-            emit({"event": "file", "name": Path(cmd.out).name, "format": "onnx", "mode": "int8",
-                  "settings": result.settings(), "seconds": time.perf_counter() - t0,
-                  "float_ops": onnx_export.float_nodes(Path(cmd.out)), "warnings": list(result.notes),
-                  "gate_met": result.met})
+            emit(protocol.FileMade(file=Path(cmd.out).name, format="onnx", mode="int8", settings=result.settings(),
+                                   seconds=time.perf_counter() - t0,
+                                   float_ops=list(onnx_export.float_nodes(Path(cmd.out))),
+                                   warnings=list(result.notes), gate_met=result.met))
             return
         settings, float_nodes = onnx_export.quantize_int8(
             Path(cmd.float_path), Path(cmd.out), calib, self.source.inputs,
-            progress=lambda i, n: emit({"event": "progress", "task": "calibrating int8 ONNX", "i": i, "n": n}))
-        emit({"event": "file", "name": Path(cmd.out).name, "format": "onnx", "mode": "int8", "settings": settings,
-              "seconds": time.perf_counter() - t0, "float_ops": float_nodes, "warnings": []})
+            progress=lambda i, n: emit(protocol.Progress("calibrating int8 ONNX", i, n)))
+        emit(protocol.FileMade(file=Path(cmd.out).name, format="onnx", mode="int8", settings=settings,
+                               seconds=time.perf_counter() - t0, float_ops=list(float_nodes)))
 
     def _cmd_exit(self, cmd: protocol.Exit, emit: Emit) -> None:
-        emit({"event": "exit"})
+        emit(protocol.Exited())
 
 
-def _error_event(command: str, e: Exception) -> dict:
-    """An exception as an "error" event: `errors.error_to_dict` (ours with their class, anything else as an
+def _error_event(command: str, e: Exception) -> protocol.Failed:
+    """An exception as a `Failed` event: `errors.error_to_dict` (ours with their class, anything else as an
     internal error), the command it stopped and the traceback; the exception object for a worker on a thread."""
-    return {"event": "error", "command": command, **errors.error_to_dict(e), "traceback": traceback.format_exc(),
-            "exception": e}
+    return protocol.Failed(command=command, error=errors.error_to_dict(e), traceback=traceback.format_exc(),
+                           exception=e)
 
 
 def describe(source) -> dict:
@@ -369,9 +361,8 @@ def main(argv: list[str]) -> int:
 
     lock = threading.Lock()  # the reference thread emits too
 
-    def emit(event: dict) -> None:
-        event.pop("exception", None)  # the object stays here; its text travels as "traceback"
-        line = json.dumps(event, default=_json_default) + "\n"
+    def emit(event: protocol.Event) -> None:
+        line = json.dumps(protocol.event_to_wire(event), default=_json_default) + "\n"  # a Failed's exception stays
         with lock:
             events.write(line)
             events.flush()
@@ -379,7 +370,7 @@ def main(argv: list[str]) -> int:
     class Relay(logging.Handler):
         def emit(self, record):
             if record.levelno >= logging.WARNING:
-                emit({"event": "log", "level": record.levelname, "message": record.getMessage()})
+                emit(protocol.Log(record.levelname, record.getMessage()))
 
     logging.getLogger("edgekeras").addHandler(Relay())
     from .. import _keras  # noqa: F401  (TensorFlow, imported while this process waits for its first command)

@@ -47,5 +47,35 @@ def test_a_command_this_version_does_not_know_is_refused(wire, message):
 def test_the_worker_answers_a_bad_command_with_an_error_event_not_a_crash():
     events = []
     Worker().handle({"cmd": "convert", "mode": "int8"}, events.append)  # no "out"
-    assert [e["event"] for e in events] == ["error"] and events[0]["command"] == "convert"
-    assert events[0]["type"] == "InternalError" and "out" in events[0]["message"]
+    assert len(events) == 1 and isinstance(events[0], protocol.Failed) and events[0].command == "convert"
+    assert events[0].error["type"] == "InternalError" and "out" in events[0].error["message"]
+    assert isinstance(events[0].exception, TypeError)  # kept for a worker on a thread, never sent over a pipe
+    assert "exception" not in json.dumps(protocol.event_to_wire(events[0]))
+
+
+EVENTS = [
+    protocol.ModelLoaded({"name": "digits", "inputs": [], "outputs": []}), protocol.ReferenceDone(),
+    protocol.Optimized(layers=[{"name": "conv"}], skipped=[["d", "prune", "too small"]], history={"loss": [1.0]},
+                       stages=["prune"], seconds=1.5, strip_diff={"prune": 0.0}, params=10, sha256="ab",
+                       inputs=["image"], outputs=["probs"]),
+    protocol.FileMade(file="digits.int8.tflite", format="tflite", mode="int8", settings={"mode": "int8"},
+                      seconds=0.5, float_ops=["DIV"], warnings=["w"], gate_met=True),
+    protocol.Progress("calibrating int8", 3, 200), protocol.Log("WARNING", "careful"),
+    protocol.Failed(command="convert", error={"type": "BadInput", "message": "m", "fix": None, "cli_fix": None},
+                    traceback="tb"),
+    protocol.Exited(), protocol.Died(returncode=-11, signal="SIGSEGV", log="tail"), protocol.Closed(),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
+def test_every_event_comes_back_from_its_json_form(event):
+    wire = json.loads(json.dumps(protocol.event_to_wire(event)))
+    assert wire["event"] == event.name and protocol.event_from_wire(wire) == event
+
+
+def test_every_event_is_known_by_its_name_and_an_unknown_one_is_refused():
+    assert set(protocol.EVENTS) == {e.name for e in EVENTS}
+    with pytest.raises(EdgeKerasError, match="unknown worker event 'boom'"):
+        protocol.event_from_wire({"event": "boom"})
+    with pytest.raises(EdgeKerasError, match=r"unknown fields \['extra'\]"):
+        protocol.event_from_wire({"event": "progress", "task": "t", "i": 1, "n": 2, "extra": 0})
