@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from edgekeras import modes
@@ -130,3 +131,54 @@ def test_a_recipe_and_the_same_setting_as_an_argument_is_refused_before_any_work
     with pytest.raises(BadInput, match="both by a recipe and as arguments: max_accuracy_drop, onnx") as e:
         compress(tmp_path / "missing.h5", Recipe(modes=["int8"]), onnx=True, max_accuracy_drop=2.0)
     assert "dataclasses.replace(recipe, max_accuracy_drop=2.0, onnx=True)" in e.value.fix
+
+
+def test_opt_ins_never_come_from_a_recipe_file(tmp_path):
+    r = Recipe(modes=["int8"], trust_model=True, accept_parity_failures=True)
+    loaded = Recipe.load(r.save(tmp_path / "r.json"))
+    assert (loaded.trust_model, loaded.accept_parity_failures) == (False, False)
+
+
+def test_a_recipe_object_runs_as_written(monkeypatch, tmp_path):
+    import edgekeras.compress.pipeline as pipeline
+
+    seen = []
+
+    class FakeRun:
+        def __init__(self, recipe, model, **kwargs):
+            seen.append(recipe)
+
+        def execute(self):
+            return "report"
+
+    monkeypatch.setattr(pipeline, "_Run", FakeRun)
+    mine = Recipe(modes=["int8"], techniques=Techniques(prune=0.8))  # no learning rate, 2 epochs: as written
+    assert compress(tmp_path / "m.h5", mine, data=(np.zeros((1, 2)), np.zeros(1)), force=True) == "report"
+    run = seen[0]
+    assert run is not mine and run.techniques is not mine.techniques
+    assert (run.techniques.finetune_epochs, run.techniques.learning_rate) == (2, None)
+    assert (run.force, run.data, mine.force, mine.data) == (True, "given", False, None)
+
+
+def test_the_cli_reads_a_recipe_and_the_options_written_beside_it(monkeypatch, tmp_path):
+    import sys
+
+    from click.testing import CliRunner
+
+    from edgekeras import cli
+
+    calls = []
+
+    def fake(model, **kwargs):
+        calls.append(kwargs)
+        raise BadInput("stop here")
+
+    monkeypatch.setattr(sys.modules["edgekeras.compress"], "compress", fake)
+    recipe = make_recipe(["int8"], prune=0.5, seed=4, trust_model=True, data="given")
+    path = recipe.save(tmp_path / "r.json")
+    result = CliRunner().invoke(cli.main, ["compress", "m.h5", "--recipe", str(path), "--prune", "0.8"])
+    assert "stop here" in result.output and len(calls) == 1
+    got = calls[0]
+    assert got["modes"] == ["float32", "int8"] or got["modes"] == ["int8"]
+    assert (got["prune"], got["seed"], got["trust_model"]) == (0.8, 4, False)  # typed; kept; never inherited
+    assert (got["finetune_epochs"], got["learning_rate"]) == (None, None)  # the new sparsity's own defaults

@@ -112,7 +112,8 @@ def compress(model, float_io, calib, calib_samples, preprocess, task, onnx, opse
         settings_ = _with_recipe(recipe_file, settings_)
     from ..compress import compress as run
 
-    note = None if settings_["modes"] or settings_["qat"] else (
+    chosen = [m for m in settings_["modes"] if m != _modes.BASELINE]  # a report's recipe lists float32 too
+    note = None if chosen or settings_["qat"] else (
         f"no compression mode chosen ({', '.join(m.flag for m in _modes.choosable())}): wrote the float32 baseline")
     with _printed_on_parity_failure(as_json, note):
         report = run(model, calib=calib, eval=eval_, output_dir=output_dir, force=force,
@@ -138,6 +139,10 @@ def _with_recipe(path: str, given: dict) -> dict:
     for name in given:
         if _OPTION_OF.get(name, name) in typed:
             settings_[name] = given[name]
+    if typed & {"prune", "structured", "cluster", "qat"}:  # other techniques: their fine-tuning length is theirs
+        for name in ("finetune_epochs", "learning_rate"):
+            if name not in typed:
+                settings_[name] = None
     return settings_
 
 

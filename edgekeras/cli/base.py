@@ -153,6 +153,8 @@ def _error_dict(e: BaseException) -> dict:
     """The error as --json prints it: `errors.error_to_dict` with the fix in command-line terms."""
     d = error_to_dict(e)
     d["fix"] = d.pop("cli_fix", None) or d.get("fix")
+    if not isinstance(e, EdgeKerasError):
+        d["message"] = str(e)  # as --json always gave it (the human line names the class)
     return d
 
 

@@ -25,7 +25,7 @@ import tempfile
 import threading
 
 from .. import _files, settings
-from ..errors import EdgeKerasError, error_to_dict
+from ..errors import error_to_dict
 from . import protocol
 
 _POLL = 0.2  # seconds between checks while waiting, so Ctrl-C is handled promptly
@@ -103,8 +103,8 @@ class _Child:
                             break  # a line cut short: the child died while writing it
                         try:
                             self.events.put(protocol.event_from_wire(wire))
-                        except EdgeKerasError as e:  # the worker is another version than this run: a bug
-                            self.events.put(protocol.Failed(command="?", error=error_to_dict(RuntimeError(e.message))))
+                        except RuntimeError as e:  # the worker is another version than this run: a bug
+                            self.events.put(protocol.Failed(command="?", error=error_to_dict(e)))
         finally:
             code = self.proc.wait()
             if code != 0:

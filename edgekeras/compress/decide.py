@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
@@ -71,6 +72,19 @@ class Metadata:
         return self.outputs[0].name
 
 
+class _Warnings:
+    """Warnings kept in order, each also given to a callback at once (when there is one)."""
+
+    def __init__(self, warn: Callable[[str], None] | None):
+        self.said: list[str] = []
+        self._warn = warn
+
+    def append(self, message: str) -> None:
+        self.said.append(message)
+        if self._warn is not None:
+            self._warn(message)
+
+
 @dataclass(frozen=True)
 class Resolved:
     """What `resolve` decided, and why.
@@ -89,14 +103,16 @@ class Resolved:
     warnings: tuple[str, ...] = ()
 
 
-def resolve(info: ModelInfo, card: ModelCard | None, recipe: Recipe, *, model_name: str) -> Resolved:
+def resolve(info: ModelInfo, card: ModelCard | None, recipe: Recipe, *, model_name: str,
+            warn: Callable[[str], None] | None = None) -> Resolved:
     """Preprocessing, labels and task: from the recipe (the user's options), the card beside the model (a current
-    one: the caller drops a stale card), or the model itself, in that order.
+    one: the caller drops a stale card), or the model itself, in that order. Warnings are returned, and given to
+    `warn` as they are found (so they are out before an error that follows them).
 
     Raises:
         BadInput: the card's labels do not match the model's classes.
     """
-    warnings: list[str] = []
+    warnings = _Warnings(warn)
     image = info.image_input
     size, channels = (list(image.shape[1:3]), image.shape[3]) if image is not None else (None, None)
     hint = info.hint
@@ -133,7 +149,7 @@ def resolve(info: ModelInfo, card: ModelCard | None, recipe: Recipe, *, model_na
     if labels is not None and task == "classification" and first.shape[-1] != len(labels):
         raise BadInput(f"the model card beside {model_name} lists {len(labels)} labels but the model "
                        f"outputs {first.shape[-1]} classes", fix="fix or delete the stale model card")
-    return Resolved(metadata_for(info, pre, labels, task), reason, preset_hint, tuple(warnings))
+    return Resolved(metadata_for(info, pre, labels, task), reason, preset_hint, tuple(warnings.said))
 
 
 def metadata_for(info: ModelInfo, preprocessing: Preprocessing | None, labels: list[str] | None,
@@ -173,8 +189,10 @@ class Scoring:
     warnings: tuple[str, ...] = ()
 
 
-def choose_metrics(info: ModelInfo, meta: Metadata, evaluation: Dataset) -> Scoring:
+def choose_metrics(info: ModelInfo, meta: Metadata, evaluation: Dataset,
+                   warn: Callable[[str], None] | None = None) -> Scoring:
     """One metric per output that has labels, chosen once (before any file exists); `meta` is not changed.
+    Warnings are returned, and given to `warn` as they are found.
 
     Raises:
         BadInput: labels for an output the model does not have, unnamed labels that fit two outputs, labels that
@@ -191,7 +209,7 @@ def choose_metrics(info: ModelInfo, meta: Metadata, evaluation: Dataset) -> Scor
         raise BadInput(f"--eval data ({ev.source}) has labels for {unknown}, which are not outputs of the model "
                        f"(outputs: {', '.join(names)})",
                        fix="name label arrays y (first output) or y_<output name>")
-    reason, warnings = None, []
+    reason, warnings = None, _Warnings(warn)
     meta = replace(meta, scored=dict(meta.scored))
     if meta.primary in by_output and meta.task is None:
         meta, reason, warning = task_from_labels(info, meta, by_output[meta.primary], "evaluation")
@@ -203,7 +221,7 @@ def choose_metrics(info: ModelInfo, meta: Metadata, evaluation: Dataset) -> Scor
         metric = metric_for(task)
         check_labels(metric, by_output[t.name], t, ev.source, len(ev))
         meta.scored[t.name] = metric
-    return Scoring(meta, by_output, reason, tuple(warnings))
+    return Scoring(meta, by_output, reason, tuple(warnings.said))
 
 
 def task_from_labels(info: ModelInfo, meta: Metadata, y: np.ndarray, purpose: str) -> tuple[Metadata, str, str]:

@@ -18,6 +18,7 @@ The run reads as its stages (`_Run`):
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gzip
 import hashlib
@@ -225,9 +226,10 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
         model: a Keras `.h5` or `.keras` file (tf_keras or Keras 3), a SavedModel folder, or a Keras model
             object (tf_keras or Keras 3) in memory.
         modes: "int8", "float16", "dynamic", "int16x8" (and "float32"), or a list of them (`edgekeras.modes`);
-            or a `Recipe` holding every setting (`Recipe.load("digits.report.json")` repeats an earlier run):
-            the settings below are then left at their defaults (change the recipe instead, e.g.
-            `dataclasses.replace(recipe, max_accuracy_drop=2.0)`), except `force` and `isolate`.
+            or a `Recipe` holding every setting, run as written (`Recipe.load("digits.report.json")` repeats an
+            earlier run): the settings below are then left at their defaults (change the recipe instead, e.g.
+            `dataclasses.replace(recipe, max_accuracy_drop=2.0)`); the data, `output_dir`, `custom_objects`,
+            `force` and `isolate` are given as usual.
         calib: calibration data: a path (`.npy`, `.npz` with key `x`, an image folder), an array, a dict
             {input name: array}, or a representative-dataset function as `tf.lite.TFLiteConverter` takes
             (yielding `[x]` or `{input name: x}`). Without it, the integer modes calibrate on synthetic inputs,
@@ -292,9 +294,11 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
             raise BadInput(f"settings given both by a recipe and as arguments: {', '.join(sorted(given))}",
                            fix="change the recipe instead: dataclasses.replace(recipe, "
                                + ", ".join(f"{k}={v!r}" for k, v in sorted(given.items())) + ")")
-        return compress(model, calib=calib, eval=eval, output_dir=output_dir, force=force,
-                        custom_objects=custom_objects, isolate=isolate, data=data, val=val,
-                        **recipe_arguments(modes))
+        recipe = copy.deepcopy(modes)  # runs as written; the caller's object is left alone
+        recipe.force, recipe.isolate = force, isolate
+        recipe.data, recipe.val = ("given" if data is not None else None), ("given" if val is not None else None)
+        return _Run(recipe, model, calib=calib, eval=eval, custom_objects=custom_objects, output_dir=output_dir,
+                    data=data, val=val).execute()
     recipe = make_recipe(modes, **{k: v for k, v in locals().items() if k in _RECIPE_ARGUMENTS}, force=force,
                          isolate=isolate, data="given" if data is not None else None,
                          val="given" if val is not None else None)
@@ -346,7 +350,7 @@ def recipe_arguments(recipe: Recipe) -> dict:
     """
     t = recipe.techniques
     modes = recipe.modes
-    args = {"modes": [modes] if isinstance(modes, str) else list(modes or [])}
+    args = {"modes": [modes] if isinstance(modes, str) else modes}
     for name in _RECIPE_ARGUMENTS:
         if name in _TECHNIQUE_ARGUMENTS:
             args[name] = getattr(t, name) if t is not None else _DEFAULTS[name]
@@ -426,7 +430,7 @@ def plan(recipe: Recipe, model, *, calib=None, eval=None, data=None, val=None, c
             that exists (without force) or a folder that cannot be written.
     """
     r = replace(recipe, techniques=replace(recipe.techniques) if recipe.techniques is not None else None,
-                modes=[recipe.modes] if isinstance(recipe.modes, str) else list(recipe.modes or []),
+                modes=[recipe.modes] if isinstance(recipe.modes, str) else recipe.modes,  # check() says what is wrong
                 calib=check_source(calib, "calibration") if calib is not None else None,
                 eval=check_source(eval, "evaluation") if eval is not None else None,
                 data=check_source(data, "training") if data is not None else None,
@@ -524,9 +528,7 @@ def prepare(r: Recipe, info: ModelInfo, meta: Metadata, stage: Staging, *, calib
                         calibration_info=calibration_info, parity_from_calib=from_calib, metadata=meta,
                         mixed_scale_inputs=_mixed_scale_inputs(calib_data) if calib_data is not None else [])
     if evaluation is not None:
-        scoring = choose_metrics(info, meta, evaluation)  # one metric per scored output, before any file exists
-        for w in scoring.warnings:
-            warn(w)
+        scoring = choose_metrics(info, meta, evaluation, warn)  # one metric per scored output, before any file exists
         prepared.task_reason = scoring.task_reason
         _adopt(meta, scoring.metadata)
         prepared.labels_by_output = scoring.labels_by_output
@@ -765,9 +767,7 @@ class _Run:
     def resolve(self, info: ModelInfo) -> Metadata:
         """Preprocessing, labels and task (`decide.resolve`): from the options, the card beside the model, or the
         model itself."""
-        resolved = resolve(info, self.source_card, self.recipe, model_name=self.recipe.model)
-        for w in resolved.warnings:
-            self.warn(w)
+        resolved = resolve(info, self.source_card, self.recipe, model_name=self.recipe.model, warn=self.warn)
         self.task_reason, self.preset_hint = resolved.task_reason, resolved.preset_hint
         return resolved.metadata
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json  # noqa: F401  (the docstring's example)
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import EdgeKerasError
 
 
 @dataclass(frozen=True)
@@ -227,15 +226,15 @@ def event_from_wire(d: dict) -> Event:
     """The event `event_to_wire` made.
 
     Raises:
-        EdgeKerasError: an unknown event or field (a mismatch between the run and its worker: a bug).
+        RuntimeError: an unknown event or field (a mismatch between the run and its worker: a bug).
     """
     cls = EVENTS.get(d.get("event"))
     if cls is None:
-        raise EdgeKerasError(f"unknown worker event {d.get('event')!r}")
+        raise RuntimeError(f"unknown worker event {d.get('event')!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known - {"event"})
     if unknown:
-        raise EdgeKerasError(f"worker event {d.get('event')!r} has unknown fields {unknown}")
+        raise RuntimeError(f"worker event {d.get('event')!r} has unknown fields {unknown}")
     return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -248,15 +247,15 @@ def from_wire(d: dict) -> Command:
     """The command `to_wire` made (keys it does not know are refused: both ends are this version).
 
     Raises:
-        EdgeKerasError: an unknown command or field (a mismatch between the run and its worker: a bug).
+        RuntimeError: an unknown command or field (a mismatch between the run and its worker: a bug).
     """
     cls = COMMANDS.get(d.get("cmd"))
     if cls is None:
-        raise EdgeKerasError(f"unknown worker command {d.get('cmd')!r}")
+        raise RuntimeError(f"unknown worker command {d.get('cmd')!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known - {"cmd"})
     if unknown:
-        raise EdgeKerasError(f"worker command {cls.name!r} has unknown fields {unknown}")
+        raise RuntimeError(f"worker command {cls.name!r} has unknown fields {unknown}")
     values = {k: v for k, v in d.items() if k in known}
     if isinstance(values.get("gate"), dict):
         values["gate"] = Gate(**values["gate"])

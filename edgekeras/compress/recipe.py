@@ -295,7 +295,7 @@ class Recipe:
         """
         if not isinstance(d, dict):
             raise BadInput(f"a recipe must be a JSON object, got {type(d).__name__}",
-                           fix="write it as Recipe.save does: {\"recipe\": {\"modes\": [\"int8\"], ...}}")
+                           fix="give the settings as an object, e.g. {\"modes\": [\"int8\"], \"onnx\": true}")
         _unknown_keys(d, cls, "recipe")
         d = dict(d)
         t = d.pop("techniques", None)
@@ -322,7 +322,9 @@ class Recipe:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Recipe":
         """A recipe from a file `save` wrote, or from a compress report (`<model>.report.json`), whose recipe holds
-        every setting the run resolved: the run can be repeated on the same or other data.
+        every setting the run resolved: the run can be repeated on the same or other data. Two opt-ins never come
+        from a file: `trust_model` (running a model's Lambda code) and `accept_parity_failures` are False in the
+        loaded recipe, so a recipe made for one model cannot silently allow another's code or failures.
 
         Raises:
             BadInput: the file cannot be read, is not JSON, or holds no recipe.
@@ -342,6 +344,7 @@ class Recipe:
                            fix="pass a file Recipe.save wrote, or a <model>.report.json of an earlier run")
         try:
             loaded = cls.from_dict(recipe)
+            loaded.trust_model = loaded.accept_parity_failures = False  # opt-ins are given per run, never inherited
             check_modes(loaded.modes)  # what can be checked without the data: the modes and the techniques' values
             if loaded.techniques is not None:
                 loaded.techniques.check()

@@ -18,7 +18,7 @@ The model card beside each file must describe it (its sha256); a stale card is a
 is a target (`edgekeras.runtime.targets`): this machine, a board over ssh, or an Android phone over adb.
 
 The library never prints: progress goes to a callback or to `logging.getLogger("edgekeras.bench")`.
-Standard library only at import (numpy comes with `edgekeras.runtime`); no TensorFlow, ever.
+No TensorFlow, ever: standard library and numpy at import, the runtimes when a file is measured.
 
 Example:
     report = bench(["m.float32.tflite", "m.int8.tflite"], runs=100, eval="test.npz")

@@ -143,3 +143,13 @@ def test_the_next_steps_are_the_ones_not_taken_yet_at_most_three():
     done = Recipe(modes=["float32", "int8", "int16x8"], eval="given", max_accuracy_drop=1.0,
                   techniques=Techniques(qat=True))
     assert next_steps(done, {"samples": 200, "synthetic": False}, []) == ""
+
+
+def test_a_warning_is_out_before_the_error_that_follows_it():
+    said = []
+    mobilenet = info(inputs=((None, 32, 32, 3),), outputs=(("probs", (None, 10)),),
+                     hint={"preset": "signed", "application": "MobileNetV2"})
+    with pytest.raises(BadInput, match="lists 3 labels"):
+        resolve(mobilenet, card(labels=["a", "b", "c"]), Recipe(preprocess="caffe"), model_name="m.h5",
+                warn=said.append)
+    assert len(said) == 1 and "MobileNetV2" in said[0]
