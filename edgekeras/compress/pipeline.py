@@ -529,8 +529,7 @@ def prepare(r: Recipe, info: ModelInfo, meta: Metadata, stage: Staging, *, calib
                         mixed_scale_inputs=_mixed_scale_inputs(calib_data) if calib_data is not None else [])
     if evaluation is not None:
         scoring = choose_metrics(info, meta, evaluation, warn)  # one metric per scored output, before any file exists
-        prepared.task_reason = scoring.task_reason
-        _adopt(meta, scoring.metadata)
+        prepared.task_reason, prepared.metadata = scoring.task_reason, scoring.metadata
         prepared.labels_by_output = scoring.labels_by_output
     if r.techniques is not None:
         prepared.train = _training_data(r, data, "training", info, prepared, stage, warn)
@@ -584,9 +583,9 @@ def _training_data(r: Recipe, source, purpose: str, info: ModelInfo, prepared: P
         raise BadInput(f"{flag} data ({ds.source}) has no labels for output {meta.primary!r}",
                        fix="save it with np.savez(path, x=x, y=y)")
     if meta.task is None:
-        new, prepared.task_reason, warning = task_from_labels(info, meta, y, purpose)
+        meta, prepared.task_reason, warning = task_from_labels(info, meta, y, purpose)
+        prepared.metadata = meta
         warn(warning)
-        _adopt(meta, new)
     check_labels(metric_for(meta.task), y, meta.outputs[0], ds.source, len(ds), flag=flag)
     batch = r.techniques.batch_size
     if purpose == "training" and len(ds) < batch:
@@ -636,6 +635,7 @@ class _Run:
                 meta = self.resolve(info)
             with self.timed("prepare data"):
                 data = self.prepare_data(info, meta, stage)
+                meta = data.metadata
             if self.recipe.techniques is not None:
                 with self.timed("optimize"):
                     info = self.optimize(info, meta, data, stage)
@@ -786,10 +786,9 @@ class _Run:
 
     # -- 3. prepare data -----------------------------------------------------------------------------------------
     def prepare_data(self, info: ModelInfo, meta: Metadata, stage: Staging) -> Prepared:
-        """Stage 3 (`prepare`): adopt what it read and decided."""
+        """Stage 3 (`prepare`); the run goes on with `data.metadata`, what the data decided."""
         data = prepare(self.recipe, info, meta, stage, calib=self.calib, eval=self.eval, data=self.data,
                        val=self.val, warn=self.warn, preset_hint=self.preset_hint)
-        _adopt(meta, data.metadata)
         if data.task_reason is not None:
             self.task_reason = data.task_reason
         return data
@@ -984,12 +983,6 @@ def _layer_entry(stats: dict) -> dict:
             "params": stats.get("kernel_weights") or stats.get("params") or 0, "sparsity": stats.get("sparsity", 0.0),
             "distinct_values": stats.get("distinct_per_channel") or stats.get("distinct") or 0,
             "two_of_four": stats.get("structured_ok"), "trainable": stats.get("trainable")}
-
-
-def _adopt(meta: Metadata, decided: Metadata) -> None:
-    """The run holds one Metadata from `resolve` on; a later decision returns a new one, adopted here."""
-    for f in dataclasses.fields(Metadata):
-        setattr(meta, f.name, getattr(decided, f.name))
 
 
 def _append_card_warning(path: Path, message: str) -> None:

@@ -228,15 +228,8 @@ def event_from_wire(d: dict) -> Event:
     Raises:
         RuntimeError: an unknown event or field (a mismatch between the run and its worker: a bug).
     """
-    cls = EVENTS.get(d.get("event"))
-    if cls is None:
-        raise RuntimeError(f"unknown worker event {d.get('event')!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known - {"event"})
-    if unknown:
-        raise RuntimeError(f"worker event {d.get('event')!r} has unknown fields {unknown}")
-    return cls(**{k: v for k, v in d.items() if k in known})
-
+    cls, values = _decode(d, "event", EVENTS)
+    return cls(**values)
 
 def to_wire(cmd: Command) -> dict:
     """The command as a JSON object: its fields and its name under "cmd"."""
@@ -249,14 +242,20 @@ def from_wire(d: dict) -> Command:
     Raises:
         RuntimeError: an unknown command or field (a mismatch between the run and its worker: a bug).
     """
-    cls = COMMANDS.get(d.get("cmd"))
-    if cls is None:
-        raise RuntimeError(f"unknown worker command {d.get('cmd')!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known - {"cmd"})
-    if unknown:
-        raise RuntimeError(f"worker command {cls.name!r} has unknown fields {unknown}")
-    values = {k: v for k, v in d.items() if k in known}
+    cls, values = _decode(d, "cmd", COMMANDS)
     if isinstance(values.get("gate"), dict):
         values["gate"] = Gate(**values["gate"])
     return cls(**values)
+
+
+def _decode(d: dict, key: str, kinds: dict[str, type]) -> tuple[type, dict]:
+    """(the class named by d[key], its field values), refusing names and fields this version does not know."""
+    what = "command" if key == "cmd" else "event"
+    cls = kinds.get(d.get(key))
+    if cls is None:
+        raise RuntimeError(f"unknown worker {what} {d.get(key)!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known - {key})
+    if unknown:
+        raise RuntimeError(f"worker {what} {d.get(key)!r} has unknown fields {unknown}")
+    return cls, {k: v for k, v in d.items() if k in known}
