@@ -21,6 +21,8 @@ from .errors import BadInput
 
 #: The float32 file every run writes: the baseline sizes and accuracies are compared with.
 BASELINE = "float32"
+#: The file of the per-layer precision search (`compress --precision`): made by a search, not a converter setting.
+SEARCHED = "mixed"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ register(Mode("int8", "Full integer: int8 weights, activations, input and output
               ops="TFLITE_BUILTINS_INT8", integer_io=True, onnx=True, cli_order=0))
 register(Mode("int16x8", "int16 activations, int8 weights (accurate but slow on CPU).", calibrated=True,
               ops="EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8", cli_order=3))
+# No flag of its own: `--precision auto` (with --max-accuracy-drop and --eval) asks for it.
+register(Mode(SEARCHED, "a precision per layer (int8, int8 weights with float or int16 activations, float16, float32), "
+                        "chosen by the precision search to keep --max-accuracy-drop with the fewest bytes.",
+              calibrated=True))
 
 
 def names() -> tuple[str, ...]:

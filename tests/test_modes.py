@@ -18,9 +18,10 @@ from edgekeras.errors import BadInput
 
 
 def test_the_registry_in_canonical_order_with_the_baseline_first():
-    assert modes.names() == ("float32", "dynamic", "float16", "int8", "int16x8") == MODES
+    assert modes.names() == ("float32", "dynamic", "float16", "int8", "int16x8", "mixed") == MODES
     assert [m.flag for m in modes.choosable()] == ["--int8", "--float16", "--dynamic", "--int16x8"]
-    assert modes.calibrated() == ("int8", "int16x8")
+    assert modes.calibrated() == ("int8", "int16x8", "mixed")
+    assert modes.get(modes.SEARCHED).flag is None  # --precision asks for it
     assert [m.name for m in map(modes.get, MODES) if m.exact] == ["float32"]
     assert [m.name for m in map(modes.get, MODES) if m.onnx] == ["float32", "int8"]
 
@@ -45,10 +46,22 @@ def test_what_each_mode_tells_the_converter(name, float_io, fallback, told):
 @pytest.mark.parametrize("file_name, mode", [
     ("digits.int8.tflite", "int8"), ("digits.float32.tflite", "float32"), ("digits.int16x8.tflite", "int16x8"),
     ("digits.pqat.int8.tflite", "int8"), ("digits.int8.onnx", "int8"), ("digits.onnx", "float32"),
-    ("a.float16.int8.tflite", "int8"), ("mobilenet_v2.tflite", None), ("authors.model.onnx", None),
+    ("a.float16.int8.tflite", "int8"), ("digits.mixed.tflite", "mixed"), ("mobilenet_v2.tflite", None), ("authors.model.onnx", None),
 ])
 def test_the_mode_a_file_name_says(file_name, mode):
     assert modes.from_file_name(file_name) == mode
+
+
+def test_the_schemas_list_every_registered_mode():
+    import json
+    from pathlib import Path
+
+    folder = Path(modes.__file__).parent / "schemas"
+    card = json.loads((folder / "model-card.v2.schema.json").read_text())
+    report = json.loads((folder / "report.v2.schema.json").read_text())
+    assert set(card["properties"]["mode"]["enum"]) == set(modes.names())
+    text = json.dumps(report)
+    assert text.count(json.dumps(list(modes.names()))) == 2  # the recipe's modes and each file's mode
 
 
 def test_an_unknown_mode_lists_the_valid_ones():

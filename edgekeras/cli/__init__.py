@@ -61,6 +61,12 @@ from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_di
 @click.option("--max-accuracy-drop", type=float, metavar="PP",
               help="With --int8 --eval: keep the worst-quantizing layers in float (as few as possible, each candidate "
                    "measured as deployed) until int8 loses at most PP percentage points.")
+@click.option("--precision", metavar="auto|NAMES",
+              help="With --max-accuracy-drop --eval: search a precision per layer (int8, weights-int8, dynamic, "
+                   "int16x8, float16, float32; 'auto' = all, or a comma list) that keeps the bound with the fewest "
+                   "bytes; written as MODEL.mixed.tflite (the int8 file stays plain int8, beside it).")
+@click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
+              help="What --precision minimizes: bytes, or the latency measured on LiteRT.")
 @click.option("--data", type=click.Path(path_type=str),
               help="Training data for --prune/--cluster/--qat: .npz (x, y) or an image folder of class subfolders.")
 @click.option("--val", type=click.Path(path_type=str), help="Validation data for the fine-tuning (same forms).")
@@ -87,9 +93,10 @@ from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_di
 @_debug_option
 @_run(_NOTHING_WRITTEN)
 def compress(model, float_io, calib, calib_samples, preprocess, task, onnx, opset, eval_, output_dir, force,
-             custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol, max_accuracy_drop, data,
-             val, prune, prune_schedule, structured, cluster, cluster_init, qat, finetune_epochs, learning_rate,
-             batch_size, keep_frozen, accept_parity_failures, recipe_file, as_json, **mode_flags):
+             custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol, max_accuracy_drop,
+             precision, objective, data, val, prune, prune_schedule, structured, cluster, cluster_init, qat,
+             finetune_epochs, learning_rate, batch_size, keep_frozen, accept_parity_failures, recipe_file, as_json,
+             **mode_flags):
     """Compress MODEL (.h5, .keras or SavedModel folder; tf_keras or Keras 3) into verified .tflite/.onnx files.
 
     A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
@@ -104,7 +111,8 @@ def compress(model, float_io, calib, calib_samples, preprocess, task, onnx, opse
                      preprocess=preprocess, task=task, onnx=onnx, opset=opset, float_io=float_io,
                      trust_model=trust_model, allow_float_fallback=allow_float_fallback,
                      parity_samples=parity_samples, atol=atol, rtol=rtol, max_accuracy_drop=max_accuracy_drop,
-                     prune=prune, prune_schedule=prune_schedule, structured=structured, cluster=cluster,
+                     precision=precision, objective=objective, prune=prune, prune_schedule=prune_schedule,
+                     structured=structured, cluster=cluster,
                      cluster_init=cluster_init, qat=qat, finetune_epochs=finetune_epochs,
                      learning_rate=learning_rate, batch_size=batch_size, finetune_frozen=not keep_frozen,
                      accept_parity_failures=accept_parity_failures)

@@ -215,7 +215,8 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
              prune_schedule: str = "polynomial", structured: str | None = None, cluster: int | None = None,
              cluster_init: str = "kmeans++", qat: bool = False, finetune_epochs: int | None = None,
              learning_rate: float | None = None, batch_size: int = 32, finetune_frozen: bool = True,
-             max_accuracy_drop: float | None = None, accept_parity_failures: bool = False) -> CompressReport:
+             max_accuracy_drop: float | None = None, precision=None, objective: str = "size",
+             accept_parity_failures: bool = False) -> CompressReport:
     """Compress a Keras model into verified edge files, each with a model card.
 
     A float32 `.tflite` is always produced as the baseline, then one file per mode. Every file is run on
@@ -271,6 +272,11 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
         max_accuracy_drop: with int8 and `eval`: the most the int8 files may lose against Keras, in percentage
             points (accuracy) or percent of the Keras error (mae); when plain int8 loses more, the layers that
             quantize worst are kept in float, as few as possible, each candidate measured as deployed.
+        precision: with max_accuracy_drop and `eval`: "auto" (or names: "int8,dynamic,float16", see
+            `edgekeras.compress.precision.PRECISIONS`) searches a precision per layer and writes it as the "mixed"
+            file (`model.mixed.tflite`), which keeps the bound; the int8 file is then plain int8, beside it.
+        objective: what that search minimizes: "size" (bytes; the same data give the same file) or "latency"
+            (median one-sample invoke on LiteRT, measured).
         accept_parity_failures: return the report even when a file broke a parity rule (it is written and its
             card says `parity.passed: false` either way).
 
@@ -310,7 +316,7 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
 _RECIPE_ARGUMENTS = ("onnx", "preprocess", "task", "calib_samples", "float_io", "allow_float_fallback", "trust_model",
                      "parity_samples", "atol", "rtol", "opset", "seed", "prune", "prune_schedule", "structured",
                      "cluster", "cluster_init", "qat", "finetune_epochs", "learning_rate", "batch_size",
-                     "finetune_frozen", "max_accuracy_drop", "accept_parity_failures")
+                     "finetune_frozen", "max_accuracy_drop", "precision", "objective", "accept_parity_failures")
 _TECHNIQUE_ARGUMENTS = {f.name for f in dataclasses.fields(Techniques)}
 _DEFAULTS = {name: p.default for name, p in inspect.signature(compress).parameters.items()}
 
@@ -871,15 +877,19 @@ class _Run:
                                         background=True), "computing the Keras reference outputs")]
         calib_path = str(stage.scratch("calib.npz")) if data.calib is not None and r.integer_modes else None
         gate = self._gate_settings(meta, data, stage)
+        # With --precision the bound is the searched file's; the int8 file stays plain int8, beside it.
+        gated = _modes.SEARCHED if r.precision is not None else "int8"
         for mode in r.modes:
             commands.append((protocol.Convert(
                 mode=mode, out=str(stage.path(self.names[("tflite", mode)])),
                 calib=calib_path if _modes.get(mode).calibrated else None, float_io=r.float_io and mode == "int8",
-                gate=gate if mode == "int8" else None,
+                gate=gate if mode == gated else None,
                 # the gate's float islands are its decision, checked by measurement
-                allow_float_fallback=r.allow_float_fallback or (gate is not None and mode == "int8"),
+                allow_float_fallback=r.allow_float_fallback or (gate is not None and mode == gated == "int8"),
                 beside_reference=mode == "float32"),
-                             f"converting {mode} to TFLite" + (" (accuracy gate)" if gate and mode == "int8" else "")))
+                             f"converting {mode} to TFLite" + (
+                                 " (precision search)" if gate and mode == _modes.SEARCHED else
+                                 " (accuracy gate)" if gate and mode == gated else "")))
         if r.onnx:
             float_onnx = stage.path(self.names[("onnx", "float32")])
             commands.append((protocol.Onnx(out=str(float_onnx), opset=r.opset), "exporting ONNX"))
@@ -932,7 +942,8 @@ class _Run:
         np.savez(stage.scratch("gate_eval.npz"), y=y, **{f"x_{k}": v for k, v in ev.x.items()})
         kinds = {t.name: t.kind for t in meta.outputs}
         return protocol.Gate(max_drop=r.max_accuracy_drop, eval=str(stage.scratch("gate_eval.npz")),
-                             output=meta.primary, metric=meta.scored[meta.primary], kind=kinds.get(meta.primary))
+                             output=meta.primary, metric=meta.scored[meta.primary], kind=kinds.get(meta.primary),
+                             precision=list(r.precision) if r.precision is not None else None, objective=r.objective)
 
     def make_report(self, info: ModelInfo, meta: Metadata, data: Prepared, results, keras_scores) -> CompressReport:
         r = self.recipe
@@ -1066,10 +1077,9 @@ class _Verifier:
         file_warnings = list(event.warnings)
         for p in problems:
             self.run.warn("PARITY FAILED: " + p)
-        if session.note:
-            file_warnings.append(f"{name}: {session.note}")
-        if _modes.get(mode).calibrated and self.data.calibration_info and self.data.calibration_info["synthetic"]:
-            file_warnings.append("calibrated on synthetic data: accuracy may suffer")
+        file_warnings += [f"{name}: {session.note}"] if session.note else []
+        synthetic = _modes.get(mode).calibrated and (self.data.calibration_info or {}).get("synthetic")
+        file_warnings += ["calibrated on synthetic data: accuracy may suffer"] if synthetic else []
         gate = event.settings.get("accuracy_gate")
         if gate is not None:
             layers = event.settings.get("float_layers") or []
@@ -1082,6 +1092,8 @@ class _Verifier:
                               f"{self.run.recipe.max_accuracy_drop:g}; kept the best candidate it found (see its card)")
             for note in event.warnings:
                 self.run.warn(f"{name}: {note}")
+        elif event.settings.get("precision_search") is not None:
+            file_warnings += self._searched(name, event)
         elif float_ops:
             self.run.warn(f"{name} keeps {len(float_ops)} op(s) in float: {_listed(float_ops)}")
             file_warnings.append(f"ops kept in float: {', '.join(float_ops)}")
@@ -1129,6 +1141,15 @@ class _Verifier:
 
     def _steps(self, fmt: str, settings: dict) -> list[Step]:
         return self.run._steps_before_export() + [Step("convert" if fmt == "tflite" else "export", settings)]
+
+    def _searched(self, name: str, event: protocol.FileMade) -> list[str]:
+        """The precision search's notes, for the log and the card; a warning when it could not hold the bound."""
+        for note in event.warnings:
+            log.info("%s: %s", name, note)
+        if event.gate_met is False:
+            self.run.warn(f"{name}: the precision search could NOT hold --max-accuracy-drop "
+                          f"{self.run.recipe.max_accuracy_drop:g}; kept the best file it measured (see its card)")
+        return [f"{name}: {note}" for note in event.warnings]
 
     def _scores(self, got: dict[str, np.ndarray]) -> list[Accuracy]:
         ev = self.data.evaluation

@@ -22,13 +22,16 @@ from dataclasses import asdict, dataclass, field, fields
 @dataclass(frozen=True)
 class Gate:
     """The accuracy gate's bound and data: at most `max_drop` points lost on output `output` (metric `metric`,
-    its kind), measured on the evaluation arrays saved at `eval`."""
+    its kind), measured on the evaluation arrays saved at `eval`; with `precision` (the precisions allowed), the
+    per-layer precision search minimizing `objective` ("size" or "latency")."""
 
     max_drop: float
     eval: str
     output: str
     metric: str
     kind: str | None = None
+    precision: list[str] | None = None
+    objective: str = "size"
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,9 @@ class Recipe:
     val: str | None = None
     techniques: Techniques | None = None  # training-aware compression (None: post-training quantization only)
     max_accuracy_drop: float | None = None  # percentage points: the accuracy-gated int8 search
+    precision: list[str] | None = None  # the per-layer precision search (`compress/precision.py`): its precisions
+    # ("auto": all); it writes the "mixed" file, which keeps max_accuracy_drop
+    objective: str = "size"  # what the precision search minimizes: "size" (bytes) or "latency" (measured)
     accept_parity_failures: bool = False  # files that break a parity rule are written and marked either way;
     # False: the run then raises ParityError (the command exits with errors.PARITY_EXIT_STATUS)
 
@@ -260,8 +263,25 @@ class Recipe:
             if self.eval is None:
                 raise BadInput("--max-accuracy-drop needs --eval: the bound is checked on labelled data",
                                fix="pass --eval DATA (a .npz with x and y, or an image folder)")
-            if "int8" not in self.modes:
-                raise BadInput("--max-accuracy-drop applies to the int8 file", fix="add --int8")
+            if "int8" not in self.modes and self.precision is None:
+                raise BadInput("--max-accuracy-drop applies to the int8 file", fix="add --int8 (or --precision auto)")
+        if self.precision is not None:
+            from .precision import OBJECTIVES, parse_precisions
+
+            self.precision = list(parse_precisions(self.precision))
+            if self.max_accuracy_drop is None:
+                raise BadInput("--precision searches the precision of each layer under an accuracy bound, and none "
+                               "was given", fix="add --max-accuracy-drop PP --eval DATA (e.g. --max-accuracy-drop 1)")
+            if self.objective not in OBJECTIVES:
+                raise BadInput(f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}",
+                               fix="--objective size (fewest bytes) or --objective latency (fastest measured)")
+            self.modes = check_modes(self.modes + [_modes.SEARCHED])
+        elif _modes.SEARCHED in self.modes:
+            raise BadInput(f"the {_modes.SEARCHED!r} file is made by the precision search",
+                           fix="ask for it with --precision auto --max-accuracy-drop PP --eval DATA")
+        elif self.objective != "size":
+            raise BadInput("--objective is what the precision search minimizes, and no search was asked for",
+                           fix="add --precision auto (with --max-accuracy-drop and --eval)")
         return self
 
     @property

@@ -24,12 +24,13 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .. import errors
+from .. import errors, modes
 from .._native import quiet_native
 from . import protocol
 
@@ -42,6 +43,15 @@ def _load_npz(path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+@dataclass(frozen=True)
+class _Ranked:
+    """What the ONNX accuracy gate takes from a TFLite search: the Keras value and the layers by int8 error."""
+
+    keras_value: float
+    ranking: list
+    reasons: dict
+
+
 class Worker:
     """Handles the commands of one compress run. Create it, then `handle(command, emit)` for each."""
 
@@ -52,6 +62,8 @@ class Worker:
         self.reference: dict | None = None  # the Keras outputs on the parity data (the gate scores on them too)
         self._reference_thread = None  # computing `reference` beside the float32 conversion
         self.gate = None  # the accuracy gate's result for the int8 .tflite (its ONNX twin keeps the same layers)
+        self.made: dict[str, bytes] = {}  # the plain files converted so far, by mode (the precision search's
+        # comparisons)
 
     def handle(self, cmd: protocol.Command | dict, emit: Emit) -> None:
         """Run one command (a `protocol` command, or its JSON form); always ends with its own event or an "error"
@@ -177,6 +189,9 @@ class Worker:
 
         mode = cmd.mode
         calib = _load_npz(cmd.calib) if cmd.calib else None
+        if mode == modes.SEARCHED:
+            self._search_precision(cmd, calib, emit)
+            return
         qat = mode == "int8" and self.qat_source is not None
         conv = ptq.convert(self.qat_source if qat else self.source, mode, calibration=calib, qat=qat,
                            float_io=cmd.float_io, allow_float_fallback=cmd.allow_float_fallback,
@@ -184,6 +199,7 @@ class Worker:
         if mode == "int8" and cmd.gate is not None:
             self._gate_tflite(cmd, conv, calib, emit)
             return
+        self.made[mode] = conv.data
         Path(cmd.out).write_bytes(conv.data)
         emit(protocol.FileMade(file=Path(cmd.out).name, format="tflite", mode=mode, settings=conv.settings,
                                seconds=conv.seconds, float_ops=list(conv.float_ops)))
@@ -215,6 +231,34 @@ class Worker:
                                seconds=conv.seconds + time.perf_counter() - t0,
                                float_ops=list(self.gate.chosen.float_ops), warnings=list(self.gate.notes),
                                gate_met=self.gate.met))
+
+    def _search_precision(self, cmd: protocol.Convert, calib, emit: Emit) -> None:
+        """The per-layer precision search (`precision.search_file`) from the float32 file, compared with plain int8
+        and float32 in the same run."""
+        from . import ptq
+        from .precision import search_file
+        from ..runtime.session import float_ops
+
+        g = cmd.gate
+        if g is None or g.precision is None:
+            raise RuntimeError("the mixed file is made by the precision search, and no search was sent")
+        t0 = time.perf_counter()
+        files = {}
+        for mode in ("int8", modes.BASELINE):
+            if mode not in self.made:  # plain files (the int8 file of a gated run has float islands)
+                self.made[mode] = ptq.convert(self.source, mode, calibration=calib).data
+            files[mode] = self.made[mode]
+        x, y, keras_value = self._gate_data(g)
+        result = search_file(
+            self.source, files[modes.BASELINE], calib, x, y, metric=g.metric, kind=g.kind, output=g.output,
+            keras_value=keras_value, max_drop=float(g.max_drop), objective=g.objective, precisions=g.precision,
+            compare=files, progress=lambda i, n: emit(protocol.Progress("precision search (.tflite)", i, n)))
+        if self.gate is None:  # the ONNX gate ranks its layers as the search did
+            self.gate = _Ranked(keras_value=keras_value, ranking=result.ranking, reasons={})
+        Path(cmd.out).write_bytes(result.data)
+        emit(protocol.FileMade(file=Path(cmd.out).name, format="tflite", mode=modes.SEARCHED,
+                               settings=result.settings(), seconds=time.perf_counter() - t0,
+                               float_ops=float_ops(result.data), warnings=list(result.notes), gate_met=result.met))
 
     def _cmd_onnx(self, cmd: protocol.Onnx, emit: Emit) -> None:
         from ..export import onnx as onnx_export

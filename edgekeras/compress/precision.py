@@ -1,0 +1,748 @@
+"""Per-layer precision search (`compress --max-accuracy-drop PP --eval DATA --precision auto`): each Keras layer gets
+one of six precisions so that the file keeps the accuracy bound with the fewest bytes (`objective="size"`) or the
+lowest measured latency (`objective="latency"`); every candidate is a real `.tflite` measured on LiteRT with its
+default kernels (XNNPACK) on the evaluation data, as the accuracy gate measures its own.
+
+**The precisions** (`PRECISIONS`, in the order they are tried when a layer is given back; bytes per weight):
+
+| name | weights | activations / maths | bytes |
+|---|---|---|---|
+| int8 | int8 | int8 (static ranges from calibration) | 1 |
+| weights-int8 | int8, dequantized to float at run time | float32 | 1 |
+| dynamic | int8 | quantized per sample at run time (hybrid kernels, float output) | 1 |
+| int16x8 | int8 | int16 (static ranges) | 1 |
+| float16 | float16, dequantized to float | float32 | 2 |
+| float32 | float32 | float32 | 4 |
+
+Layers without weights (concatenation, pooling, normalization by constants folded away...) only take int8,
+int16x8 or float32: the weight-only precisions are float32 for them.
+
+**The engine.** Every candidate is quantized from one float32 file by `litert-quantizer` (AI Edge Quantizer renamed,
+`Quantizer(model, recipe)`): its recipe is a list of rules, one for the default (int8) and one per layer that
+differs, each matching that layer's ops by their exact scope (their output tensor names), so the recipe recorded in
+the card rebuilds the file (`rebuild`). The TFLite converter can only keep layers in float32 beside int8
+(`denylisted_nodes`); 16-bit activations, dynamic range and float16 are whole-model modes there. Calibration runs
+once (the ranges are the same whatever the bit width) and every candidate reuses it.
+
+**The search** (`search`, pure: no TensorFlow; it calls a `measure(assignment)` it is given):
+1. plain int8 (every layer int8). If it keeps the bound, it is the answer.
+2. *Find a passing set*: the layers ranked by what int8 does to them (`gate`'s measure, on the same file) are kept
+   in float32, the top k of them: k doubling until the bound holds, then bisection (the gate of today).
+3. *Give back*: every layer in float32 is *probed* (the passing file with that layer alone back at int8, measured),
+   and the layers are ranked by what they gain (weight bytes saved, or milliseconds with the latency objective) per
+   point of accuracy lost; layers joined by an op that ties its int8 inputs to one scale (CONCATENATION, PACK) or
+   rescales them (ADD, SUB) are also tried *together*, before alone. Then, in that order, each layer (or group) is
+   given the cheapest precision that keeps the bound, each a new file measured again (a probe measured on another
+   set is never trusted); one that no cheaper precision keeps stays float32.
+4. With the latency objective a change is kept only when the file is not slower (within `LATENCY_MARGIN`), and the
+   precisions that hold for a layer are all measured and the fastest kept. With the size objective the decisions
+   depend on accuracy and bytes only, never on a timing: the same data give the same file, byte for byte.
+
+At most `budget` candidates are measured (default `DEFAULT_BUDGET`); layers not reached keep the precision that
+holds, with a note.
+
+Example:
+    result = search_file(src, f32_bytes, calib, {"image": x}, y, metric="accuracy", kind="probabilities",
+                         output="probs", keras_value=0.956, max_drop=0.5)
+    Path("m.mixed.tflite").write_bytes(result.data)
+    card_settings = result.settings()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import BadInput, UnsupportedModel, first_line
+
+#: Candidates measured at most (plain int8 and the comparisons not counted).
+DEFAULT_BUDGET = 80
+#: With the latency objective, a change that makes the file slower by more than this share is refused, and a
+#: precision is preferred for speed only when it is faster by more than it (timings on a shared CPU are noisy).
+LATENCY_MARGIN = 0.10
+OBJECTIVES = ("size", "latency")
+#: Ops whose int8 inputs the quantizer ties to the output's scale, or rescales to it.
+SHARED_SCALE_OPS = ("CONCATENATION", "PACK", "ADD", "SUB")
+_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One precision a layer can take (see the module doc's table)."""
+
+    name: str
+    text: str
+    weight_bytes: int  # bytes per weight element in the file
+    weightless: bool  # offered to layers without weights
+
+    def rule(self, regex: str) -> dict:
+        """The litert-quantizer recipe rule giving this precision to the ops matching `regex`."""
+        if self.name == "float32":
+            return {"regex": regex, "operation": "*", "algorithm_key": "no_quantize"}
+        return {"regex": regex, "operation": "*",
+                "algorithm_key": "float_casting" if self.name == "float16" else "min_max_uniform_quantize",
+                "op_config": _OP_CONFIGS[self.name]}
+
+
+def _weights(bits: int, dtype: str = "INT", symmetric: bool = True, granularity: str = "CHANNELWISE") -> dict:
+    return {"num_bits": bits, "symmetric": symmetric, "granularity": granularity, "dtype": dtype}
+
+
+_COMMON = {"explicit_dequantize": False, "skip_checks": False, "min_weight_elements": 0}
+_OP_CONFIGS = {
+    "int8": {"activation_tensor_config": _weights(8, symmetric=False, granularity="TENSORWISE"),
+             "weight_tensor_config": _weights(8), "compute_precision": "INTEGER", **_COMMON},
+    "weights-int8": {"weight_tensor_config": _weights(8), "compute_precision": "FLOAT",
+                     **_COMMON, "explicit_dequantize": True},
+    "dynamic": {"weight_tensor_config": _weights(8), "compute_precision": "INTEGER", **_COMMON},
+    "int16x8": {"activation_tensor_config": _weights(16, granularity="TENSORWISE"),
+                "weight_tensor_config": _weights(8), "compute_precision": "INTEGER", **_COMMON},
+    "float16": {"weight_tensor_config": _weights(16, dtype="FLOAT", granularity="TENSORWISE"),
+                "compute_precision": "FLOAT", **_COMMON, "explicit_dequantize": True},
+}
+
+PRECISIONS: dict[str, Precision] = {p.name: p for p in (
+    Precision("int8", "int8 weights and activations", 1, True),
+    Precision("weights-int8", "int8 weights dequantized to float, float maths", 1, False),
+    Precision("dynamic", "int8 weights, activations quantized per sample at run time", 1, False),
+    Precision("int16x8", "int8 weights, int16 activations", 1, True),
+    Precision("float16", "float16 weights, float maths", 2, False),
+    Precision("float32", "float32 weights and maths", 4, True),
+)}
+
+
+def parse_precisions(value) -> tuple[str, ...]:
+    """The precisions a search may use, in `PRECISIONS` order: "auto" (all), or names ("int8,dynamic" or a list);
+    int8 (where the search starts) and float32 (where it can always fall back) are always included.
+
+    Raises:
+        BadInput: an unknown name.
+
+    Example:
+        parse_precisions("auto")            # all six
+        parse_precisions("dynamic,float16")  # ("int8", "dynamic", "float16", "float32")
+    """
+    if value is None or value == "auto" or value == ["auto"]:
+        return tuple(PRECISIONS)
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    unknown = [n for n in names if n not in PRECISIONS]
+    if unknown or not names:
+        raise BadInput(f"unknown precision(s) {unknown or names!r}; valid: auto, {', '.join(PRECISIONS)}",
+                       fix="e.g. --precision auto, or --precision int8,dynamic,float16")
+    chosen = set(names) | {"int8", "float32"}
+    return tuple(p for p in PRECISIONS if p in chosen)
+
+
+# ------------------------------------------------------------------------------------------------- the search
+@dataclass(frozen=True)
+class Layer:
+    """What the search knows of a Keras layer in the float file."""
+
+    name: str
+    weight_elements: int = 0  # elements of its float weight tensors (0: no weights)
+    ops: tuple[str, ...] = ()  # its TFLite op types
+    feeds: tuple[str, ...] = ()  # layers whose outputs it reads
+
+    @property
+    def shares_scale(self) -> bool:
+        return any(op in SHARED_SCALE_OPS for op in self.ops)
+
+
+@dataclass
+class Trial:
+    """One candidate file, measured as deployed.
+
+    Attributes:
+        assignment: {layer: precision} for the layers not int8.
+        purpose: why it was built ("plain int8", "find: top 4 in float32", "probe conv1", "give back conv1 ->
+            dynamic", ...).
+        value, drop: the metric on the evaluation data and what the file loses against Keras (`gate.drop_of`).
+        holds: the drop is within the bound.
+        bytes, gzip_bytes, latency_ms, int8_weight_fraction: as for the gate's candidates.
+    """
+
+    assignment: dict[str, str]
+    purpose: str
+    value: float
+    drop: float
+    holds: bool
+    bytes: int
+    gzip_bytes: int
+    latency_ms: float
+    int8_weight_fraction: float
+
+    def summary(self) -> dict:
+        return {"purpose": self.purpose, "precisions": dict(sorted(self.assignment.items())),
+                "value": round(self.value, 6), "drop": _round(self.drop), "holds": self.holds, "bytes": self.bytes,
+                "gzip_bytes": self.gzip_bytes, "latency_ms": round(self.latency_ms, 4),
+                "int8_weight_fraction": round(self.int8_weight_fraction, 4)}
+
+
+@dataclass
+class Outcome:
+    """What `search` found: the chosen trial (it keeps the bound when `met`), every trial in order, and for each
+    layer its precision and why."""
+
+    met: bool
+    chosen: Trial
+    trials: list[Trial]
+    precisions: dict[str, str]
+    reasons: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+
+Measure = Callable[[dict[str, str], str], Trial]
+
+
+def search(layers: list[Layer], ranking: list[str], measure: Measure, *, max_drop: float, objective: str = "size",
+           precisions: tuple[str, ...] = tuple(PRECISIONS), budget: int = DEFAULT_BUDGET,
+           unit: str = "points") -> Outcome:
+    """The search of the module doc, on any `measure` (tests give it a model of accuracy; the worker real files).
+
+    Args:
+        layers: every layer of the file; ranking: layer names, worst under int8 first (the escalation order).
+        measure: builds and measures the file for {layer: precision} (others int8); its second argument is the
+            trial's purpose. Its `Trial.holds` is the bound's verdict.
+        max_drop: the bound (for the notes); objective: "size" or "latency"; precisions: those allowed
+            (`parse_precisions`); budget: candidates at most after plain int8; unit: the drop's unit, for notes.
+
+    Returns:
+        An `Outcome`.
+
+    Raises:
+        BadInput: an unknown objective.
+
+    Example:
+        out = search(layers, ["small", "cat"], measure, max_drop=0.5)
+        out.precisions  # {"small": "weights-int8", "cat": "float32", "hidden": "int8", ...}
+    """
+    if objective not in OBJECTIVES:
+        raise BadInput(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}",
+                       fix="--objective size (fewest bytes) or --objective latency (fastest measured)")
+    return _Search(layers, ranking, measure, max_drop, objective, precisions, budget, unit).run()
+
+
+class _Search:
+    """One search's state: the trials so far, the current passing file and its assignment, each layer's reason."""
+
+    def __init__(self, layers, ranking, measure, max_drop, objective, precisions, budget, unit):
+        self.by_name = {layer.name: layer for layer in layers}
+        self.layers = layers
+        self.ranked = [name for name in ranking if name in self.by_name]
+        self.measure, self.max_drop, self.objective = measure, max_drop, objective
+        self.precisions, self.budget, self.unit = tuple(precisions), budget, unit
+        self.trials: list[Trial] = []
+        self.notes: list[str] = []
+        self.reasons = {layer.name: "int8: plain int8 keeps the bound" for layer in layers}
+        self.state: dict[str, str] = {}
+        self.current: Trial | None = None
+        self.losses: dict[str, dict[str, float]] = {}  # layer -> {precision tried: the file's drop}
+        self.seen: dict[tuple, Trial] = {}
+
+    def trial(self, assignment: dict[str, str], purpose: str) -> Trial:
+        """The file for `assignment`, measured (once: a set measured before is not measured again)."""
+        a = {k: v for k, v in assignment.items() if v != "int8"}
+        key = tuple(sorted(a.items()))
+        if key not in self.seen:
+            self.seen[key] = self.measure(a, purpose)
+            self.trials.append(self.seen[key])
+        return self.seen[key]
+
+    @property
+    def spent(self) -> bool:
+        return len(self.trials) > self.budget
+
+    def run(self) -> Outcome:
+        plain = self.trial({}, "plain int8")
+        if plain.holds:
+            return Outcome(True, plain, self.trials, {n: "int8" for n in self.by_name}, self.reasons, self.notes)
+        if not self.find(plain):
+            best = min(self.trials, key=lambda t: (t.drop, len(t.assignment)))
+            precisions = {n: best.assignment.get(n, "int8") for n in self.by_name}
+            return Outcome(False, best, self.trials, precisions,
+                           {n: f"{p}: the bound cannot be met; the best file measured" for n, p in precisions.items()},
+                           self.notes)
+        self.give_back()
+        final = {n: self.state.get(n, "int8") for n in self.by_name}
+        return Outcome(True, self.current, self.trials, final, self.reasons, self.notes)
+
+    # -- 2. a passing set: the top k ranked layers in float32 (k doubling, then bisection)
+    def find(self, plain: Trial) -> bool:
+        tried = {0: plain}
+
+        def holds(k: int) -> bool:
+            if k not in tried:
+                tried[k] = self.trial({n: "float32" for n in self.ranked[:k]},
+                                      f"find: top {k} ranked layer(s) in float32")
+            return tried[k].holds
+
+        lo, hi, k = 0, None, 1
+        while self.ranked:
+            if holds(k):
+                hi = k
+                break
+            lo = k
+            if k >= len(self.ranked):
+                break
+            k = min(2 * k, len(self.ranked))
+        while hi is not None and hi - lo > 1:
+            mid = (lo + hi) // 2
+            hi, lo = (mid, lo) if holds(mid) else (hi, mid)
+        if hi is None:
+            self.notes.append(f"the bound of {self.max_drop:g} {self.unit} cannot be met: plain int8 loses "
+                              f"{plain.drop:.2f}, every ranked layer in float32 loses {tried[max(tried)].drop:.2f}; "
+                              "kept the best file measured")
+            return False
+        self.current, self.state = tried[hi], dict(tried[hi].assignment)
+        for i, name in enumerate(self.ranked[hi:], start=hi):
+            self.reasons[name] = (f"int8: ranked {i + 1} of {len(self.ranked)} by int8 error, below the {hi} kept "
+                                  "in float32 to find a passing file")
+        return True
+
+    # -- 3. give back
+    def options(self, name: str) -> list[str]:
+        """The precisions cheaper than float32 this layer can take, in the order they are tried."""
+        layer = self.by_name[name]
+        return [p for p in self.precisions if p != "float32" and (layer.weight_elements or PRECISIONS[p].weightless)]
+
+    def gain(self, after: Trial) -> float:
+        before = self.current
+        if self.objective == "latency":
+            return before.latency_ms - after.latency_ms
+        return float(before.bytes - after.bytes)
+
+    def accept(self, candidate: Trial) -> bool:
+        if not candidate.holds:
+            return False
+        if self.objective == "latency":
+            return candidate.latency_ms <= (1 + LATENCY_MARGIN) * self.current.latency_ms
+        return candidate.bytes <= self.current.bytes or not candidate.assignment
+
+    def units(self) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+        """(groups joined by a shared-scale op, single layers) among the float32 layers, in ranking order."""
+        floats = [n for n in self.ranked if self.state.get(n) == "float32"]
+        groups = []
+        for name in floats:
+            layer = self.by_name[name]
+            members = tuple(dict.fromkeys([name] + [f for f in layer.feeds if self.state.get(f) == "float32"]))
+            if layer.shares_scale and len(members) > 1:
+                groups.append(members)
+        return groups, [(n,) for n in floats]
+
+    def give_back(self) -> None:
+        groups, singles = self.units()
+        probes: dict[tuple[str, ...], Trial] = {}
+        for unit in groups + singles:
+            if not self.spent:
+                probes[unit] = self.trial({**self.state, **{n: "int8" for n in unit}},
+                                          f"probe: {' + '.join(unit)} at int8")
+
+        def rank(unit: tuple[str, ...]) -> tuple:
+            t = probes.get(unit)
+            if t is None:
+                return (1, 0.0, 0)
+            lost = max(t.drop - self.current.drop, 0.0) + 1e-3
+            return (0, -self.gain(t) / lost, -sum(self.by_name[n].weight_elements for n in unit))
+
+        order = sorted(groups, key=rank) + sorted(singles, key=rank)
+        # each precision, cheapest first: the longest prefix of the ranked layers that keeps the bound together
+        for p in [q for q in self.precisions if q != "float32"]:
+            units = [u for u in order if all(self.state.get(n) == "float32" and self.can_take(n, p) for n in u)]
+            if units and not self.spent:
+                self.prefix(units, p)
+        # then one at a time, the layers still in float32 (accuracy is not monotonic in the set)
+        for unit in [u for u in singles if self.state.get(u[0]) == "float32"]:
+            if self.spent:
+                self.out_of_budget(unit)
+                continue
+            held = self.try_unit(unit)
+            if held is not None:
+                self.take(unit, held)
+            else:
+                lost = ", ".join(f"{p} {d:.2f}" for p, d in self.losses.get(unit[0], {}).items())
+                self.reasons[unit[0]] = (f"float32: every cheaper precision breaks the bound (the file loses: {lost} "
+                                         f"{self.unit})")
+
+    def can_take(self, name: str, p: str) -> bool:
+        """With the size objective a layer moves only where it saves bytes, or to int8 (the target format)."""
+        if p not in self.options(name):
+            return False
+        return self.objective == "latency" or p == "int8" or self.by_name[name].weight_elements > 0
+
+    def prefix(self, units: list[tuple[str, ...]], p: str) -> None:
+        """Give `p` to the longest prefix of `units` that keeps the bound (all of them first, then bisection)."""
+        tried: dict[int, Trial | None] = {}
+
+        def holds(k: int) -> bool:
+            if k not in tried:
+                if self.spent:
+                    tried[k] = None
+                    return False
+                names = [n for u in units[:k] for n in u]
+                t = self.trial({**self.state, **{n: p for n in names}},
+                               f"give back: {k} of {len(units)} float32 layer(s) -> {p}")
+                for n in names:
+                    self.losses.setdefault(n, {})[p] = t.drop
+                tried[k] = t if self.accept(t) else None
+            return tried[k] is not None
+
+        if holds(len(units)):
+            best = len(units)
+        else:
+            lo, hi = 0, len(units)
+            while hi - lo > 1 and not self.spent:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if holds(mid) else (lo, mid)
+            best = lo
+        if best:
+            for u in units[:best]:
+                self.take(u, tried[best])
+
+    def try_unit(self, unit: tuple[str, ...]) -> Trial | None:
+        """The cheapest precision (size) or the fastest (latency) that keeps the bound with `unit` given it."""
+        held: list[Trial] = []
+        for p in [q for q in self.precisions if q != "float32" and all(self.can_take(n, q) for n in unit)]:
+            if self.spent:
+                break
+            t = self.trial({**self.state, **{n: p for n in unit}}, f"give back: {' + '.join(unit)} -> {p}")
+            for n in unit:
+                self.losses.setdefault(n, {})[p] = t.drop
+            if self.accept(t):
+                held.append(t)
+                if self.objective == "size":
+                    break  # the cheapest that holds (the order is by bytes, then by kernel)
+        if not held:
+            return None
+        best = held[0]
+        for t in held[1:]:  # latency: a later precision only when it is clearly faster
+            if t.latency_ms < (1 - LATENCY_MARGIN) * best.latency_ms:
+                best = t
+        return best
+
+    def take(self, unit: tuple[str, ...], best: Trial) -> None:
+        chosen = best.assignment.get(unit[0], "int8")
+        order = list(PRECISIONS)
+        for n in unit:
+            self.state[n] = chosen
+            cheaper = {p: d for p, d in self.losses.get(n, {}).items() if order.index(p) < order.index(chosen)}
+            why = "; ".join(f"{p} loses {d:.2f}" for p, d in cheaper.items())
+            with_ = f" (given back with {', '.join(m for m in unit if m != n)})" if len(unit) > 1 else ""
+            self.reasons[n] = (f"{chosen}: given back from float32{with_}; the file keeps the bound (loses "
+                               f"{best.drop:.2f} {self.unit})" + (f"; cheaper: {why}" if why else ""))
+        self.current = best
+
+    def out_of_budget(self, unit: tuple[str, ...]) -> None:
+        for n in unit:
+            self.reasons[n] = f"float32: not tried (the budget of {self.budget} candidates was spent)"
+        note = (f"the search stopped at its budget of {self.budget} candidates: the layers not reached keep float32, "
+                "which holds")
+        if note not in self.notes:
+            self.notes.append(note)
+
+
+def _round(x: float):
+    return x if math.isinf(x) else round(x, 4)
+
+
+# ------------------------------------------------------------------------------------------------- the files
+def recipe_for(assignment: dict[str, str], scopes: dict[str, list[str]]) -> list[dict]:
+    """The litert-quantizer recipe: int8 for every op, then one rule per precision for the layers given it (their
+    ops' exact scopes). Rules are in `PRECISIONS` order and scopes sorted: the same assignment, the same recipe.
+
+    Example:
+        recipe_for({"small": "dynamic"}, {"small": ["m/small/MatMul;"]})
+    """
+    rules = [PRECISIONS["int8"].rule(".*")]
+    for p in PRECISIONS:
+        names = sorted(s for layer, q in assignment.items() if q == p and p != "int8" for s in scopes.get(layer, []))
+        if names:
+            rules.append(PRECISIONS[p].rule("^(?:" + "|".join(re.escape(s) for s in names) + ")$"))
+    return rules
+
+
+def _quantizer():
+    try:
+        from litert_quantizer import quantizer
+    except ImportError as e:
+        raise BadInput("the precision search needs litert-quantizer (AI Edge Quantizer)",
+                                fix="pip install litert-quantizer") from e
+    return quantizer
+
+
+class Builder:
+    """Builds candidate files from one float32 file: calibrated once, then `build(assignment)` per candidate."""
+
+    def __init__(self, float_data: bytes, calibration: dict[str, np.ndarray], signature: str):
+        self.float_data = bytes(float_data)
+        self.signature = signature
+        q = self._new(recipe_for({}, {}))
+        n = len(next(iter(calibration.values())))
+        samples = [{k: np.asarray(v[i:i + 1]) for k, v in calibration.items()} for i in range(n)]
+        from litert_quantizer import calibrator
+        from litert_quantizer.utils import qsv_utils
+
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                # the ranges seen (as the TFLite converter calibrates), not litert-quantizer's default moving
+                # average of each sample's, which clips what the calibration data did reach
+                cal = calibrator.Calibrator(self.float_data, qsv_update_func=qsv_utils.min_max_update)
+                cal.calibrate({signature: samples}, q._recipe_manager)
+                self.qsvs = cal.get_model_qsvs()
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise UnsupportedModel(f"litert-quantizer could not calibrate the model: {first_line(e)[:300]}",
+                                   fix="rerun without --precision (the accuracy gate keeps float layers with the "
+                                       "TFLite converter)") from e
+        self.calibration_samples = n
+
+    def _new(self, recipe: list[dict]):
+        q = _quantizer().Quantizer(bytearray(self.float_data))
+        q.load_quantization_recipe(recipe)
+        return q
+
+    def build(self, recipe: list[dict]) -> bytes:
+        try:
+            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+                q = self._new(recipe)
+                return bytes(q.quantize(self.qsvs if q.need_calibration else None,
+                                        enable_progress_report=False).quantized_model)
+        except (ValueError, RuntimeError, KeyError, TypeError, NotImplementedError) as e:
+            raise UnsupportedModel(f"litert-quantizer failed on this precision mix: {first_line(e)[:300]}",
+                                   fix="rerun without --precision, or name fewer precisions (--precision "
+                                       "int8,float32)") from e
+
+
+def rebuild(float_data: bytes, recipe: list[dict], calibration: dict[str, np.ndarray], signature: str) -> bytes:
+    """The searched file again, from the float32 file, the card's `recipe` and the same calibration data.
+
+    Example:
+        card = json.loads(Path("m.mixed.tflite.edgekeras.json").read_text())
+        data = rebuild(Path("m.float32.tflite").read_bytes(), card["steps"][-1]["settings"]["recipe"], calib,
+                       "serving_default")
+    """
+    return Builder(float_data, calibration, signature).build(recipe)
+
+
+def describe_layers(float_data: bytes, keras_model) -> tuple[list[Layer], dict[str, list[str]]]:
+    """The file's layers (weights, op types, the layers they read) and each layer's op scopes (litert-quantizer's
+    scope: the op's output tensor names, each followed by ";")."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from .gate import _TFLiteGraph
+
+    graph = _TFLiteGraph(float_data, keras_model)
+    it = Interpreter(model_content=float_data,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    produced = {i for op in it._get_ops_details() for i in op["outputs"]}
+    inputs = {d["index"] for d in it.get_input_details()}
+    weights: dict[str, int] = {}
+    ops: dict[str, list[str]] = {}
+    scopes: dict[str, list[str]] = {}
+    feeds: dict[str, list[str]] = {}
+    producer = {}
+    for (op_name, ins, outs), layer in zip(graph.ops, graph.layers):
+        for t in outs:
+            producer[t] = layer
+    for op, (op_name, ins, outs), layer in zip(it._get_ops_details(), graph.ops, graph.layers):
+        if layer is None:
+            continue
+        ops.setdefault(layer, []).append(op_name)
+        if outs:
+            scopes.setdefault(layer, []).append(";".join(outs) + ";")
+        for i in op["inputs"]:
+            if i < 0 or i in produced or i in inputs or i not in details:
+                continue
+            d = details[i]
+            if np.dtype(d["dtype"]).kind == "f" and int(np.prod(d["shape"])) > 1:
+                weights[layer] = weights.get(layer, 0) + int(np.prod(d["shape"]))
+        for t in ins:
+            p = producer.get(t)
+            if p is not None and p != layer:
+                feeds.setdefault(layer, []).append(p)
+    names = list(dict.fromkeys(layer for layer in graph.layers if layer is not None))
+    return ([Layer(n, weights.get(n, 0), tuple(ops.get(n, ())), tuple(dict.fromkeys(feeds.get(n, ()))))
+             for n in names], scopes)
+
+
+@dataclass
+class SearchResult:
+    """The searched file and everything the card records (see `settings`)."""
+
+    outcome: Outcome
+    data: bytes
+    recipe: list[dict]
+    layers: list[Layer]
+    keras_value: float
+    metric: str
+    max_drop: float
+    objective: str
+    precisions_allowed: tuple[str, ...]
+    ranking: list[tuple[str, float]]
+    compared: dict[str, dict]
+    signature: str
+    calibration_samples: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def met(self) -> bool:
+        return self.outcome.met
+
+    def settings(self) -> dict:
+        """The card's convert step: engine, the recipe that rebuilds the file, each layer's precision and why,
+        every candidate, the comparison with plain int8 and float32 measured in the same run, the notes."""
+        from .gate import _drop_unit, tflite_int8_weight_fraction
+
+        try:
+            from importlib.metadata import version
+            engine_version = version("litert-quantizer")
+        except Exception:  # noqa: BLE001 - the version is a record, not a requirement
+            engine_version = "unknown"
+        chosen = self.outcome.chosen
+        weights = {layer.name: layer.weight_elements for layer in self.layers}
+        by_precision: dict[str, int] = {}
+        for name, p in self.outcome.precisions.items():
+            by_precision[p] = by_precision.get(p, 0) + 1
+        return {
+            "mode": "mixed", "engine": "litert-quantizer", "engine_version": engine_version,
+            "signature": self.signature, "calibration_samples": self.calibration_samples,
+            "recipe": self.recipe,
+            "precision_search": {
+                "objective": self.objective, "precisions_allowed": list(self.precisions_allowed),
+                "max_drop": self.max_drop, "metric": self.metric, "drop_unit": _drop_unit(self.metric),
+                "keras_value": round(self.keras_value, 6), "met": self.met,
+                "value": round(chosen.value, 6), "drop": _round(chosen.drop),
+                "bytes": chosen.bytes, "gzip_bytes": chosen.gzip_bytes, "latency_ms": round(chosen.latency_ms, 4),
+                "int8_weight_fraction": round(tflite_int8_weight_fraction(self.data), 4),
+                "layers": [{"layer": layer.name, "precision": self.outcome.precisions.get(layer.name, "int8"),
+                            "weights": weights[layer.name], "why": self.outcome.reasons.get(layer.name, "")}
+                           for layer in self.layers],
+                "layer_count_by_precision": by_precision,
+                "compared_with": self.compared,
+                "ranking": [[name, round(err, 4)] for name, err in self.ranking[:50]],
+                "measured_on": "litert (default kernels)",
+                "candidates": [t.summary() for t in self.outcome.trials],
+                "notes": list(self.notes),
+            },
+        }
+
+
+def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], eval_x: dict[str, np.ndarray],
+                eval_y: np.ndarray, *, metric: str, kind: str | None, output: str, keras_value: float,
+                max_drop: float, objective: str = "size", precisions="auto", budget: int = DEFAULT_BUDGET,
+                compare: dict[str, bytes] | None = None, progress=None) -> SearchResult:
+    """Search the per-layer precisions of `source`'s float32 file (module doc); runs in the worker.
+
+    Args:
+        source: the loaded `edgekeras.source.SourceModel` (its Keras layers name the ops).
+        float_data: its float32 .tflite (`ptq.convert(source, "float32").data`).
+        calibration: representative inputs by input name.
+        eval_x, eval_y, metric, kind, output, keras_value, max_drop: as for `gate.search_tflite`.
+        objective: "size" or "latency"; precisions: "auto" or names (`parse_precisions`); budget: candidates at most.
+        compare: files measured beside the result in the same run, by name (e.g. {"int8": plain, "float32": f32}).
+        progress: called with (candidates measured, candidates at most).
+
+    Returns:
+        A `SearchResult`.
+
+    Raises:
+        BadInput: as `gate.search_tflite`; an unknown precision or objective.
+        UnsupportedModel: litert-quantizer cannot calibrate or quantize the model.
+        MissingDependency: litert-quantizer is not installed.
+    """
+    from .gate import (_check_args, _gzip_size, _measure_file, _rank_tflite, _TFLiteGraph, _meets, drop_of,
+                       tflite_int8_weight_fraction)
+
+    allowed = parse_precisions(precisions)
+    if objective not in OBJECTIVES:
+        raise BadInput(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}",
+                       fix="--objective size (fewest bytes) or --objective latency (fastest measured)")
+    _check_args(metric, max_drop, keras_value, eval_x, eval_y, [t.name for t in source.inputs])
+    if not calibration:
+        raise BadInput("the precision search needs calibration data", fix="pass calibration data (--calibration)")
+    signature = _signature(float_data)
+    layers, scopes = describe_layers(float_data, source.keras_model)
+    builder = Builder(float_data, calibration, signature)
+    plain = builder.build(recipe_for({}, scopes))
+    from .gate import RANKING_SAMPLES
+
+    graph = _TFLiteGraph(float_data, source.keras_model)
+    samples = {k: np.asarray(v)[:RANKING_SAMPLES] for k, v in calibration.items()}
+    ranking, _ = _rank_tflite(graph, plain, samples, source.inputs, True)
+    unit = "% of the Keras mae" if metric == "mae" else "points"
+    runtime_notes: list[str] = []
+    files: dict[str, bytes] = {}
+    most = budget + 1
+
+    with tempfile.TemporaryDirectory(prefix="edgekeras-precision-") as tmp:
+        def measure_bytes(data: bytes, name: str):
+            path = Path(tmp) / f"{name}.tflite"
+            path.write_bytes(data)
+            value, latency, note = _measure_file(path, eval_x, eval_y, metric, kind, output)
+            if note:
+                runtime_notes.append(note)
+            return value, latency
+
+        def measure(assignment: dict[str, str], purpose: str) -> Trial:
+            recipe = recipe_for(assignment, scopes)
+            key = json.dumps(recipe, sort_keys=True)
+            data = files.get(key)
+            if data is None:
+                data = plain if not assignment else builder.build(recipe)
+                files[key] = data
+            value, latency = measure_bytes(data, "candidate")
+            drop = drop_of(metric, value, keras_value)
+            if progress is not None:
+                progress(len(trial_log) + 1, max(most, len(trial_log) + 1))
+            t = Trial(dict(assignment), purpose, value, drop, _meets(drop, max_drop), len(data), _gzip_size(data),
+                      latency, tflite_int8_weight_fraction(data))
+            trial_log.append(t)
+            return t
+
+        trial_log: list[Trial] = []
+        outcome = search(layers, [name for name, _ in ranking], measure, max_drop=max_drop, objective=objective,
+                         precisions=allowed, budget=budget, unit=unit)
+        recipe = recipe_for({k: v for k, v in outcome.chosen.assignment.items() if v != "int8"}, scopes)
+        data = files[json.dumps(recipe, sort_keys=True)]
+        compared = {}
+        for name, other in (compare or {}).items():
+            value, latency = measure_bytes(other, f"compare-{name}")
+            again_chosen = measure_bytes(data, "chosen-again")[1]
+            compared[name] = {"value": round(value, 6), "drop": _round(drop_of(metric, value, keras_value)),
+                              "bytes": len(other), "gzip_bytes": _gzip_size(other), "latency_ms": round(latency, 4),
+                              "searched_latency_ms": round(again_chosen, 4),
+                              "int8_weight_fraction": round(tflite_int8_weight_fraction(other), 4)}
+    if progress is not None:
+        progress(len(trial_log), len(trial_log))
+    notes = list(outcome.notes) + list(dict.fromkeys(runtime_notes))
+    counts: dict[str, int] = {}
+    for p in outcome.precisions.values():
+        counts[p] = counts.get(p, 0) + 1
+    head = ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: list(PRECISIONS).index(kv[0])))
+    c = outcome.chosen
+    notes.insert(0, (f"precision search ({objective}): {head}; the file loses {c.drop:.2f} {unit} (bound "
+                     f"{max_drop:g}), {c.bytes:,} bytes, {100 * tflite_int8_weight_fraction(data):.0f}% of its "
+                     f"weight bytes int8, {len(outcome.trials)} candidates measured")
+                 if outcome.met else outcome.notes[0] if outcome.notes else "the bound cannot be met")
+    return SearchResult(outcome=outcome, data=data, recipe=recipe, layers=layers, keras_value=float(keras_value),
+                        metric=metric, max_drop=float(max_drop), objective=objective, precisions_allowed=allowed,
+                        ranking=ranking, compared=compared, signature=signature,
+                        calibration_samples=builder.calibration_samples, notes=list(dict.fromkeys(notes)))
+
+
+def _signature(float_data: bytes) -> str:
+    from ai_edge_litert.interpreter import Interpreter
+
+    sigs = Interpreter(model_content=float_data).get_signature_list()
+    if not sigs:
+        raise UnsupportedModel("the float32 file has no signature; litert-quantizer calibrates by signature",
+                               fix="please report this model")
+    return "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
