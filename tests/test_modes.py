@@ -46,7 +46,8 @@ def test_what_each_mode_tells_the_converter(name, float_io, fallback, told):
 @pytest.mark.parametrize("file_name, mode", [
     ("digits.int8.tflite", "int8"), ("digits.float32.tflite", "float32"), ("digits.int16x8.tflite", "int16x8"),
     ("digits.pqat.int8.tflite", "int8"), ("digits.int8.onnx", "int8"), ("digits.onnx", "float32"),
-    ("a.float16.int8.tflite", "int8"), ("digits.mixed.tflite", "mixed"), ("mobilenet_v2.tflite", None), ("authors.model.onnx", None),
+    ("a.float16.int8.tflite", "int8"), ("digits.mixed.tflite", "mixed"), ("mobilenet_v2.tflite", None),
+    ("authors.model.onnx", None),
 ])
 def test_the_mode_a_file_name_says(file_name, mode):
     assert modes.from_file_name(file_name) == mode

@@ -26,17 +26,22 @@ once (the ranges are the same whatever the bit width) and every candidate reuses
 
 **The search** (`search`, pure: no TensorFlow; it calls a `measure(assignment)` it is given):
 1. plain int8 (every layer int8). If it keeps the bound, it is the answer.
-2. *Find a passing set*: the layers ranked by what int8 does to them (`gate`'s measure, on the same file) are kept
-   in float32, the top k of them: k doubling until the bound holds, then bisection (the gate of today).
-3. *Give back*: every layer in float32 is *probed* (the passing file with that layer alone back at int8, measured),
-   and the layers are ranked by what they gain (weight bytes saved, or milliseconds with the latency objective) per
-   point of accuracy lost; layers joined by an op that ties its int8 inputs to one scale (CONCATENATION, PACK) or
-   rescales them (ADD, SUB) are also tried *together*, before alone. Then, in that order, each layer (or group) is
-   given the cheapest precision that keeps the bound, each a new file measured again (a probe measured on another
-   set is never trusted); one that no cheaper precision keeps stays float32.
-4. With the latency objective a change is kept only when the file is not slower (within `LATENCY_MARGIN`), and the
-   precisions that hold for a layer are all measured and the fastest kept. With the size objective the decisions
-   depend on accuracy and bytes only, never on a timing: the same data give the same file, byte for byte.
+2. *Find a passing set*: the layers are ranked by what int8 does to them (`gate`'s measure, on the same file), and
+   the top k are lifted, k as small as holds (k doubling, then bisection): first to weights-int8 (int8 weights,
+   float maths: no byte more than int8; float32 for layers without weights); when even every layer there breaks
+   the bound, every layer stays at weights-int8 and the top k go on to float32.
+3. *Give back*: every lifted layer is *probed* (the passing file with that layer alone at int8, measured) and the
+   layers are ranked by what they gain (gzip bytes saved, or milliseconds with the latency objective) per point of
+   accuracy lost; layers joined by an op that ties its int8 inputs to one scale (CONCATENATION, PACK) or rescales
+   them (ADD, SUB) are also tried *together*, before alone. Then for each precision, cheapest first, the longest
+   prefix of that ranking that keeps the bound together is given it (all of them first, then bisection; past a
+   layer that breaks it, the rest again, `_Search.SKIPS` times), and last the layers still float32 one at a time.
+   Every step is a new file measured again: a probe measured on another set is never trusted.
+4. With the size objective a layer moves only where the file gets smaller (gzip bytes), or to int8 (full-integer
+   kernels, the target format) while the file grows by at most `INT8_BYTES_MARGIN`; a change that makes the file
+   more than `SLOWER_LIMIT` times slower is refused (int16x8 kernels run outside XNNPACK). With the latency
+   objective a change is kept only when the file is not slower (within `LATENCY_MARGIN`). The size objective decides
+   on accuracy and bytes, and on timings only far from their noise: the same data give the same file, byte for byte.
 
 At most `budget` candidates are measured (default `DEFAULT_BUDGET`); layers not reached keep the precision that
 holds, with a note.
@@ -65,11 +70,18 @@ import numpy as np
 from ..errors import BadInput, UnsupportedModel, first_line
 
 #: Candidates measured at most (plain int8 and the comparisons not counted).
-DEFAULT_BUDGET = 80
+DEFAULT_BUDGET = 120
 #: With the latency objective, a change that makes the file slower by more than this share is refused, and a
 #: precision is preferred for speed only when it is faster by more than it (timings on a shared CPU are noisy).
 LATENCY_MARGIN = 0.10
 OBJECTIVES = ("size", "latency")
+#: With the size objective, a change that makes the file slower than this many times the slower of plain int8 and
+#: the passing file the give-back starts from is refused: no byte is worth that (int16x8 kernels outside XNNPACK
+#: made a file 14x slower than float32). Far from timing noise, so the same data still give the same file.
+SLOWER_LIMIT = 1.5
+#: With the size objective a layer may move to int8 (full-integer kernels, the target format) while the file grows by
+#: at most this share (its activations' scales and zero points).
+INT8_BYTES_MARGIN = 0.01
 #: Ops whose int8 inputs the quantizer ties to the output's scale, or rescales to it.
 SHARED_SCALE_OPS = ("CONCATENATION", "PACK", "ADD", "SUB")
 _TOLERANCE = 1e-9
@@ -247,6 +259,7 @@ class _Search:
         self.current: Trial | None = None
         self.losses: dict[str, dict[str, float]] = {}  # layer -> {precision tried: the file's drop}
         self.seen: dict[tuple, Trial] = {}
+        self.reference_ms = math.inf  # the size objective refuses files slower than SLOWER_LIMIT times this
 
     def trial(self, assignment: dict[str, str], purpose: str) -> Trial:
         """The file for `assignment`, measured (once: a set measured before is not measured again)."""
@@ -277,36 +290,56 @@ class _Search:
 
     # -- 2. a passing set: the top k ranked layers in float32 (k doubling, then bisection)
     def find(self, plain: Trial) -> bool:
-        tried = {0: plain}
+        """A passing set: the top k ranked layers lifted, k as small as holds. First to the level that costs no
+        byte (weights-int8 for layers with weights: int8 weights, float maths; float32 for the others); when even
+        every ranked layer there breaks the bound, every layer stays there and the top k go on to float32."""
+        w8 = "weights-int8" in self.precisions
+        cheap = (lambda n: "weights-int8" if self.by_name[n].weight_elements else "float32") if w8 else None
+        base: dict[str, str] = {}
+        base_name, last = "", plain
+        for name, level in ([("weights-int8", cheap)] if w8 else []) + [("float32", lambda n: "float32")]:
+            every = self.trial({**base, **{n: level(n) for n in self.ranked}}, f"find: every ranked layer at {name}")
+            if not every.holds:
+                last, base, base_name = every, ({n: cheap(n) for n in self.ranked} if w8 else {}), name
+                continue
+            k = self.fewest(base, last, every, level, name)
+            self.current = self.trial({**base, **{n: level(n) for n in self.ranked[:k]}}, "")
+            self.state = dict(self.current.assignment)
+            lifted = (f"every layer at {base_name} loses {last.drop:.2f} {self.unit}, so all stay there and " if base
+                      else "")
+            for i, n in enumerate(self.ranked):
+                self.reasons[n] = (f"{self.state.get(n, 'int8')}: {lifted}ranked {i + 1} of {len(self.ranked)} by "
+                                   f"int8 error, " + (f"among the {k} lifted to {name}" if i < k else
+                                                      f"below the {k} lifted to {name}") + " to find a passing file")
+            self.reference_ms = max(self.current.latency_ms, plain.latency_ms)
+            return True
+        self.notes.append(f"the bound of {self.max_drop:g} {self.unit} cannot be met: plain int8 loses "
+                          f"{plain.drop:.2f}, every ranked layer in float32 loses {last.drop:.2f}; kept the best "
+                          "file measured")
+        return False
+
+    def fewest(self, base: dict[str, str], start: Trial, every: Trial, level, name: str) -> int:
+        """The fewest top-ranked layers lifted to `level` (over `base`) that keep the bound: k doubling from 1, then
+        bisection; `start` is the file with none lifted, `every` with all."""
+        tried = {0: start, len(self.ranked): every}
 
         def holds(k: int) -> bool:
             if k not in tried:
-                tried[k] = self.trial({n: "float32" for n in self.ranked[:k]},
-                                      f"find: top {k} ranked layer(s) in float32")
+                tried[k] = self.trial({**base, **{n: level(n) for n in self.ranked[:k]}},
+                                      f"find: top {k} ranked layer(s) at {name}")
             return tried[k].holds
 
-        lo, hi, k = 0, None, 1
-        while self.ranked:
+        lo, hi, k = 0, len(self.ranked), 1
+        while k < hi:
             if holds(k):
                 hi = k
                 break
             lo = k
-            if k >= len(self.ranked):
-                break
-            k = min(2 * k, len(self.ranked))
-        while hi is not None and hi - lo > 1:
+            k = 2 * k
+        while hi - lo > 1:
             mid = (lo + hi) // 2
             hi, lo = (mid, lo) if holds(mid) else (hi, mid)
-        if hi is None:
-            self.notes.append(f"the bound of {self.max_drop:g} {self.unit} cannot be met: plain int8 loses "
-                              f"{plain.drop:.2f}, every ranked layer in float32 loses {tried[max(tried)].drop:.2f}; "
-                              "kept the best file measured")
-            return False
-        self.current, self.state = tried[hi], dict(tried[hi].assignment)
-        for i, name in enumerate(self.ranked[hi:], start=hi):
-            self.reasons[name] = (f"int8: ranked {i + 1} of {len(self.ranked)} by int8 error, below the {hi} kept "
-                                  "in float32 to find a passing file")
-        return True
+        return hi
 
     # -- 3. give back
     def options(self, name: str) -> list[str]:
@@ -318,25 +351,28 @@ class _Search:
         before = self.current
         if self.objective == "latency":
             return before.latency_ms - after.latency_ms
-        return float(before.bytes - after.bytes)
+        return float(before.gzip_bytes - after.gzip_bytes)
 
     def accept(self, candidate: Trial) -> bool:
         if not candidate.holds:
             return False
         if self.objective == "latency":
             return candidate.latency_ms <= (1 + LATENCY_MARGIN) * self.current.latency_ms
-        return candidate.bytes <= self.current.bytes or not candidate.assignment
+        if candidate.latency_ms > SLOWER_LIMIT * self.reference_ms:
+            return False  # far slower (e.g. int16x8 kernels outside XNNPACK): not worth the bytes
+        to_int8 = candidate.assignment.items() <= self.state.items()  # only layers moved to int8
+        return candidate.gzip_bytes <= (1 + INT8_BYTES_MARGIN if to_int8 else 1) * self.current.gzip_bytes
 
     def units(self) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-        """(groups joined by a shared-scale op, single layers) among the float32 layers, in ranking order."""
-        floats = [n for n in self.ranked if self.state.get(n) == "float32"]
+        """(groups joined by a shared-scale op, single layers) among the layers not int8, in ranking order."""
+        lifted = [n for n in self.ranked if self.state.get(n, "int8") != "int8"]
         groups = []
-        for name in floats:
+        for name in lifted:
             layer = self.by_name[name]
-            members = tuple(dict.fromkeys([name] + [f for f in layer.feeds if self.state.get(f) == "float32"]))
+            members = tuple(dict.fromkeys([name] + [f for f in layer.feeds if f in lifted]))
             if layer.shares_scale and len(members) > 1:
                 groups.append(members)
-        return groups, [(n,) for n in floats]
+        return groups, [(n,) for n in lifted]
 
     def give_back(self) -> None:
         groups, singles = self.units()
@@ -345,6 +381,8 @@ class _Search:
             if not self.spent:
                 probes[unit] = self.trial({**self.state, **{n: "int8" for n in unit}},
                                           f"probe: {' + '.join(unit)} at int8")
+                if len(unit) == 1:
+                    self.losses.setdefault(unit[0], {})["int8"] = probes[unit].drop
 
         def rank(unit: tuple[str, ...]) -> tuple:
             t = probes.get(unit)
@@ -356,7 +394,8 @@ class _Search:
         order = sorted(groups, key=rank) + sorted(singles, key=rank)
         # each precision, cheapest first: the longest prefix of the ranked layers that keeps the bound together
         for p in [q for q in self.precisions if q != "float32"]:
-            units = [u for u in order if all(self.state.get(n) == "float32" and self.can_take(n, p) for n in u)]
+            units = [u for u in order if all(self.can_take(n, p) for n in u)
+                     and (p != "int8" or u not in probes or self.accept(probes[u]))]  # int8 alone broke it
             if units and not self.spent:
                 self.prefix(units, p)
         # then one at a time, the layers still in float32 (accuracy is not monotonic in the set)
@@ -373,19 +412,37 @@ class _Search:
                                          f"{self.unit})")
 
     def can_take(self, name: str, p: str) -> bool:
-        """With the size objective a layer moves only where it saves bytes, or to int8 (the target format)."""
-        if p not in self.options(name):
+        """A precision before the layer's own in `PRECISIONS` order; with the size objective only where it saves
+        bytes, or int8 (the target format)."""
+        order = list(PRECISIONS)
+        now = self.state.get(name, "int8")
+        if p not in self.options(name) or order.index(p) >= order.index(now):
             return False
-        return self.objective == "latency" or p == "int8" or self.by_name[name].weight_elements > 0
+        if self.objective == "latency" or p == "int8":
+            return True
+        return self.by_name[name].weight_elements > 0 and PRECISIONS[p].weight_bytes < PRECISIONS[now].weight_bytes
+
+    #: Layers that break the bound skipped per precision before the give-back moves on (each costs a few files).
+    SKIPS = 3
 
     def prefix(self, units: list[tuple[str, ...]], p: str) -> None:
-        """Give `p` to the longest prefix of `units` that keeps the bound (all of them first, then bisection)."""
-        tried: dict[int, Trial | None] = {}
+        """Give `p` to as many of `units` as keep the bound, in their order: the longest prefix that holds (all of
+        them first, then bisection), then past the unit that broke it, the same again with the rest (`SKIPS`
+        times at most)."""
+        rest = list(units)
+        for _ in range(self.SKIPS + 1):
+            if not rest or self.spent:
+                break
+            k = self.longest(rest, p)
+            rest = rest[k + 1:]  # rest[k] breaks the bound with the set as it is now: it keeps its precision
+
+    def longest(self, units: list[tuple[str, ...]], p: str) -> int:
+        """The longest prefix of `units` that keeps the bound at `p` (given it), or 0."""
+        tried: dict[int, Trial | None] = {0: None}
 
         def holds(k: int) -> bool:
             if k not in tried:
                 if self.spent:
-                    tried[k] = None
                     return False
                 names = [n for u in units[:k] for n in u]
                 t = self.trial({**self.state, **{n: p for n in names}},
@@ -395,17 +452,15 @@ class _Search:
                 tried[k] = t if self.accept(t) else None
             return tried[k] is not None
 
-        if holds(len(units)):
-            best = len(units)
-        else:
-            lo, hi = 0, len(units)
-            while hi - lo > 1 and not self.spent:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if holds(mid) else (lo, mid)
-            best = lo
-        if best:
-            for u in units[:best]:
-                self.take(u, tried[best])
+        lo, hi = 0, len(units)
+        if holds(hi):
+            lo = hi
+        while hi - lo > 1 and not self.spent:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if holds(mid) else (lo, mid)
+        for u in units[:lo]:
+            self.take(u, tried[lo])
+        return lo
 
     def try_unit(self, unit: tuple[str, ...]) -> Trial | None:
         """The cheapest precision (size) or the fastest (latency) that keeps the bound with `unit` given it."""
@@ -432,19 +487,21 @@ class _Search:
         chosen = best.assignment.get(unit[0], "int8")
         order = list(PRECISIONS)
         for n in unit:
+            before = self.state.get(n, "int8")
             self.state[n] = chosen
             cheaper = {p: d for p, d in self.losses.get(n, {}).items() if order.index(p) < order.index(chosen)}
             why = "; ".join(f"{p} loses {d:.2f}" for p, d in cheaper.items())
             with_ = f" (given back with {', '.join(m for m in unit if m != n)})" if len(unit) > 1 else ""
-            self.reasons[n] = (f"{chosen}: given back from float32{with_}; the file keeps the bound (loses "
+            self.reasons[n] = (f"{chosen}: given back from {before}{with_}; the file keeps the bound (loses "
                                f"{best.drop:.2f} {self.unit})" + (f"; cheaper: {why}" if why else ""))
         self.current = best
 
     def out_of_budget(self, unit: tuple[str, ...]) -> None:
         for n in unit:
-            self.reasons[n] = f"float32: not tried (the budget of {self.budget} candidates was spent)"
-        note = (f"the search stopped at its budget of {self.budget} candidates: the layers not reached keep float32, "
-                "which holds")
+            self.reasons[n] = (f"{self.state.get(n, 'int8')}: not tried (the budget of {self.budget} candidates "
+                               "was spent)")
+        note = (f"the search stopped at its budget of {self.budget} candidates: the layers not reached keep the "
+                "precision that holds")
         if note not in self.notes:
             self.notes.append(note)
 
