@@ -16,7 +16,8 @@ from .. import settings
 from .base import _debug_option, _output_options, _run, main
 
 # The names of edgekeras.compress.sweep.GRID, spelled out so that --help imports nothing (a test keeps them equal).
-CONFIG_NAMES = ("float32", "float16", "dynamic", "int8", "prune50", "prune80", "2of4", "cluster16", "qat", "pcqat")
+CONFIG_NAMES = ("float32", "float16", "dynamic", "int8", "searched", "prune50", "prune80", "2of4", "cluster16", "qat",
+                "pcqat")
 
 
 @main.command("sweep")

@@ -249,7 +249,9 @@ class _Search:
     def __init__(self, layers, ranking, measure, max_drop, objective, precisions, budget, unit):
         self.by_name = {layer.name: layer for layer in layers}
         self.layers = layers
-        self.ranked = [name for name in ranking if name in self.by_name]
+        ranked = [name for name in ranking if name in self.by_name]
+        # layers the ranking has no measure for (e.g. their tensors are float in the int8 file) come last
+        self.ranked = ranked + [layer.name for layer in layers if layer.name not in set(ranked)]
         self.measure, self.max_drop, self.objective = measure, max_drop, objective
         self.precisions, self.budget, self.unit = tuple(precisions), budget, unit
         self.trials: list[Trial] = []
@@ -511,16 +513,32 @@ def _round(x: float):
 
 
 # ------------------------------------------------------------------------------------------------- the files
-def recipe_for(assignment: dict[str, str], scopes: dict[str, list[str]]) -> list[dict]:
+def recipe_for(assignment: dict[str, str], scopes: dict[str, list[str]],
+               io: list[tuple[str, list[str]]] = ()) -> list[dict]:
     """The litert-quantizer recipe: int8 for every op, then one rule per precision for the layers given it (their
     ops' exact scopes). Rules are in `PRECISIONS` order and scopes sorted: the same assignment, the same recipe.
+
+    `io` are litert-quantizer's virtual INPUT and OUTPUT ops (their scope: the model's input, or output, tensor
+    names) with the layers that read the inputs (or write the outputs): they follow those layers, float when any of
+    them computes in float, 16-bit when any takes int16 activations (else an int8 input clips what the float layer
+    was kept float for).
 
     Example:
         recipe_for({"small": "dynamic"}, {"small": ["m/small/MatMul;"]})
     """
+    given: dict[str, list[str]] = {}
+    for layer, q in assignment.items():
+        if q != "int8":
+            given.setdefault(q, []).extend(scopes.get(layer, []))
+    for scope, layers in io:
+        kinds = {assignment.get(layer, "int8") for layer in layers}
+        floats = kinds - {"int8", "int16x8"}
+        q = "float32" if floats else "int16x8" if "int16x8" in kinds else None
+        if q is not None:
+            given.setdefault(q, []).append(scope)
     rules = [PRECISIONS["int8"].rule(".*")]
     for p in PRECISIONS:
-        names = sorted(s for layer, q in assignment.items() if q == p and p != "int8" for s in scopes.get(layer, []))
+        names = sorted(set(given.get(p, [])))
         if names:
             rules.append(PRECISIONS[p].rule("^(?:" + "|".join(re.escape(s) for s in names) + ")$"))
     return rules
@@ -588,9 +606,10 @@ def rebuild(float_data: bytes, recipe: list[dict], calibration: dict[str, np.nda
     return Builder(float_data, calibration, signature).build(recipe)
 
 
-def describe_layers(float_data: bytes, keras_model) -> tuple[list[Layer], dict[str, list[str]]]:
-    """The file's layers (weights, op types, the layers they read) and each layer's op scopes (litert-quantizer's
-    scope: the op's output tensor names, each followed by ";")."""
+def describe_layers(float_data: bytes, keras_model):
+    """The file's layers (weights, op types, the layers they read), each layer's op scopes (litert-quantizer's
+    scope: the op's output tensor names, each followed by ";"), and the virtual INPUT and OUTPUT ops' scopes with
+    the layers that read the inputs and write the outputs (`recipe_for`'s `io`)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from .gate import _TFLiteGraph
@@ -626,8 +645,13 @@ def describe_layers(float_data: bytes, keras_model) -> tuple[list[Layer], dict[s
             if p is not None and p != layer:
                 feeds.setdefault(layer, []).append(p)
     names = list(dict.fromkeys(layer for layer in graph.layers if layer is not None))
+    readers = [layer for (_, ins, _), layer in zip(graph.ops, graph.layers)
+               if layer is not None and set(ins) & set(graph.inputs)]
+    writers = [producer[t] for t in graph.outputs if producer.get(t) is not None]
+    io = [(";".join(graph.inputs) + ";", list(dict.fromkeys(readers))),
+          (";".join(graph.outputs) + ";", list(dict.fromkeys(writers)))]
     return ([Layer(n, weights.get(n, 0), tuple(ops.get(n, ())), tuple(dict.fromkeys(feeds.get(n, ()))))
-             for n in names], scopes)
+             for n in names], scopes, io)
 
 
 @dataclass
@@ -726,9 +750,9 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
     if not calibration:
         raise BadInput("the precision search needs calibration data", fix="pass calibration data (--calibration)")
     signature = _signature(float_data)
-    layers, scopes = describe_layers(float_data, source.keras_model)
+    layers, scopes, io = describe_layers(float_data, source.keras_model)
     builder = Builder(float_data, calibration, signature)
-    plain = builder.build(recipe_for({}, scopes))
+    plain = builder.build(recipe_for({}, scopes, io))
     from .gate import RANKING_SAMPLES
 
     graph = _TFLiteGraph(float_data, source.keras_model)
@@ -749,7 +773,7 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
             return value, latency
 
         def measure(assignment: dict[str, str], purpose: str) -> Trial:
-            recipe = recipe_for(assignment, scopes)
+            recipe = recipe_for(assignment, scopes, io)
             key = json.dumps(recipe, sort_keys=True)
             data = files.get(key)
             if data is None:
@@ -767,7 +791,7 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
         trial_log: list[Trial] = []
         outcome = search(layers, [name for name, _ in ranking], measure, max_drop=max_drop, objective=objective,
                          precisions=allowed, budget=budget, unit=unit)
-        recipe = recipe_for({k: v for k, v in outcome.chosen.assignment.items() if v != "int8"}, scopes)
+        recipe = recipe_for({k: v for k, v in outcome.chosen.assignment.items() if v != "int8"}, scopes, io)
         data = files[json.dumps(recipe, sort_keys=True)]
         compared = {}
         for name, other in (compare or {}).items():

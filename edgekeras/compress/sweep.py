@@ -9,12 +9,16 @@ verified file with its model card and its run's report. The grid (`GRID`, in thi
 | `float16`   | float16 weights                        | `<stem>.float16.tflite`     |
 | `dynamic`   | int8 weights, float activations        | `<stem>.dynamic.tflite`     |
 | `int8`      | full int8, post-training               | `<stem>.int8.tflite`        |
+| `searched`  | a precision per layer, searched (1 point)| `<stem>.mixed.tflite`       |
 | `prune50`   | prune 50% + int8                       | `<stem>.pruned50.int8.tflite` |
 | `prune80`   | prune 80% + int8                       | `<stem>.pruned80.int8.tflite` |
 | `2of4`      | 2:4 structured sparsity + int8         | `<stem>.2of4.int8.tflite`   |
 | `cluster16` | 16 weight clusters per kernel + int8   | `<stem>.cluster16.int8.tflite` |
 | `qat`       | quantization-aware training, int8      | `<stem>.qat.int8.tflite`    |
 | `pcqat`     | prune 80% + cluster 16 + QAT, int8     | `<stem>.pcqat.int8.tflite`  |
+
+`searched` is `compress --precision auto --max-accuracy-drop 1` on the evaluation data (`edgekeras.compress.precision`):
+the file that loses at most 1 point with the fewest bytes, beside the fixed configs.
 
 `float32` is the baseline: always made, first, and every ratio is against its file (plain float32 of the
 original model). Fine-tuning uses `compress`'s defaults (2 epochs per stage; 12 at 1e-3 when pruning 80%)
@@ -104,6 +108,8 @@ class SweepConfig:
     structured: str | None = None
     cluster: int | None = None
     qat: bool = False
+    precision: str | None = None  # the per-layer precision search (`compress --precision`), under `max_drop`
+    max_drop: float | None = None
 
     @property
     def trains(self) -> bool:
@@ -122,6 +128,10 @@ class SweepConfig:
     def compress_options(self, finetune_epochs: int | None) -> dict:
         """The keyword arguments of this config's `compress()` call (besides the data and the output)."""
         opts: dict = {"modes": self.mode}
+        if self.precision is not None:
+            from .precision import parse_precisions
+
+            opts.update(precision=list(parse_precisions(self.precision)), max_accuracy_drop=self.max_drop)
         if self.trains:
             opts.update(prune=self.prune, structured=self.structured, cluster=self.cluster, qat=self.qat,
                         finetune_epochs=finetune_epochs)
@@ -139,6 +149,7 @@ GRID: tuple[SweepConfig, ...] = (
     SweepConfig("float16", "float16 weights", "float16"),
     SweepConfig("dynamic", "dynamic range (int8 weights)", "dynamic"),
     SweepConfig("int8", "int8 (post-training)", "int8"),
+    SweepConfig("searched", "precision per layer, searched (1 point)", "mixed", precision="auto", max_drop=1.0),
     SweepConfig("prune50", "prune 50% + int8", "int8", prune=0.5),
     SweepConfig("prune80", "prune 80% + int8", "int8", prune=0.8),
     SweepConfig("2of4", "2:4 sparsity + int8", "int8", structured="2:4"),
@@ -476,7 +487,7 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
     stem = model_stem(model)
     report_names, row_names = {}, {}
     for cfg in chosen:
-        recipe = replace(cfg.recipe(finetune_epochs, seed), data="given" if cfg.trains else None).check()
+        recipe = replace(cfg.recipe(finetune_epochs, seed), data="given" if cfg.trains else None, eval="given").check()
         names, report_names[cfg.name] = recipe.output_names(stem)
         row_names[cfg.name] = names[("tflite", cfg.mode)]
     settings = {"configs": [c.name for c in chosen], "data": data_desc if trains else None,

@@ -139,3 +139,35 @@ def test_compress_writes_the_mixed_file_beside_plain_int8(keras, case, tmp_path)
     assert card["mode"] == "mixed"
     assert card["steps"][-1]["settings"]["precision_search"]["met"]
     assert report.recipe["precision"] == list(edgekeras.compress.precision.PRECISIONS)
+
+
+def test_raw_tabular_features_keep_a_float_input_where_int8_input_cannot_hold_them(keras):
+    """scikit-learn's breast cancer features as measured (areas ~1e3 beside smoothness ~0.1), normalized inside the
+    model: an int8 input rounds the small features away, and no float layer after it can bring them back (the
+    accuracy gate cannot hold 1 point here); the search keeps the input float with the layer that reads it."""
+    from sklearn.datasets import load_breast_cancer
+
+    from edgekeras.compress import ptq
+    from edgekeras.compress.precision import search_file
+    from edgekeras.metrics import score
+    from edgekeras.source import source_from_object
+
+    d = load_breast_cancer()
+    x, y = d.data.astype(np.float32), d.target.astype(np.float32)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((30,), name="features")
+    norm = keras.layers.Normalization(name="normalize")
+    norm.adapt(x[:400])
+    h = keras.layers.Dense(16, activation="relu", name="dense")(norm(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="malignant")(h))
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    model.fit(x[:400], y[:400], epochs=30, batch_size=32, verbose=0)
+    src = source_from_object(model)
+    xe, ye = x[400:], y[400:]
+    kv = score("binary_accuracy", src.predict({"features": xe})["malignant"], ye, "probability")
+    r = search_file(src, ptq.convert(src, "float32").data, {"features": x[:200]}, {"features": xe}, ye,
+                    metric="binary_accuracy", kind="probability", output="malignant", keras_value=kv, max_drop=1.0)
+    assert kv > 0.9 and r.outcome.trials[0].drop > 10  # plain int8
+    assert r.met and r.outcome.chosen.drop <= 1.0
+    assert r.outcome.precisions["normalize"] != "int8"
+    assert r.recipe[-1]["algorithm_key"] == "no_quantize" and "serving_default_features" in r.recipe[-1]["regex"]

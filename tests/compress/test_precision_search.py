@@ -155,6 +155,17 @@ def test_the_recipe_names_each_layers_ops_exactly_and_in_a_fixed_order():
     assert precision.PRECISIONS["float16"].rule("x")["algorithm_key"] == "float_casting"
 
 
+def test_the_model_input_and_output_follow_the_layers_that_read_and_write_them():
+    io = [("serving_default_x:0;", ["norm"]), ("PartitionedCall:0;", ["probs"])]
+    scopes = {"norm": ["m/norm/sub;"], "probs": ["m/probs/MatMul;"]}
+    assert recipe_for({}, scopes, io) == recipe_for({}, scopes)  # int8 reads the input: it is quantized
+    rules = recipe_for({"norm": "weights-int8", "probs": "int16x8"}, scopes, io)
+    by_key = {r["regex"]: r["algorithm_key"] for r in rules}
+    assert by_key[r"^(?:serving_default_x:0;)$"] == "no_quantize"  # a float reader: the input stays float
+    sixteen = [r for r in rules if r.get("op_config", {}).get("activation_tensor_config", {}).get("num_bits") == 16]
+    assert [r["regex"] for r in sixteen] == [r"^(?:PartitionedCall:0;|m/probs/MatMul;)$"]  # the output follows probs
+
+
 def test_the_recipe_turns_the_ops_of_a_layer_on_and_off_by_their_scope():
     import re
 

@@ -285,3 +285,19 @@ def test_sweep_help_imports_no_tensorflow():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "HEAVY []" in p.stdout and "Usage: " in p.stdout and "--finetune-epochs" in p.stdout
+
+
+def test_the_searched_file_is_a_row_beside_the_fixed_configs(digits_model, train_npz, tmp_path):
+    report = sweep(digits_model["model"], **{**_args(digits_model, train_npz, tmp_path / "s"),
+                                                 "configs": ["int8", "searched"]})
+    rows = {r.config: r for r in report.rows}
+    assert list(rows) == ["float32", "int8", "searched"]
+    row = rows["searched"]
+    assert row.mode == "mixed" and row.path.endswith(".mixed.tflite") and row.parity_passed
+    assert row.accuracy_change is not None and row.accuracy_change >= -0.01 - 1e-9  # the 1-point bound
+    assert row.latency_ms and row.gzip_bytes < rows["float32"].gzip_bytes
+    card = json.loads(Path(row.card).read_text())
+    assert card["steps"][-1]["settings"]["precision_search"]["max_drop"] == 1.0
+    again = sweep(digits_model["model"], **{**_args(digits_model, train_npz, tmp_path / "s"),
+                                            "configs": ["int8", "searched"]})
+    assert again.resumed == ["float32", "int8", "searched"] and again.ran == []
