@@ -994,9 +994,10 @@ def _onnx_nodes_by_layer(path: Path, layers: list[str]) -> dict[str, list[str]]:
 
 
 def _quantize_onnx(pre: Path, out: Path, calibration: dict[str, np.ndarray], inputs: list[TensorSpec],
-                   exclude: list[str], cache: Path) -> None:
-    """`edgekeras.export.onnx.quantize_int8`'s quantization (INT8_SETTINGS), `exclude` kept float; calibrates
-    once (the ranges are cached in `cache` for the next candidates)."""
+                   exclude: list[str], cache: Path, sixteen_bit: list[str] = ()) -> None:
+    """`edgekeras.export.onnx.quantize_int8`'s quantization (INT8_SETTINGS), `exclude` kept float, the tensors
+    `sixteen_bit` as uint16 activations; calibrates once (the ranges are cached in `cache` for the next
+    candidates)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from ..export.onnx import INT8_SETTINGS, _reader
@@ -1009,7 +1010,10 @@ def _quantize_onnx(pre: Path, out: Path, calibration: dict[str, np.ndarray], inp
                         reduce_range=s["reduce_range"],
                         activation_type=types[s["activation_type"]], weight_type=types[s["weight_type"]],
                         calibrate_method=getattr(CalibrationMethod, s["calibrate_method"]),
-                        nodes_to_exclude=list(exclude), calibration_cache_path=str(cache))
+                        nodes_to_exclude=list(exclude), calibration_cache_path=str(cache),
+                        extra_options={"UseQDQContribOps": True,
+                                       "TensorQuantOverrides": {t: [{"quant_type": QuantType.QUInt16}]
+                                                                for t in sixteen_bit}} if sixteen_bit else None)
     except (ValueError, RuntimeError, KeyError, TypeError, AssertionError) as e:
         raise UnsupportedModel(f"ONNX int8 quantization with {len(exclude)} node(s) kept in float failed in ONNX "
                                f"Runtime's quantizer: {type(e).__name__}: {first_line(e)[:300]}",

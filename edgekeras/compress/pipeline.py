@@ -897,7 +897,8 @@ class _Run:
                 commands.append((protocol.OnnxInt8(float_path=str(float_onnx),
                                                    out=str(stage.path(self.names[("onnx", "int8")])),
                                                    calib=calib_path, gate=gate),
-                                 "quantizing ONNX to int8" + (" (accuracy gate)" if gate else "")))
+                                 "quantizing ONNX to int8" + ((" (precision search)" if r.precision is not None else
+                                                                " (accuracy gate)") if gate else "")))
         for cmd, _ in commands:
             self.worker.send(cmd)
         log.info("computing Keras reference outputs on %d samples", len(data.parity))

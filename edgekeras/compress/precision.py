@@ -827,3 +827,144 @@ def _signature(float_data: bytes) -> str:
         raise UnsupportedModel("the float32 file has no signature; litert-quantizer calibrates by signature",
                                fix="please report this model")
     return "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
+
+
+# ------------------------------------------------------------------------------------------------- ONNX
+#: What ONNX Runtime's static QDQ quantizer can give a layer: its nodes int8 (uint8 activations, int8 weights),
+#: their outputs as 16-bit activations (uint16 QDQ, `TensorQuantOverrides`; the file becomes opset 21, the first with
+#: 16-bit QuantizeLinear), or left float (`nodes_to_exclude`). Weight-only and float16 have no static-QDQ form.
+ONNX_PRECISIONS = ("int8", "int16x8", "float32")
+
+
+@dataclass
+class OnnxSearchResult:
+    """The searched int8 ONNX file and what its card records."""
+
+    outcome: Outcome
+    data: bytes
+    excluded: list[str]
+    sixteen_bit: list[str]
+    layers: list[Layer]
+    keras_value: float
+    metric: str
+    max_drop: float
+    objective: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def met(self) -> bool:
+        return self.outcome.met
+
+    def settings(self) -> dict:
+        from ..export.onnx import INT8_SETTINGS
+        from .gate import _drop_unit
+
+        import onnxruntime
+
+        c = self.outcome.chosen
+        return {"mode": "int8", "quantizer": "onnxruntime.quantization.quantize_static",
+                "onnxruntime": onnxruntime.__version__, **INT8_SETTINGS, "nodes_to_exclude": list(self.excluded),
+                "tensor_quant_overrides": {t: "uint16" for t in self.sixteen_bit},
+                "precision_search": {
+                    "objective": self.objective, "precisions_allowed": list(ONNX_PRECISIONS),
+                    "max_drop": self.max_drop, "metric": self.metric, "drop_unit": _drop_unit(self.metric),
+                    "keras_value": round(self.keras_value, 6), "met": self.met, "value": round(c.value, 6),
+                    "drop": _round(c.drop), "bytes": c.bytes, "gzip_bytes": c.gzip_bytes,
+                    "latency_ms": round(c.latency_ms, 4), "int8_weight_fraction": round(c.int8_weight_fraction, 4),
+                    "layers": [{"layer": layer.name, "precision": self.outcome.precisions.get(layer.name, "int8"),
+                                "weights": layer.weight_elements, "why": self.outcome.reasons.get(layer.name, "")}
+                               for layer in self.layers],
+                    "measured_on": "onnxruntime (CPU)",
+                    "candidates": [t.summary() for t in self.outcome.trials],
+                    "notes": list(self.notes)}}
+
+
+def search_onnx_file(float_onnx: Path, out: Path, calibration: dict[str, np.ndarray], eval_x: dict[str, np.ndarray],
+                     eval_y: np.ndarray, *, metric: str, kind: str | None, output: str, keras_value: float,
+                     max_drop: float, inputs, layers: list[Layer], ranking: list[tuple[str, float]],
+                     objective: str = "size", budget: int = DEFAULT_BUDGET, progress=None) -> OnnxSearchResult:
+    """The precision search for the int8 ONNX file (`ONNX_PRECISIONS`), every candidate measured on ONNX Runtime.
+
+    Args:
+        float_onnx: the float ONNX file; out: where the chosen file is written.
+        layers, ranking: the TFLite search's (`SearchResult.layers`, `.ranking`): the same Keras layers, found in the
+            ONNX graph by name (tf2onnx keeps TensorFlow's op names); layers with no node are left out, with a note.
+        The others: as for `search_file`.
+
+    Returns:
+        An `OnnxSearchResult`; its file is also written to `out`.
+
+    Raises:
+        BadInput: as `search_file`. UnsupportedModel: ONNX Runtime's quantizer fails on this model.
+
+    Example:
+        r = search_onnx_file(Path("m.onnx"), Path("m.int8.onnx"), calib, {"image": x}, y, metric="accuracy",
+                             kind="probabilities", output="probs", keras_value=0.97, max_drop=0.5,
+                             inputs=src.inputs, layers=tfl.layers, ranking=tfl.ranking)
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .gate import (_check_args, _gzip_size, _measure_file, _meets, _onnx_nodes_by_layer, _quantize_onnx, drop_of,
+                       onnx_int8_weight_fraction)
+
+    _check_args(metric, max_drop, keras_value, eval_x, eval_y, [t.name for t in inputs])
+    unit = "% of the Keras mae" if metric == "mae" else "points"
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edgekeras-precision-onnx-") as tmp:
+        pre, cache = Path(tmp) / "pre.onnx", Path(tmp) / "calibration.json"
+        try:
+            quant_pre_process(str(float_onnx), str(pre), skip_symbolic_shape=True)
+        except (ValueError, RuntimeError, KeyError, TypeError, AssertionError) as e:
+            raise UnsupportedModel(f"ONNX Runtime's quantization pre-processing failed: {first_line(e)[:300]}",
+                                   fix="rerun with --debug for details") from e
+        nodes_of = _onnx_nodes_by_layer(pre, [layer.name for layer in layers])
+        outputs_of = {n.name: [o for o in n.output if o] for n in onnx.load(str(pre)).graph.node}
+        found = [layer for layer in layers if nodes_of.get(layer.name)]
+        absent = [layer.name for layer in layers if not nodes_of.get(layer.name)]
+        if absent:
+            notes.append(f"{len(absent)} layer(s) have no node in the ONNX graph and stay int8: "
+                         f"{', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''}")
+        files: dict[tuple, tuple[bytes, list[str], list[str]]] = {}
+
+        def build(assignment: dict[str, str]) -> tuple[bytes, list[str], list[str]]:
+            key = tuple(sorted(assignment.items()))
+            if key not in files:
+                exclude = sorted(n for name, p in assignment.items() if p == "float32" for n in nodes_of[name])
+                sixteen = sorted(t for name, p in assignment.items() if p == "int16x8"
+                                 for n in nodes_of[name] for t in outputs_of.get(n, []))
+                path = Path(tmp) / f"candidate{len(files)}.onnx"
+                _quantize_onnx(pre, path, calibration, inputs, exclude, cache, sixteen_bit=sixteen)
+                files[key] = (path.read_bytes(), exclude, sixteen)
+            return files[key]
+
+        def measure(assignment: dict[str, str], purpose: str) -> Trial:
+            data, _, _ = build(assignment)
+            path = Path(tmp) / "measured.onnx"
+            path.write_bytes(data)
+            value, latency, note = _measure_file(path, eval_x, eval_y, metric, kind, output)
+            if note:
+                notes.append(note)
+            drop = drop_of(metric, value, keras_value)
+            if progress is not None:
+                progress(len(files), max(len(files), budget + 1))
+            return Trial(dict(assignment), purpose, value, drop, _meets(drop, max_drop), len(data), _gzip_size(data),
+                         latency, onnx_int8_weight_fraction(path))
+
+        outcome = search(found, [name for name, _ in ranking], measure, max_drop=max_drop, objective=objective,
+                         precisions=ONNX_PRECISIONS, budget=budget, unit=unit)
+        data, exclude, sixteen = build(outcome.chosen.assignment)
+        Path(out).write_bytes(data)
+    if progress is not None:
+        progress(len(outcome.trials), len(outcome.trials))
+    c = outcome.chosen
+    counts: dict[str, int] = {}
+    for p in outcome.precisions.values():
+        counts[p] = counts.get(p, 0) + 1
+    head = ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: ONNX_PRECISIONS.index(kv[0])))
+    lead = (f"precision search on ONNX Runtime ({objective}): {head}; the file loses {c.drop:.2f} {unit} (bound "
+            f"{max_drop:g}), {c.bytes:,} bytes, {len(outcome.trials)} candidates measured") if outcome.met else \
+        (outcome.notes[0] if outcome.notes else "the bound cannot be met")
+    return OnnxSearchResult(outcome=outcome, data=data, excluded=exclude, sixteen_bit=sixteen, layers=found,
+                            keras_value=float(keras_value), metric=metric, max_drop=float(max_drop),
+                            objective=objective, notes=list(dict.fromkeys([lead] + outcome.notes[1:] + notes)))

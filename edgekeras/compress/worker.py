@@ -24,7 +24,6 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,15 +42,6 @@ def _load_npz(path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-@dataclass(frozen=True)
-class _Ranked:
-    """What the ONNX accuracy gate takes from a TFLite search: the Keras value and the layers by int8 error."""
-
-    keras_value: float
-    ranking: list
-    reasons: dict
-
-
 class Worker:
     """Handles the commands of one compress run. Create it, then `handle(command, emit)` for each."""
 
@@ -62,6 +52,7 @@ class Worker:
         self.reference: dict | None = None  # the Keras outputs on the parity data (the gate scores on them too)
         self._reference_thread = None  # computing `reference` beside the float32 conversion
         self.gate = None  # the accuracy gate's result for the int8 .tflite (its ONNX twin keeps the same layers)
+        self.searched = None  # the TFLite precision search's result (the ONNX search takes its layers)
         self.made: dict[str, bytes] = {}  # the plain files converted so far, by mode (the precision search's
         # comparisons)
 
@@ -253,8 +244,7 @@ class Worker:
             self.source, files[modes.BASELINE], calib, x, y, metric=g.metric, kind=g.kind, output=g.output,
             keras_value=keras_value, max_drop=float(g.max_drop), objective=g.objective, precisions=g.precision,
             compare=files, progress=lambda i, n: emit(protocol.Progress("precision search (.tflite)", i, n)))
-        if self.gate is None:  # the ONNX gate ranks its layers as the search did
-            self.gate = _Ranked(keras_value=keras_value, ranking=result.ranking, reasons={})
+        self.searched = result  # the ONNX search takes its layers and ranking
         Path(cmd.out).write_bytes(result.data)
         emit(protocol.FileMade(file=Path(cmd.out).name, format="tflite", mode=modes.SEARCHED,
                                settings=result.settings(), seconds=time.perf_counter() - t0,
@@ -274,6 +264,9 @@ class Worker:
 
         t0 = time.perf_counter()
         calib = _load_npz(cmd.calib)
+        if cmd.gate is not None and cmd.gate.precision is not None and self.searched is not None:
+            self._search_onnx(cmd, calib, emit, t0)
+            return
         if cmd.gate is not None and self.gate is not None:
             from . import gate
 
@@ -295,6 +288,22 @@ class Worker:
             progress=lambda i, n: emit(protocol.Progress("calibrating int8 ONNX", i, n)))
         emit(protocol.FileMade(file=Path(cmd.out).name, format="onnx", mode="int8", settings=settings,
                                seconds=time.perf_counter() - t0, float_ops=list(float_nodes)))
+
+    def _search_onnx(self, cmd: protocol.OnnxInt8, calib, emit: Emit, t0: float) -> None:
+        """The precision search for the int8 ONNX file, on the TFLite search's layers and ranking."""
+        from ..export import onnx as onnx_export
+        from .precision import search_onnx_file
+
+        g = cmd.gate
+        x, y, keras_value = self._gate_data(g)
+        result = search_onnx_file(
+            Path(cmd.float_path), Path(cmd.out), calib, x, y, metric=g.metric, kind=g.kind, output=g.output,
+            keras_value=keras_value, max_drop=float(g.max_drop), inputs=self.source.inputs,
+            layers=self.searched.layers, ranking=self.searched.ranking, objective=g.objective,
+            progress=lambda i, n: emit(protocol.Progress("precision search (int8 .onnx)", i, n)))
+        emit(protocol.FileMade(file=Path(cmd.out).name, format="onnx", mode="int8", settings=result.settings(),
+                               seconds=time.perf_counter() - t0, float_ops=list(onnx_export.float_nodes(Path(cmd.out))),
+                               warnings=list(result.notes), gate_met=result.met))
 
     def _cmd_exit(self, cmd: protocol.Exit, emit: Emit) -> None:
         emit(protocol.Exited())

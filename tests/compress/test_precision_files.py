@@ -171,3 +171,33 @@ def test_raw_tabular_features_keep_a_float_input_where_int8_input_cannot_hold_th
     assert r.met and r.outcome.chosen.drop <= 1.0
     assert r.outcome.precisions["normalize"] != "int8"
     assert r.recipe[-1]["algorithm_key"] == "no_quantize" and "serving_default_features" in r.recipe[-1]["regex"]
+
+
+def test_the_int8_onnx_file_is_searched_too_and_16_bit_activations_run(keras, case, tmp_path):
+    import onnx
+
+    import edgekeras
+    from edgekeras.compress.gate import _quantize_onnx
+    from edgekeras.runtime.session import open_session
+
+    x = case["x"]["pixels"]
+    report = edgekeras.compress(case["src"].keras_model, "int8", calib=case["calib"]["pixels"], eval=(x, case["y"]),
+                                max_accuracy_drop=0.5, precision="auto", onnx=True, output_dir=tmp_path / "out",
+                                accept_parity_failures=True)
+    f = report.file("int8", "onnx")
+    card = json.loads((tmp_path / "out" / (f.path.split("/")[-1] + ".edgekeras.json")).read_text())
+    ps = card["steps"][-1]["settings"]["precision_search"]
+    assert ps["met"] and ps["candidates"][0]["purpose"] == "plain int8" and ps["candidates"][0]["drop"] > 10
+    assert 100 * (case["keras"] - f.accuracy.value) <= 0.5 and ps["int8_weight_fraction"] >= 0.8
+    assert {entry["precision"] for entry in ps["layers"]} <= {"int8", "int16x8", "float32"}
+    # 16-bit activations, as the search builds them, make a file ONNX Runtime runs
+    float_onnx = tmp_path / "out" / report.file("float32", "onnx").path.split("/")[-1]
+    g = onnx.load(str(float_onnx)).graph
+    conv = next(n.output[0] for n in g.node if n.op_type == "Relu")  # a conv's activation (Conv+Relu: one QDQ)
+    out = tmp_path / "sixteen.onnx"
+    _quantize_onnx(float_onnx, out, {"pixels": case["calib"]["pixels"][:20]}, case["src"].inputs, [],
+                   tmp_path / "cache.json", sixteen_bit=[conv])
+    q = onnx.load(str(out))
+    assert any(i.data_type == onnx.TensorProto.UINT16 for i in q.graph.initializer)
+    probs = open_session(out).run({"pixels": x[:50]})["digit"]
+    assert probs.shape == (50, 10) and np.isfinite(probs).all()
