@@ -757,13 +757,14 @@ def _notes(candidates: list[Candidate], chosen: Candidate, met: bool, max_drop: 
 
 # ------------------------------------------------------------------------------------------------- measuring
 def _measure_file(path: Path, eval_x: dict[str, np.ndarray], eval_y: np.ndarray, metric: str, kind: str | None,
-                  output: str) -> tuple[float, float, str]:
+                  output: str, threads: int | None = None) -> tuple[float, float, str]:
     """(metric on the evaluation data, median one-sample latency in ms, the runtime's note) of a file as
-    deployed: `open_session` with its default kernels and its own input quantization."""
+    deployed: `open_session` with its default kernels (and `threads`, default: the runtime's) and its own input
+    quantization."""
     from ..errors import RuntimeFailure
     from ..runtime.session import open_session
 
-    session = open_session(path)
+    session = open_session(path, threads=threads)
     try:
         outputs = session.run({t.name: np.asarray(eval_x[t.name]) for t in session.inputs})
     except RuntimeFailure as e:  # a candidate that cannot run on the data scores the worst there is

@@ -37,11 +37,14 @@ once (the ranges are the same whatever the bit width) and every candidate reuses
    prefix of that ranking that keeps the bound together is given it (all of them first, then bisection; past a
    layer that breaks it, the rest again, `_Search.SKIPS` times), and last the layers still float32 one at a time.
    Every step is a new file measured again: a probe measured on another set is never trusted.
-4. With the size objective a layer moves only where the file gets smaller (gzip bytes), or to int8 (full-integer
-   kernels, the target format) while the file grows by at most `INT8_BYTES_MARGIN`; a change that makes the file
-   more than `SLOWER_LIMIT` times slower is refused (int16x8 kernels run outside XNNPACK). With the latency
-   objective a change is kept only when the file is not slower (within `LATENCY_MARGIN`). The size objective decides
-   on accuracy and bytes, and on timings only far from their noise: the same data give the same file, byte for byte.
+4. With the size objective a change is kept when the file gets smaller (gzip bytes) and is not clearly slower
+   (`LATENCY_TIE`), nor `SLOWER_LIMIT` times slower than where the give-back started (int16x8 kernels run outside
+   XNNPACK); a move to int8 that saves no byte (within `INT8_BYTES_MARGIN`) is kept only when it makes the file
+   faster by more than `LATENCY_MARGIN` (int8 kernels are faster than float ones on some CPUs, slower on others).
+   Timings decide only beyond those margins, far from their noise: the same data give the same file, byte for
+   byte. With the latency objective a change is kept when the file is not slower (within `LATENCY_MARGIN`) than
+   the file now nor than the passing file it started from, and among the precisions that hold for a layer the
+   fastest is kept.
 
 At most `budget` candidates are measured (default `DEFAULT_BUDGET`); layers not reached keep the precision that
 holds, with a note.
@@ -75,10 +78,16 @@ DEFAULT_BUDGET = 120
 #: precision is preferred for speed only when it is faster by more than it (timings on a shared CPU are noisy).
 LATENCY_MARGIN = 0.10
 OBJECTIVES = ("size", "latency")
+#: Threads of the one-sample latency the search measures (as `edgekeras bench` and `edgekeras sweep` measure by
+#: default): int8, hybrid and float kernels rank differently with 1 thread than with several.
+MEASURE_THREADS = 1
 #: With the size objective, a change that makes the file slower than this many times the slower of plain int8 and
 #: the passing file the give-back starts from is refused: no byte is worth that (int16x8 kernels outside XNNPACK
 #: made a file 14x slower than float32). Far from timing noise, so the same data still give the same file.
 SLOWER_LIMIT = 1.5
+#: With the size objective, timings decide only beyond this share (a file is "clearly slower" than another): within
+#: it they are ties, decided by bytes and the fixed order of `PRECISIONS`, so that timing noise cannot change the file.
+LATENCY_TIE = 0.25
 #: With the size objective a layer may move to int8 (full-integer kernels, the target format) while the file grows by
 #: at most this share (its activations' scales and zero points).
 INT8_BYTES_MARGIN = 0.01
@@ -262,6 +271,7 @@ class _Search:
         self.losses: dict[str, dict[str, float]] = {}  # layer -> {precision tried: the file's drop}
         self.seen: dict[tuple, Trial] = {}
         self.reference_ms = math.inf  # the size objective refuses files slower than SLOWER_LIMIT times this
+        self.start_ms = math.inf  # the passing file's latency, where the give-back starts
 
     def trial(self, assignment: dict[str, str], purpose: str) -> Trial:
         """The file for `assignment`, measured (once: a set measured before is not measured again)."""
@@ -304,8 +314,9 @@ class _Search:
             if not every.holds:
                 last, base, base_name = every, ({n: cheap(n) for n in self.ranked} if w8 else {}), name
                 continue
-            k = self.fewest(base, last, every, level, name)
-            self.current = self.trial({**base, **{n: level(n) for n in self.ranked[:k]}}, "")
+            tried = self.fewest(base, last, every, level, name)
+            k = self.best_of({k: t for k, t in tried.items() if t.holds})
+            self.current = tried[k]
             self.state = dict(self.current.assignment)
             lifted = (f"every layer at {base_name} loses {last.drop:.2f} {self.unit}, so all stay there and " if base
                       else "")
@@ -314,15 +325,17 @@ class _Search:
                                    f"int8 error, " + (f"among the {k} lifted to {name}" if i < k else
                                                       f"below the {k} lifted to {name}") + " to find a passing file")
             self.reference_ms = max(self.current.latency_ms, plain.latency_ms)
+            self.start_ms = self.current.latency_ms
             return True
         self.notes.append(f"the bound of {self.max_drop:g} {self.unit} cannot be met: plain int8 loses "
                           f"{plain.drop:.2f}, every ranked layer in float32 loses {last.drop:.2f}; kept the best "
                           "file measured")
         return False
 
-    def fewest(self, base: dict[str, str], start: Trial, every: Trial, level, name: str) -> int:
-        """The fewest top-ranked layers lifted to `level` (over `base`) that keep the bound: k doubling from 1, then
-        bisection; `start` is the file with none lifted, `every` with all."""
+    def fewest(self, base: dict[str, str], start: Trial, every: Trial, level, name: str) -> dict[int, Trial]:
+        """The files with the top k ranked layers lifted to `level` (over `base`), by k, measured to find the fewest
+        that keep the bound: k doubling from 1, then bisection; `start` is the file with none lifted, `every` with
+        all."""
         tried = {0: start, len(self.ranked): every}
 
         def holds(k: int) -> bool:
@@ -341,7 +354,18 @@ class _Search:
         while hi - lo > 1:
             mid = (lo + hi) // 2
             hi, lo = (mid, lo) if holds(mid) else (hi, mid)
-        return hi
+        return tried
+
+    def best_of(self, holding: dict[int, Trial]) -> int:
+        """Among passing files (by how many layers they lift), the one the objective prefers: the fastest (latency);
+        the smallest in gzip bytes, or one within `INT8_BYTES_MARGIN` of it that is faster by more than
+        `LATENCY_MARGIN` (size). Lifting to weights-int8 costs no byte: the fewest lifted is not always the best."""
+        if self.objective == "latency":
+            return min(holding, key=lambda k: (holding[k].latency_ms, k))
+        small = min(holding, key=lambda k: (holding[k].gzip_bytes, k))
+        near = [k for k in holding if holding[k].gzip_bytes <= (1 + INT8_BYTES_MARGIN) * holding[small].gzip_bytes
+                and holding[k].latency_ms < (1 - LATENCY_MARGIN) * holding[small].latency_ms]
+        return min(near, key=lambda k: (holding[k].latency_ms, k)) if near else small
 
     # -- 3. give back
     def options(self, name: str) -> list[str]:
@@ -356,14 +380,20 @@ class _Search:
         return float(before.gzip_bytes - after.gzip_bytes)
 
     def accept(self, candidate: Trial) -> bool:
+        """Whether a candidate that moved some layers to cheaper precisions is kept (the module doc's rule 4)."""
         if not candidate.holds:
             return False
-        if self.objective == "latency":
-            return candidate.latency_ms <= (1 + LATENCY_MARGIN) * self.current.latency_ms
-        if candidate.latency_ms > SLOWER_LIMIT * self.reference_ms:
+        ms, now = candidate.latency_ms, self.current.latency_ms
+        if self.objective == "latency":  # never slower than the file now, nor than the passing file it started from
+            return ms <= (1 + LATENCY_MARGIN) * min(now, self.start_ms)
+        if ms > SLOWER_LIMIT * self.reference_ms:
             return False  # far slower (e.g. int16x8 kernels outside XNNPACK): not worth the bytes
-        to_int8 = candidate.assignment.items() <= self.state.items()  # only layers moved to int8
-        return candidate.gzip_bytes <= (1 + INT8_BYTES_MARGIN if to_int8 else 1) * self.current.gzip_bytes
+        if candidate.gzip_bytes < self.current.gzip_bytes and ms <= (1 + LATENCY_TIE) * now:
+            return True
+        # no byte saved: a move to int8 (the target format) only where it makes the file clearly faster on this CPU
+        to_int8 = candidate.assignment.items() <= self.state.items()
+        return (to_int8 and candidate.gzip_bytes <= (1 + INT8_BYTES_MARGIN) * self.current.gzip_bytes
+                and ms <= (1 - LATENCY_MARGIN) * now)
 
     def units(self) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
         """(groups joined by a shared-scale op, single layers) among the layers not int8, in ranking order."""
@@ -709,7 +739,7 @@ class SearchResult:
                 "layer_count_by_precision": by_precision,
                 "compared_with": self.compared,
                 "ranking": [[name, round(err, 4)] for name, err in self.ranking[:50]],
-                "measured_on": "litert (default kernels)",
+                "measured_on": f"litert (default kernels, {MEASURE_THREADS} thread(s))",
                 "candidates": [t.summary() for t in self.outcome.trials],
                 "notes": list(self.notes),
             },
@@ -767,7 +797,7 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
         def measure_bytes(data: bytes, name: str):
             path = Path(tmp) / f"{name}.tflite"
             path.write_bytes(data)
-            value, latency, note = _measure_file(path, eval_x, eval_y, metric, kind, output)
+            value, latency, note = _measure_file(path, eval_x, eval_y, metric, kind, output, MEASURE_THREADS)
             if note:
                 runtime_notes.append(note)
             return value, latency
@@ -874,7 +904,7 @@ class OnnxSearchResult:
                     "layers": [{"layer": layer.name, "precision": self.outcome.precisions.get(layer.name, "int8"),
                                 "weights": layer.weight_elements, "why": self.outcome.reasons.get(layer.name, "")}
                                for layer in self.layers],
-                    "measured_on": "onnxruntime (CPU)",
+                    "measured_on": f"onnxruntime (CPU, {MEASURE_THREADS} thread(s))",
                     "candidates": [t.summary() for t in self.outcome.trials],
                     "notes": list(self.notes)}}
 
@@ -942,7 +972,7 @@ def search_onnx_file(float_onnx: Path, out: Path, calibration: dict[str, np.ndar
             data, _, _ = build(assignment)
             path = Path(tmp) / "measured.onnx"
             path.write_bytes(data)
-            value, latency, note = _measure_file(path, eval_x, eval_y, metric, kind, output)
+            value, latency, note = _measure_file(path, eval_x, eval_y, metric, kind, output, MEASURE_THREADS)
             if note:
                 notes.append(note)
             drop = drop_of(metric, value, keras_value)
