@@ -202,6 +202,11 @@ def table(case: dict, rows: list[dict]) -> str:
                      f"{100 * r['int8_weights']:.0f}% | {r['latency_ms']:.4f} ({ratio:.2f}) |")
     counts = case["search"]["layer_count_by_precision"]
     lines += ["", "searched file's layers: " + ", ".join(f"{n} {p}" for p, n in counts.items())]
+    conv, lq = case["search"]["compared_with"].get("int8"), case["search"]["candidates"][0]
+    if conv:  # the two engines' plain int8, measured in the search's own run
+        lines.append(f"plain int8 by the TFLite converter: {conv['value']:.4f}, {conv['gzip_bytes']:,} B gzip, "
+                     f"{conv['latency_ms']:.4f} ms; by litert-quantizer: {lq['value']:.4f}, {lq['gzip_bytes']:,} B "
+                     f"gzip, {lq['latency_ms']:.4f} ms")
     return "\n".join(lines)
 
 
@@ -213,7 +218,14 @@ def main() -> int:
     p.add_argument("--max-drop", type=float, default=1.0)
     p.add_argument("--markdown", type=Path)
     p.add_argument("--json", type=Path)
+    p.add_argument("--render", type=Path, help="print the tables of an earlier run's --json file, measuring nothing")
     a = p.parse_args()
+    if a.render:
+        for m in json.loads(a.render.read_text()):
+            case = {"title": m["title"], "keras": m["keras"], "search": m["search"], "eval": (None, [0] * m["samples"]),
+                    "metric": m["metric"], **{k: m[k] for k in ("search_seconds", "latency_seconds", "gate_seconds")}}
+            print(table(case, m["rows"]) + "\n")
+        return 0
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     parts, record = [], []
     with tempfile.TemporaryDirectory(prefix="edgekeras-precision-bench-") as tmp:
@@ -230,8 +242,8 @@ def main() -> int:
             parts.append(table(case, rows))
             print(parts[-1] + "\n", flush=True)
             record.append({"model": name, "title": case["title"], "keras": case["keras"], "rows": rows,
-                           "search": case["search"], "search_seconds": case["search_seconds"],
-                           "gate_seconds": case["gate_seconds"]})
+                           "search": case["search"], "metric": case["metric"], "samples": len(case["eval"][1]),
+                           **{k: case[k] for k in ("search_seconds", "latency_seconds", "gate_seconds")}})
     header = (f"Made by `python benchmarks/precision_search.py --models {a.models} --max-drop {a.max_drop:g}`, "
               f"{started}, on {cpu()} ({os.cpu_count()} cores). Latency: median over {ROUNDS} interleaved rounds of "
               "the median one-sample invoke (LiteRT default kernels, 1 thread); accuracy on LiteRT.")
