@@ -64,7 +64,8 @@ from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_di
 @click.option("--precision", metavar="auto|NAMES",
               help="With --max-accuracy-drop --eval: search a precision per layer (int8, weights-int8, dynamic, "
                    "int16x8, float16, float32; 'auto' = all, or a comma list) that keeps the bound with the fewest "
-                   "bytes; written as MODEL.mixed.tflite (the int8 file stays plain int8, beside it).")
+                   "bytes; written as MODEL.mixed.tflite (the int8 .tflite stays plain int8, beside it; with --onnx "
+                   "the int8 ONNX file is searched the same way).")
 @click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
               help="What --precision minimizes: bytes, or the latency measured on LiteRT.")
 @click.option("--data", type=click.Path(path_type=str),
@@ -121,7 +122,7 @@ def compress(model, float_io, calib, calib_samples, preprocess, task, onnx, opse
     from ..compress import compress as run
 
     chosen = [m for m in settings_["modes"] if m != _modes.BASELINE]  # a report's recipe lists float32 too
-    note = None if chosen or settings_["qat"] else (
+    note = None if chosen or settings_["qat"] or settings_.get("precision") else (
         f"no compression mode chosen ({', '.join(m.flag for m in _modes.choosable())}): wrote the float32 baseline")
     with _printed_on_parity_failure(as_json, note):
         report = run(model, calib=calib, eval=eval_, output_dir=output_dir, force=force,

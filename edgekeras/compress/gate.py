@@ -1012,8 +1012,7 @@ def _quantize_onnx(pre: Path, out: Path, calibration: dict[str, np.ndarray], inp
                         activation_type=types[s["activation_type"]], weight_type=types[s["weight_type"]],
                         calibrate_method=getattr(CalibrationMethod, s["calibrate_method"]),
                         nodes_to_exclude=list(exclude), calibration_cache_path=str(cache),
-                        extra_options={"UseQDQContribOps": True,
-                                       "TensorQuantOverrides": {t: [{"quant_type": QuantType.QUInt16}]
+                        extra_options={"TensorQuantOverrides": {t: [{"quant_type": QuantType.QUInt16}]
                                                                 for t in sixteen_bit}} if sixteen_bit else None)
     except (ValueError, RuntimeError, KeyError, TypeError, AssertionError) as e:
         raise UnsupportedModel(f"ONNX int8 quantization with {len(exclude)} node(s) kept in float failed in ONNX "

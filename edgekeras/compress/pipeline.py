@@ -877,7 +877,8 @@ class _Run:
                                         background=True), "computing the Keras reference outputs")]
         calib_path = str(stage.scratch("calib.npz")) if data.calib is not None and r.integer_modes else None
         gate = self._gate_settings(meta, data, stage)
-        # With --precision the bound is the searched file's; the int8 file stays plain int8, beside it.
+        # With --precision the bound is the searched file's; the int8 .tflite stays plain int8, beside it (the int8
+        # ONNX file, the only quantized ONNX file, is searched).
         gated = _modes.SEARCHED if r.precision is not None else "int8"
         for mode in r.modes:
             commands.append((protocol.Convert(

@@ -37,14 +37,14 @@ once (the ranges are the same whatever the bit width) and every candidate reuses
    prefix of that ranking that keeps the bound together is given it (all of them first, then bisection; past a
    layer that breaks it, the rest again, `_Search.SKIPS` times), and last the layers still float32 one at a time.
    Every step is a new file measured again: a probe measured on another set is never trusted.
-4. With the size objective a change is kept when the file gets smaller (gzip bytes) and is not clearly slower
-   (`LATENCY_TIE`), nor `SLOWER_LIMIT` times slower than where the give-back started (int16x8 kernels run outside
-   XNNPACK); a move to int8 that saves no byte (within `INT8_BYTES_MARGIN`) is kept only when it makes the file
-   faster by more than `LATENCY_MARGIN` (int8 kernels are faster than float ones on some CPUs, slower on others).
-   Timings decide only beyond those margins, far from their noise: the same data give the same file, byte for
-   byte. With the latency objective a change is kept when the file is not slower (within `LATENCY_MARGIN`) than
-   the file now nor than the passing file it started from, and among the precisions that hold for a layer the
-   fastest is kept.
+4. With the size objective a change is kept when the file gets smaller (gzip bytes), or, for a move to int8
+   (full-integer kernels, the target format), when it grows by at most `INT8_BYTES_MARGIN`; never when it makes the
+   file `SLOWER_LIMIT` times slower than where the give-back started, timed twice (int16x8 kernels run outside
+   XNNPACK). Those are the only timings it reads, and only far from their noise: the same data give the same file,
+   byte for byte. With the latency objective a change is kept when the file is not slower than the file now
+   (within `LATENCY_NOISE`) nor than the passing file the give-back started from; among the passing files of step
+   2 the fastest is kept, and among the precisions that hold for a layer the fastest. Its files depend on timings:
+   two runs can differ where two candidates time alike.
 
 At most `budget` candidates are measured (default `DEFAULT_BUDGET`); layers not reached keep the precision that
 holds, with a note.
@@ -85,9 +85,9 @@ MEASURE_THREADS = 1
 #: the passing file the give-back starts from is refused: no byte is worth that (int16x8 kernels outside XNNPACK
 #: made a file 14x slower than float32). Far from timing noise, so the same data still give the same file.
 SLOWER_LIMIT = 1.5
-#: With the size objective, timings decide only beyond this share (a file is "clearly slower" than another): within
-#: it they are ties, decided by bytes and the fixed order of `PRECISIONS`, so that timing noise cannot change the file.
-LATENCY_TIE = 0.25
+#: With the latency objective, a change may make the file this much slower than the file now (timing noise), never
+#: slower than the passing file the give-back started from.
+LATENCY_NOISE = 0.02
 #: With the size objective a layer may move to int8 (full-integer kernels, the target format) while the file grows by
 #: at most this share (its activations' scales and zero points).
 INT8_BYTES_MARGIN = 0.01
@@ -154,6 +154,9 @@ def parse_precisions(value) -> tuple[str, ...]:
     """
     if value is None or value == "auto" or value == ["auto"]:
         return tuple(PRECISIONS)
+    if not isinstance(value, (str, list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise BadInput(f"precision must be 'auto' or precision names, got {value!r}",
+                       fix=f"e.g. precision='auto' or ['int8', 'dynamic']; valid: {', '.join(PRECISIONS)}")
     names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
     unknown = [n for n in names if n not in PRECISIONS]
     if unknown or not names:
@@ -271,7 +274,9 @@ class _Search:
         self.reasons = {layer.name: "int8: plain int8 keeps the bound" for layer in layers}
         self.state: dict[str, str] = {}
         self.current: Trial | None = None
-        self.losses: dict[str, dict[str, float]] = {}  # layer -> {precision tried: the file's drop}
+        self.verdicts: dict[str, dict[str, str]] = {}  # layer -> {cheaper precision refused: why}
+        self.refused = ""  # why `accept` refused its last candidate
+        self.trials_before_give_back: list[Trial] = []
         self.seen: dict[tuple, Trial] = {}
         self.reference_ms = math.inf  # the size objective refuses files slower than SLOWER_LIMIT times this
         self.start_ms = math.inf  # the passing file's latency, where the give-back starts
@@ -299,6 +304,7 @@ class _Search:
             return Outcome(False, best, self.trials, precisions,
                            {n: f"{p}: the bound cannot be met; the best file measured" for n, p in precisions.items()},
                            self.notes)
+        self.trials_before_give_back = list(self.trials)
         self.give_back()
         final = {n: self.state.get(n, "int8") for n in self.by_name}
         return Outcome(True, self.current, self.trials, final, self.reasons, self.notes)
@@ -312,6 +318,8 @@ class _Search:
         cheap = (lambda n: "weights-int8" if self.by_name[n].weight_elements else "float32") if w8 else None
         base: dict[str, str] = {}
         base_name, last = "", plain
+        level_text = {"weights-int8": "to weights-int8, or float32 for a layer without weights",
+                      "float32": "to float32"}
         for name, level in ([("weights-int8", cheap)] if w8 else []) + [("float32", lambda n: "float32")]:
             every = self.trial({**base, **{n: level(n) for n in self.ranked}}, f"find: every ranked layer at {name}")
             if not every.holds:
@@ -325,8 +333,8 @@ class _Search:
                       else "")
             for i, n in enumerate(self.ranked):
                 self.reasons[n] = (f"{self.state.get(n, 'int8')}: {lifted}ranked {i + 1} of {len(self.ranked)} by "
-                                   f"int8 error, " + (f"among the {k} lifted to {name}" if i < k else
-                                                      f"below the {k} lifted to {name}") + " to find a passing file")
+                                   f"int8 error, " + (f"among the {k} lifted" if i < k else f"below the {k} lifted")
+                                   + f" ({level_text[name]}) to find a passing file")
             self.reference_ms = max(self.current.latency_ms, plain.latency_ms)
             self.start_ms = self.current.latency_ms
             return True
@@ -360,15 +368,12 @@ class _Search:
         return tried
 
     def best_of(self, holding: dict[int, Trial]) -> int:
-        """Among passing files (by how many layers they lift), the one the objective prefers: the fastest (latency);
-        the smallest in gzip bytes, or one within `INT8_BYTES_MARGIN` of it that is faster by more than
-        `LATENCY_MARGIN` (size). Lifting to weights-int8 costs no byte: the fewest lifted is not always the best."""
+        """Among passing files (by how many layers they lift), the one the objective prefers: the fastest
+        (latency), the smallest in gzip bytes (size; ties: fewer lifted). Lifting to weights-int8 costs no byte: the
+        fewest lifted is not always the smallest."""
         if self.objective == "latency":
             return min(holding, key=lambda k: (holding[k].latency_ms, k))
-        small = min(holding, key=lambda k: (holding[k].gzip_bytes, k))
-        near = [k for k in holding if holding[k].gzip_bytes <= (1 + INT8_BYTES_MARGIN) * holding[small].gzip_bytes
-                and holding[k].latency_ms < (1 - LATENCY_MARGIN) * holding[small].latency_ms]
-        return min(near, key=lambda k: (holding[k].latency_ms, k)) if near else small
+        return min(holding, key=lambda k: (holding[k].gzip_bytes, k))
 
     # -- 3. give back
     def options(self, name: str) -> list[str]:
@@ -383,25 +388,29 @@ class _Search:
         return float(before.gzip_bytes - after.gzip_bytes)
 
     def accept(self, candidate: Trial) -> bool:
-        """Whether a candidate that moved some layers to cheaper precisions is kept (the module doc's rule 4)."""
+        """Whether a candidate that moved some layers to cheaper precisions is kept (the module doc's rule 4); when
+        not, `refused` says why."""
+        self.refused = ""
         if not candidate.holds:
+            self.refused = f"loses {candidate.drop:.2f}"
             return False
         ms, now = candidate.latency_ms, self.current.latency_ms
-        if self.objective == "latency":  # never slower than the file now, nor than the passing file it started from
-            return ms <= (1 + LATENCY_MARGIN) * min(now, self.start_ms)
-        if ms > SLOWER_LIMIT * self.reference_ms:
-            return False  # far slower (e.g. int16x8 kernels outside XNNPACK): not worth the bytes
-        if candidate.gzip_bytes < self.current.gzip_bytes and ms <= (1 + LATENCY_TIE) * now:
-            return True
-        # no byte saved: a move to int8 (the target format) only where it makes the file clearly faster on this CPU
-        to_int8 = candidate.assignment.items() <= self.state.items()
-        if not (to_int8 and candidate.gzip_bytes <= (1 + INT8_BYTES_MARGIN) * self.current.gzip_bytes
-                and ms <= (1 - LATENCY_MARGIN) * now):
+        if self.objective == "latency":  # not slower than the file now (noise aside), nor than where it started
+            if ms <= min((1 + LATENCY_NOISE) * now, self.start_ms):
+                return True
+            self.refused = f"holds ({candidate.drop:.2f}) but is slower ({ms:.4g} ms against {now:.4g})"
             return False
-        if self.retime is None:
-            return True
-        again_now, again = self.retime(self.current.assignment), self.retime(candidate.assignment)
-        return again <= (1 - LATENCY_MARGIN) * again_now  # a decision for speed alone: timed twice
+        to_int8 = candidate.assignment.items() <= self.state.items()  # only layers moved to int8
+        if not (candidate.gzip_bytes < self.current.gzip_bytes
+                or to_int8 and candidate.gzip_bytes <= (1 + INT8_BYTES_MARGIN) * self.current.gzip_bytes):
+            self.refused = f"holds ({candidate.drop:.2f}) but saves no byte"
+            return False
+        if ms > SLOWER_LIMIT * self.reference_ms and (
+                self.retime is None or self.retime(candidate.assignment) > SLOWER_LIMIT * self.reference_ms):
+            self.refused = (f"holds ({candidate.drop:.2f}) but is {ms / self.reference_ms:.1f}x slower than where "
+                            "the search started" + (" (timed twice)" if self.retime is not None else ""))
+            return False  # far slower (e.g. int16x8 kernels outside XNNPACK): not worth the bytes
+        return True
 
     def units(self) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
         """(groups joined by a shared-scale op, single layers) among the layers not int8, in ranking order."""
@@ -416,18 +425,20 @@ class _Search:
 
     def give_back(self) -> None:
         groups, singles = self.units()
+        # probes: groups, then single layers least hurt by int8 first, at most a third of the budget
         probes: dict[tuple[str, ...], Trial] = {}
-        for unit in groups + singles:
-            if not self.spent:
-                probes[unit] = self.trial({**self.state, **{n: "int8" for n in unit}},
-                                          f"probe: {' + '.join(unit)} at int8")
-                if len(unit) == 1:
-                    self.losses.setdefault(unit[0], {})["int8"] = probes[unit].drop
+        for unit in groups + singles[::-1]:
+            if len(self.trials) > self.budget // 3 + len(self.trials_before_give_back):
+                break
+            probes[unit] = self.trial({**self.state, **{n: "int8" for n in unit}}, f"probe: {' + '.join(unit)} at int8")
+            if not self.accept(probes[unit]):
+                for n in unit:
+                    self.verdict(n, "int8", self.refused, joint=len(unit) > 1)
 
         def rank(unit: tuple[str, ...]) -> tuple:
             t = probes.get(unit)
-            if t is None:
-                return (1, 0.0, 0)
+            if t is None:  # not probed: least hurt by int8 first
+                return (1, -self.ranked.index(unit[0]), 0)
             lost = max(t.drop - self.current.drop, 0.0) + 1e-3
             return (0, -self.gain(t) / lost, -sum(self.by_name[n].weight_elements for n in unit))
 
@@ -447,9 +458,12 @@ class _Search:
             if held is not None:
                 self.take(unit, held)
             else:
-                lost = ", ".join(f"{p} {d:.2f}" for p, d in self.losses.get(unit[0], {}).items())
-                self.reasons[unit[0]] = (f"float32: every cheaper precision breaks the bound (the file loses: {lost} "
-                                         f"{self.unit})")
+                said = "; ".join(f"{p} {why}" for p, why in self.verdicts.get(unit[0], {}).items())
+                self.reasons[unit[0]] = f"float32: no cheaper precision is kept ({said or 'none tried'})"
+
+    def verdict(self, name: str, p: str, why: str, joint: bool = False) -> None:
+        """What a cheaper precision did for a layer, for its reason (a joint trial says so)."""
+        self.verdicts.setdefault(name, {})[p] = why + (" (tried with other layers)" if joint else "")
 
     def can_take(self, name: str, p: str) -> bool:
         """A precision before the layer's own in `PRECISIONS` order; with the size objective only where it saves
@@ -471,6 +485,7 @@ class _Search:
         times at most)."""
         rest = list(units)
         for _ in range(self.SKIPS + 1):
+            rest = [u for u in rest if all(self.can_take(n, p) for n in u)]  # given a precision already: not again
             if not rest or self.spent:
                 break
             k = self.longest(rest, p)
@@ -486,10 +501,11 @@ class _Search:
                     return False
                 names = [n for u in units[:k] for n in u]
                 t = self.trial({**self.state, **{n: p for n in names}},
-                               f"give back: {k} of {len(units)} float32 layer(s) -> {p}")
-                for n in names:
-                    self.losses.setdefault(n, {})[p] = t.drop
+                               f"give back: {k} of {len(units)} layer(s) -> {p}")
                 tried[k] = t if self.accept(t) else None
+                if tried[k] is None:
+                    for n in names:
+                        self.verdict(n, p, self.refused, joint=len(names) > 1)
             return tried[k] is not None
 
         lo, hi = 0, len(units)
@@ -509,9 +525,10 @@ class _Search:
             if self.spent:
                 break
             t = self.trial({**self.state, **{n: p for n in unit}}, f"give back: {' + '.join(unit)} -> {p}")
-            for n in unit:
-                self.losses.setdefault(n, {})[p] = t.drop
-            if self.accept(t):
+            if not self.accept(t):
+                for n in unit:
+                    self.verdict(n, p, self.refused, joint=len(unit) > 1)
+            else:
                 held.append(t)
                 if self.objective == "size":
                     break  # the cheapest that holds (the order is by bytes, then by kernel)
@@ -529,8 +546,8 @@ class _Search:
         for n in unit:
             before = self.state.get(n, "int8")
             self.state[n] = chosen
-            cheaper = {p: d for p, d in self.losses.get(n, {}).items() if order.index(p) < order.index(chosen)}
-            why = "; ".join(f"{p} loses {d:.2f}" for p, d in cheaper.items())
+            cheaper = {p: w for p, w in self.verdicts.get(n, {}).items() if order.index(p) < order.index(chosen)}
+            why = "; ".join(f"{p} {w}" for p, w in cheaper.items())
             with_ = f" (given back with {', '.join(m for m in unit if m != n)})" if len(unit) > 1 else ""
             self.reasons[n] = (f"{chosen}: given back from {before}{with_}; the file keeps the bound (loses "
                                f"{best.drop:.2f} {self.unit})" + (f"; cheaper: {why}" if why else ""))
@@ -775,7 +792,7 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
     Raises:
         BadInput: as `gate.search_tflite`; an unknown precision or objective.
         UnsupportedModel: litert-quantizer cannot calibrate or quantize the model.
-        MissingDependency: litert-quantizer is not installed.
+        BadInput: litert-quantizer is not installed (the message gives its install command).
     """
     from .gate import (_check_args, _gzip_size, _measure_file, _rank_tflite, _TFLiteGraph, _meets, drop_of,
                        tflite_int8_weight_fraction)
@@ -786,7 +803,7 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
                        fix="--objective size (fewest bytes) or --objective latency (fastest measured)")
     _check_args(metric, max_drop, keras_value, eval_x, eval_y, [t.name for t in source.inputs])
     if not calibration:
-        raise BadInput("the precision search needs calibration data", fix="pass calibration data (--calibration)")
+        raise BadInput("the precision search needs calibration data", fix="pass calibration data (--calib)")
     signature = _signature(float_data)
     layers, scopes, io = describe_layers(float_data, source.keras_model)
     builder = Builder(float_data, calibration, signature)
@@ -877,8 +894,9 @@ def _signature(float_data: bytes) -> str:
 
 # ------------------------------------------------------------------------------------------------- ONNX
 #: What ONNX Runtime's static QDQ quantizer can give a layer: its nodes int8 (uint8 activations, int8 weights),
-#: their outputs as 16-bit activations (uint16 QDQ, `TensorQuantOverrides`; the file becomes opset 21, the first with
-#: 16-bit QuantizeLinear), or left float (`nodes_to_exclude`). Weight-only and float16 have no static-QDQ form.
+#: their outputs as 16-bit activations (uint16 QDQ, `TensorQuantOverrides`; ONNX Runtime raises the file to opset 21,
+#: the first whose QuantizeLinear takes 16 bits, and it stays standard ONNX), or left float (`nodes_to_exclude`).
+#: Weight-only and float16 have no static-QDQ form.
 ONNX_PRECISIONS = ("int8", "int16x8", "float32")
 
 
@@ -895,6 +913,7 @@ class OnnxSearchResult:
     metric: str
     max_drop: float
     objective: str
+    allowed: tuple[str, ...] = ONNX_PRECISIONS
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -912,7 +931,7 @@ class OnnxSearchResult:
                 "onnxruntime": onnxruntime.__version__, **INT8_SETTINGS, "nodes_to_exclude": list(self.excluded),
                 "tensor_quant_overrides": {t: "uint16" for t in self.sixteen_bit},
                 "precision_search": {
-                    "objective": self.objective, "precisions_allowed": list(ONNX_PRECISIONS),
+                    "objective": self.objective, "precisions_allowed": list(self.allowed),
                     "max_drop": self.max_drop, "metric": self.metric, "drop_unit": _drop_unit(self.metric),
                     "keras_value": round(self.keras_value, 6), "met": self.met, "value": round(c.value, 6),
                     "drop": _round(c.drop), "bytes": c.bytes, "gzip_bytes": c.gzip_bytes,
@@ -928,13 +947,15 @@ class OnnxSearchResult:
 def search_onnx_file(float_onnx: Path, out: Path, calibration: dict[str, np.ndarray], eval_x: dict[str, np.ndarray],
                      eval_y: np.ndarray, *, metric: str, kind: str | None, output: str, keras_value: float,
                      max_drop: float, inputs, layers: list[Layer], ranking: list[tuple[str, float]],
-                     objective: str = "size", budget: int = DEFAULT_BUDGET, progress=None) -> OnnxSearchResult:
+                     objective: str = "size", precisions="auto", budget: int = DEFAULT_BUDGET,
+                     progress=None) -> OnnxSearchResult:
     """The precision search for the int8 ONNX file (`ONNX_PRECISIONS`), every candidate measured on ONNX Runtime.
 
     Args:
         float_onnx: the float ONNX file; out: where the chosen file is written.
         layers, ranking: the TFLite search's (`SearchResult.layers`, `.ranking`): the same Keras layers, found in the
             ONNX graph by name (tf2onnx keeps TensorFlow's op names); layers with no node are left out, with a note.
+        precisions: as for `search_file`; those ONNX Runtime cannot express (`ONNX_PRECISIONS`) are left out.
         The others: as for `search_file`.
 
     Returns:
@@ -955,6 +976,7 @@ def search_onnx_file(float_onnx: Path, out: Path, calibration: dict[str, np.ndar
                        onnx_int8_weight_fraction)
 
     _check_args(metric, max_drop, keras_value, eval_x, eval_y, [t.name for t in inputs])
+    allowed = tuple(p for p in ONNX_PRECISIONS if p in parse_precisions(precisions))
     unit = "% of the Keras mae" if metric == "mae" else "points"
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgekeras-precision-onnx-") as tmp:
@@ -1006,7 +1028,7 @@ def search_onnx_file(float_onnx: Path, out: Path, calibration: dict[str, np.ndar
             return _latency_ms(open_session(path, threads=MEASURE_THREADS), eval_x)
 
         outcome = search(found, [name for name, _ in ranking], measure, max_drop=max_drop, objective=objective,
-                         precisions=ONNX_PRECISIONS, budget=budget, unit=unit, retime=retime)
+                         precisions=allowed, budget=budget, unit=unit, retime=retime)
         data, exclude, sixteen = build(outcome.chosen.assignment)
         Path(out).write_bytes(data)
     if progress is not None:
@@ -1021,4 +1043,5 @@ def search_onnx_file(float_onnx: Path, out: Path, calibration: dict[str, np.ndar
         (outcome.notes[0] if outcome.notes else "the bound cannot be met")
     return OnnxSearchResult(outcome=outcome, data=data, excluded=exclude, sixteen_bit=sixteen, layers=found,
                             keras_value=float(keras_value), metric=metric, max_drop=float(max_drop),
-                            objective=objective, notes=list(dict.fromkeys([lead] + outcome.notes[1:] + notes)))
+                            objective=objective, allowed=allowed,
+                            notes=list(dict.fromkeys([lead] + outcome.notes[1:] + notes)))

@@ -190,7 +190,8 @@ class Worker:
         if mode == "int8" and cmd.gate is not None:
             self._gate_tflite(cmd, conv, calib, emit)
             return
-        self.made[mode] = conv.data
+        if not (qat or cmd.float_io):  # the precision search compares its file with the plain ones
+            self.made[mode] = conv.data
         Path(cmd.out).write_bytes(conv.data)
         emit(protocol.FileMade(file=Path(cmd.out).name, format="tflite", mode=mode, settings=conv.settings,
                                seconds=conv.seconds, float_ops=list(conv.float_ops)))
@@ -299,7 +300,7 @@ class Worker:
         result = search_onnx_file(
             Path(cmd.float_path), Path(cmd.out), calib, x, y, metric=g.metric, kind=g.kind, output=g.output,
             keras_value=keras_value, max_drop=float(g.max_drop), inputs=self.source.inputs,
-            layers=self.searched.layers, ranking=self.searched.ranking, objective=g.objective,
+            layers=self.searched.layers, ranking=self.searched.ranking, objective=g.objective, precisions=g.precision,
             progress=lambda i, n: emit(protocol.Progress("precision search (int8 .onnx)", i, n)))
         emit(protocol.FileMade(file=Path(cmd.out).name, format="onnx", mode="int8", settings=result.settings(),
                                seconds=time.perf_counter() - t0, float_ops=list(onnx_export.float_nodes(Path(cmd.out))),

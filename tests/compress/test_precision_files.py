@@ -78,14 +78,14 @@ def test_plain_int8_loses_more_than_10_points(case, searched):
     assert searched.outcome.trials[0].drop > 10  # and litert-quantizer's
 
 
-def test_the_searched_file_keeps_the_bound_with_most_weight_bytes_int8(case, searched):
+def test_the_searched_file_keeps_the_bound_with_most_weight_bytes_int8(case, searched, tmp_path):
     from edgekeras.metrics import score
     from edgekeras.runtime.session import open_session
 
     assert searched.met
     assert tflite_int8_weight_fraction(searched.data) >= 0.8
     # measured again here, outside the search: within half a point of Keras
-    path = "/tmp/edgekeras-test-mixed.tflite"
+    path = tmp_path / "mixed.tflite"
     with open(path, "wb") as f:
         f.write(searched.data)
     value = score("accuracy", open_session(path).run(case["x"])["digit"], case["y"], "probabilities")
@@ -173,7 +173,7 @@ def test_raw_tabular_features_keep_a_float_input_where_int8_input_cannot_hold_th
     assert r.recipe[-1]["algorithm_key"] == "no_quantize" and "serving_default_features" in r.recipe[-1]["regex"]
 
 
-def test_the_int8_onnx_file_is_searched_too_and_16_bit_activations_run(keras, case, tmp_path):
+def test_the_int8_onnx_file_is_searched_too_and_16_bit_activations_run(keras, case, searched, tmp_path):
     import onnx
 
     import edgekeras
@@ -190,6 +190,7 @@ def test_the_int8_onnx_file_is_searched_too_and_16_bit_activations_run(keras, ca
     assert ps["met"] and ps["candidates"][0]["purpose"] == "plain int8" and ps["candidates"][0]["drop"] > 10
     assert 100 * (case["keras"] - f.accuracy.value) <= 0.5 and ps["int8_weight_fraction"] >= 0.8
     assert {entry["precision"] for entry in ps["layers"]} <= {"int8", "int16x8", "float32"}
+    assert ps["precisions_allowed"] == ["int8", "int16x8", "float32"]
     # 16-bit activations, as the search builds them, make a file ONNX Runtime runs
     float_onnx = tmp_path / "out" / report.file("float32", "onnx").path.split("/")[-1]
     g = onnx.load(str(float_onnx)).graph
@@ -201,3 +202,13 @@ def test_the_int8_onnx_file_is_searched_too_and_16_bit_activations_run(keras, ca
     assert any(i.data_type == onnx.TensorProto.UINT16 for i in q.graph.initializer)
     probs = open_session(out).run({"pixels": x[:50]})["digit"]
     assert probs.shape == (50, 10) and np.isfinite(probs).all()
+    assert onnx.load(str(out)).opset_import[0].version == 21  # standard ONNX: no com.microsoft Q/DQ
+    assert all(n.domain == "" for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    # names of one's own narrow the ONNX search too (dynamic has no static-QDQ form: int8 and float32 are left)
+    from edgekeras.compress.precision import search_onnx_file
+
+    narrow = search_onnx_file(float_onnx, tmp_path / "narrow.onnx", case["calib"], case["x"], case["y"],
+                              metric="accuracy", kind="probabilities", output="digit", keras_value=case["keras"],
+                              max_drop=0.5, inputs=case["src"].inputs, layers=searched.layers,
+                              ranking=searched.ranking, precisions="dynamic")
+    assert narrow.allowed == ("int8", "float32") and set(narrow.outcome.precisions.values()) <= {"int8", "float32"}
