@@ -866,20 +866,26 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
                               "int8_weight_fraction": round(tflite_int8_weight_fraction(other), 4)}
     if progress is not None:
         progress(len(trial_log), len(trial_log))
-    notes = list(outcome.notes) + list(dict.fromkeys(runtime_notes))
+    notes = [_summary(outcome, "precision search", objective, unit, max_drop,
+                      f"{100 * tflite_int8_weight_fraction(data):.0f}% of its weight bytes int8")]
+    notes += list(outcome.notes) + list(dict.fromkeys(runtime_notes))
+    return SearchResult(outcome=outcome, data=data, recipe=recipe, layers=layers, keras_value=float(keras_value),
+                        metric=metric, max_drop=float(max_drop), objective=objective, precisions_allowed=allowed,
+                        ranking=ranking, compared=compared, signature=signature,
+                        calibration_samples=builder.calibration_samples, notes=list(dict.fromkeys(notes)))
+
+
+def _summary(outcome: Outcome, what: str, objective: str, unit: str, max_drop: float, weights: str) -> str:
+    """The first note of a search: each precision's layer count, the loss, the size, the candidates measured."""
+    if not outcome.met:
+        return outcome.notes[0] if outcome.notes else "the bound cannot be met"
     counts: dict[str, int] = {}
     for p in outcome.precisions.values():
         counts[p] = counts.get(p, 0) + 1
     head = ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: list(PRECISIONS).index(kv[0])))
     c = outcome.chosen
-    notes.insert(0, (f"precision search ({objective}): {head}; the file loses {c.drop:.2f} {unit} (bound "
-                     f"{max_drop:g}), {c.bytes:,} bytes, {100 * tflite_int8_weight_fraction(data):.0f}% of its "
-                     f"weight bytes int8, {len(outcome.trials)} candidates measured")
-                 if outcome.met else outcome.notes[0] if outcome.notes else "the bound cannot be met")
-    return SearchResult(outcome=outcome, data=data, recipe=recipe, layers=layers, keras_value=float(keras_value),
-                        metric=metric, max_drop=float(max_drop), objective=objective, precisions_allowed=allowed,
-                        ranking=ranking, compared=compared, signature=signature,
-                        calibration_samples=builder.calibration_samples, notes=list(dict.fromkeys(notes)))
+    return (f"{what} ({objective}): {head}; the file loses {c.drop:.2f} {unit} (bound {max_drop:g}), {c.bytes:,} "
+            f"bytes, {weights}, {len(outcome.trials)} candidates measured")
 
 
 def _signature(float_data: bytes) -> str:
@@ -1033,15 +1039,9 @@ def search_onnx_file(float_onnx: Path, out: Path, calibration: dict[str, np.ndar
         Path(out).write_bytes(data)
     if progress is not None:
         progress(len(outcome.trials), len(outcome.trials))
-    c = outcome.chosen
-    counts: dict[str, int] = {}
-    for p in outcome.precisions.values():
-        counts[p] = counts.get(p, 0) + 1
-    head = ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: ONNX_PRECISIONS.index(kv[0])))
-    lead = (f"precision search on ONNX Runtime ({objective}): {head}; the file loses {c.drop:.2f} {unit} (bound "
-            f"{max_drop:g}), {c.bytes:,} bytes, {len(outcome.trials)} candidates measured") if outcome.met else \
-        (outcome.notes[0] if outcome.notes else "the bound cannot be met")
+    lead = _summary(outcome, "precision search on ONNX Runtime", objective, unit, max_drop,
+                    f"{100 * outcome.chosen.int8_weight_fraction:.0f}% of its weight bytes int8")
     return OnnxSearchResult(outcome=outcome, data=data, excluded=exclude, sixteen_bit=sixteen, layers=found,
                             keras_value=float(keras_value), metric=metric, max_drop=float(max_drop),
                             objective=objective, allowed=allowed,
-                            notes=list(dict.fromkeys([lead] + outcome.notes[1:] + notes)))
+                            notes=list(dict.fromkeys([lead] + outcome.notes + notes)))

@@ -208,7 +208,7 @@ def test_an_unfinished_run_is_made_again(swept, digits_model, train_npz, tmp_pat
 
 @pytest.mark.parametrize("change, error", [
     ({"configs": ["int8", "prune60"]}, "unknown sweep config.*'prune60'.*valid: float32, float16, dynamic, int8, "
-                                       "prune50, prune80, 2of4, cluster16, qat, pcqat"),
+                                       "searched, prune50, prune80, 2of4, cluster16, qat, pcqat"),
     ({"configs": "float16,int9"}, "unknown sweep config.*'int9'"),
     ({"configs": []}, "configs is empty"),
     ({"eval": None}, "needs labelled evaluation data"),
