@@ -885,7 +885,7 @@ def _summary(outcome: Outcome, what: str, objective: str, unit: str, max_drop: f
     head = ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: list(PRECISIONS).index(kv[0])))
     c = outcome.chosen
     return (f"{what} ({objective}): {head}; the file loses {c.drop:.2f} {unit} (bound {max_drop:g}), {c.bytes:,} "
-            f"bytes, {weights}, {len(outcome.trials)} candidates measured")
+            f"bytes, {weights}, {len(outcome.trials)} candidate{'' if len(outcome.trials) == 1 else 's'} measured")
 
 
 def _signature(float_data: bytes) -> str:
