@@ -46,8 +46,9 @@ once (the ranges are the same whatever the bit width) and every candidate reuses
    2 the fastest is kept, and among the precisions that hold for a layer the fastest. Its files depend on timings:
    two runs can differ where two candidates time alike.
 
-At most `budget` candidates are measured (default `DEFAULT_BUDGET`); layers not reached keep the precision that
-holds, with a note.
+At most `budget` candidates are measured (default `DEFAULT_BUDGET`), give or take the search for a passing set,
+which always ends (at most 2 log2(layers) + 2 files per level); layers not reached keep the precision that holds, with
+a note.
 
 Example:
     result = search_file(src, f32_bytes, calib, {"image": x}, y, metric="accuracy", kind="probabilities",
