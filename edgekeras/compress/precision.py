@@ -228,6 +228,18 @@ class Outcome:
 Measure = Callable[[dict[str, str], str], Trial]
 
 
+def check_objective(objective: str) -> str:
+    """`objective`, when it is one of `OBJECTIVES`.
+
+    Raises:
+        BadInput: another value (the message lists the valid ones).
+    """
+    if objective not in OBJECTIVES:
+        raise BadInput(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}",
+                       fix="--objective size (fewest bytes) or --objective latency (fastest measured)")
+    return objective
+
+
 def search(layers: list[Layer], ranking: list[str], measure: Measure, *, max_drop: float, objective: str = "size",
            precisions: tuple[str, ...] = tuple(PRECISIONS), budget: int = DEFAULT_BUDGET,
            unit: str = "points", retime: Callable[[dict[str, str]], float] | None = None) -> Outcome:
@@ -252,9 +264,7 @@ def search(layers: list[Layer], ranking: list[str], measure: Measure, *, max_dro
         out = search(layers, ["small", "cat"], measure, max_drop=0.5)
         out.precisions  # {"small": "weights-int8", "cat": "float32", "hidden": "int8", ...}
     """
-    if objective not in OBJECTIVES:
-        raise BadInput(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}",
-                       fix="--objective size (fewest bytes) or --objective latency (fastest measured)")
+    check_objective(objective)
     return _Search(layers, ranking, measure, max_drop, objective, precisions, budget, unit, retime).run()
 
 
@@ -277,7 +287,7 @@ class _Search:
         self.current: Trial | None = None
         self.verdicts: dict[str, dict[str, str]] = {}  # layer -> {cheaper precision refused: why}
         self.refused = ""  # why `accept` refused its last candidate
-        self.trials_before_give_back: list[Trial] = []
+        self.found_at = 0  # trials measured when the give-back starts
         self.seen: dict[tuple, Trial] = {}
         self.reference_ms = math.inf  # the size objective refuses files slower than SLOWER_LIMIT times this
         self.start_ms = math.inf  # the passing file's latency, where the give-back starts
@@ -305,7 +315,7 @@ class _Search:
             return Outcome(False, best, self.trials, precisions,
                            {n: f"{p}: the bound cannot be met; the best file measured" for n, p in precisions.items()},
                            self.notes)
-        self.trials_before_give_back = list(self.trials)
+        self.found_at = len(self.trials)
         self.give_back()
         final = {n: self.state.get(n, "int8") for n in self.by_name}
         return Outcome(True, self.current, self.trials, final, self.reasons, self.notes)
@@ -429,7 +439,7 @@ class _Search:
         # probes: groups, then single layers least hurt by int8 first, at most a third of the budget
         probes: dict[tuple[str, ...], Trial] = {}
         for unit in groups + singles[::-1]:
-            if len(self.trials) > self.budget // 3 + len(self.trials_before_give_back):
+            if len(self.trials) > self.budget // 3 + self.found_at:
                 break
             probes[unit] = self.trial({**self.state, **{n: "int8" for n in unit}}, f"probe: {' + '.join(unit)} at int8")
             if not self.accept(probes[unit]):
@@ -605,7 +615,7 @@ def _quantizer():
         from litert_quantizer import quantizer
     except ImportError as e:
         raise BadInput("the precision search needs litert-quantizer (AI Edge Quantizer)",
-                                fix="pip install litert-quantizer") from e
+                       fix="pip install litert-quantizer") from e
     return quantizer
 
 
@@ -662,16 +672,14 @@ def rebuild(float_data: bytes, recipe: list[dict], calibration: dict[str, np.nda
     return Builder(float_data, calibration, signature).build(recipe)
 
 
-def describe_layers(float_data: bytes, keras_model):
-    """The file's layers (weights, op types, the layers they read), each layer's op scopes (litert-quantizer's
-    scope: the op's output tensor names, each followed by ";"), and the virtual INPUT and OUTPUT ops' scopes with
-    the layers that read the inputs and write the outputs (`recipe_for`'s `io`)."""
+def describe_layers(graph):
+    """The layers of a float file (a `gate._TFLiteGraph`: its ops, each given to a Keras layer): their weights, op
+    types and the layers they read; each layer's op scopes (litert-quantizer's scope: the op's output tensor names,
+    each followed by ";"); and the virtual INPUT and OUTPUT ops' scopes with the layers that read the inputs and
+    write the outputs (`recipe_for`'s `io`)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from .gate import _TFLiteGraph
-
-    graph = _TFLiteGraph(float_data, keras_model)
-    it = Interpreter(model_content=float_data,
+    it = Interpreter(model_content=graph.calibrated,
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     details = {t["index"]: t for t in it.get_tensor_details()}
     produced = {i for op in it._get_ops_details() for i in op["outputs"]}
@@ -736,33 +744,18 @@ class SearchResult:
     def settings(self) -> dict:
         """The card's convert step: engine, the recipe that rebuilds the file, each layer's precision and why,
         every candidate, the comparison with plain int8 and float32 measured in the same run, the notes."""
-        from .gate import _drop_unit, tflite_int8_weight_fraction
-
         try:
             from importlib.metadata import version
             engine_version = version("litert-quantizer")
         except Exception:  # noqa: BLE001 - the version is a record, not a requirement
             engine_version = "unknown"
-        chosen = self.outcome.chosen
-        weights = {layer.name: layer.weight_elements for layer in self.layers}
-        by_precision: dict[str, int] = {}
-        for name, p in self.outcome.precisions.items():
-            by_precision[p] = by_precision.get(p, 0) + 1
         return {
             "mode": "mixed", "engine": "litert-quantizer", "engine_version": engine_version,
             "signature": self.signature, "calibration_samples": self.calibration_samples,
             "recipe": self.recipe,
             "precision_search": {
-                "objective": self.objective, "precisions_allowed": list(self.precisions_allowed),
-                "max_drop": self.max_drop, "metric": self.metric, "drop_unit": _drop_unit(self.metric),
-                "keras_value": round(self.keras_value, 6), "met": self.met,
-                "value": round(chosen.value, 6), "drop": _round(chosen.drop),
-                "bytes": chosen.bytes, "gzip_bytes": chosen.gzip_bytes, "latency_ms": round(chosen.latency_ms, 4),
-                "int8_weight_fraction": round(tflite_int8_weight_fraction(self.data), 4),
-                "layers": [{"layer": layer.name, "precision": self.outcome.precisions.get(layer.name, "int8"),
-                            "weights": weights[layer.name], "why": self.outcome.reasons.get(layer.name, "")}
-                           for layer in self.layers],
-                "layer_count_by_precision": by_precision,
+                **_record(self.outcome, self.layers, self.objective, self.precisions_allowed, self.max_drop,
+                          self.metric, self.keras_value),
                 "compared_with": self.compared,
                 "ranking": [[name, round(err, 4)] for name, err in self.ranking[:50]],
                 "measured_on": f"litert (default kernels, {MEASURE_THREADS} thread(s))",
@@ -770,6 +763,28 @@ class SearchResult:
                 "notes": list(self.notes),
             },
         }
+
+
+def _record(outcome: Outcome, layers: list[Layer], objective: str, allowed, max_drop: float, metric: str,
+            keras_value: float) -> dict:
+    """What both searches' cards say of the chosen file and of each layer."""
+    from .gate import _drop_unit
+
+    c = outcome.chosen
+    return {"objective": objective, "precisions_allowed": list(allowed), "max_drop": max_drop, "metric": metric,
+            "drop_unit": _drop_unit(metric), "keras_value": round(keras_value, 6), "met": outcome.met,
+            "value": round(c.value, 6), "drop": _round(c.drop), "bytes": c.bytes, "gzip_bytes": c.gzip_bytes,
+            "latency_ms": round(c.latency_ms, 4), "int8_weight_fraction": round(c.int8_weight_fraction, 4),
+            "layers": [{"layer": layer.name, "precision": outcome.precisions.get(layer.name, "int8"),
+                        "weights": layer.weight_elements, "why": outcome.reasons.get(layer.name, "")}
+                       for layer in layers],
+            "layer_count_by_precision": _counts(outcome.precisions)}
+
+
+def _counts(precisions: dict[str, str]) -> dict[str, int]:
+    """How many layers each precision has, in `PRECISIONS` order."""
+    values = list(precisions.values())
+    return {p: values.count(p) for p in PRECISIONS if p in values}
 
 
 def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], eval_x: dict[str, np.ndarray],
@@ -799,19 +814,17 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
                        tflite_int8_weight_fraction)
 
     allowed = parse_precisions(precisions)
-    if objective not in OBJECTIVES:
-        raise BadInput(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}",
-                       fix="--objective size (fewest bytes) or --objective latency (fastest measured)")
+    check_objective(objective)
     _check_args(metric, max_drop, keras_value, eval_x, eval_y, [t.name for t in source.inputs])
     if not calibration:
         raise BadInput("the precision search needs calibration data", fix="pass calibration data (--calib)")
     signature = _signature(float_data)
-    layers, scopes, io = describe_layers(float_data, source.keras_model)
+    graph = _TFLiteGraph(float_data, source.keras_model)
+    layers, scopes, io = describe_layers(graph)
     builder = Builder(float_data, calibration, signature)
     plain = builder.build(recipe_for({}, scopes, io))
     from .gate import RANKING_SAMPLES
 
-    graph = _TFLiteGraph(float_data, source.keras_model)
     samples = {k: np.asarray(v)[:RANKING_SAMPLES] for k, v in calibration.items()}
     ranking, _ = _rank_tflite(graph, plain, samples, source.inputs, True)
     unit = "% of the Keras mae" if metric == "mae" else "points"
@@ -867,8 +880,7 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
                               "int8_weight_fraction": round(tflite_int8_weight_fraction(other), 4)}
     if progress is not None:
         progress(len(trial_log), len(trial_log))
-    notes = [_summary(outcome, "precision search", objective, unit, max_drop,
-                      f"{100 * tflite_int8_weight_fraction(data):.0f}% of its weight bytes int8")]
+    notes = [_summary(outcome, "precision search", objective, unit, max_drop)]
     notes += list(outcome.notes) + list(dict.fromkeys(runtime_notes))
     return SearchResult(outcome=outcome, data=data, recipe=recipe, layers=layers, keras_value=float(keras_value),
                         metric=metric, max_drop=float(max_drop), objective=objective, precisions_allowed=allowed,
@@ -876,17 +888,15 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
                         calibration_samples=builder.calibration_samples, notes=list(dict.fromkeys(notes)))
 
 
-def _summary(outcome: Outcome, what: str, objective: str, unit: str, max_drop: float, weights: str) -> str:
+def _summary(outcome: Outcome, what: str, objective: str, unit: str, max_drop: float) -> str:
     """The first note of a search: each precision's layer count, the loss, the size, the candidates measured."""
     if not outcome.met:
         return outcome.notes[0] if outcome.notes else "the bound cannot be met"
-    counts: dict[str, int] = {}
-    for p in outcome.precisions.values():
-        counts[p] = counts.get(p, 0) + 1
-    head = ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: list(PRECISIONS).index(kv[0])))
-    c = outcome.chosen
+    head = ", ".join(f"{n} {p}" for p, n in _counts(outcome.precisions).items())
+    c, n = outcome.chosen, len(outcome.trials)
     return (f"{what} ({objective}): {head}; the file loses {c.drop:.2f} {unit} (bound {max_drop:g}), {c.bytes:,} "
-            f"bytes, {weights}, {len(outcome.trials)} candidate{'' if len(outcome.trials) == 1 else 's'} measured")
+            f"bytes, {100 * c.int8_weight_fraction:.0f}% of its weight bytes int8, {n} candidate{'' if n == 1 else 's'}"
+            " measured")
 
 
 def _signature(float_data: bytes) -> str:
@@ -928,24 +938,16 @@ class OnnxSearchResult:
         return self.outcome.met
 
     def settings(self) -> dict:
-        from ..export.onnx import INT8_SETTINGS
-        from .gate import _drop_unit
-
         import onnxruntime
 
-        c = self.outcome.chosen
+        from ..export.onnx import INT8_SETTINGS
+
         return {"mode": "int8", "quantizer": "onnxruntime.quantization.quantize_static",
                 "onnxruntime": onnxruntime.__version__, **INT8_SETTINGS, "nodes_to_exclude": list(self.excluded),
                 "tensor_quant_overrides": {t: "uint16" for t in self.sixteen_bit},
                 "precision_search": {
-                    "objective": self.objective, "precisions_allowed": list(self.allowed),
-                    "max_drop": self.max_drop, "metric": self.metric, "drop_unit": _drop_unit(self.metric),
-                    "keras_value": round(self.keras_value, 6), "met": self.met, "value": round(c.value, 6),
-                    "drop": _round(c.drop), "bytes": c.bytes, "gzip_bytes": c.gzip_bytes,
-                    "latency_ms": round(c.latency_ms, 4), "int8_weight_fraction": round(c.int8_weight_fraction, 4),
-                    "layers": [{"layer": layer.name, "precision": self.outcome.precisions.get(layer.name, "int8"),
-                                "weights": layer.weight_elements, "why": self.outcome.reasons.get(layer.name, "")}
-                               for layer in self.layers],
+                    **_record(self.outcome, self.layers, self.objective, self.allowed, self.max_drop, self.metric,
+                              self.keras_value),
                     "measured_on": f"onnxruntime (CPU, {MEASURE_THREADS} thread(s))",
                     "candidates": [t.summary() for t in self.outcome.trials],
                     "notes": list(self.notes)}}
@@ -1040,8 +1042,7 @@ def search_onnx_file(float_onnx: Path, out: Path, calibration: dict[str, np.ndar
         Path(out).write_bytes(data)
     if progress is not None:
         progress(len(outcome.trials), len(outcome.trials))
-    lead = _summary(outcome, "precision search on ONNX Runtime", objective, unit, max_drop,
-                    f"{100 * outcome.chosen.int8_weight_fraction:.0f}% of its weight bytes int8")
+    lead = _summary(outcome, "precision search on ONNX Runtime", objective, unit, max_drop)
     return OnnxSearchResult(outcome=outcome, data=data, excluded=exclude, sixteen_bit=sixteen, layers=found,
                             keras_value=float(keras_value), metric=metric, max_drop=float(max_drop),
                             objective=objective, allowed=allowed,

@@ -266,15 +266,13 @@ class Recipe:
             if "int8" not in self.modes and self.precision is None:
                 raise BadInput("--max-accuracy-drop applies to the int8 file", fix="add --int8 (or --precision auto)")
         if self.precision is not None:
-            from .precision import OBJECTIVES, parse_precisions
+            from .precision import check_objective, parse_precisions
 
             self.precision = list(parse_precisions(self.precision))
             if self.max_accuracy_drop is None:
                 raise BadInput("--precision searches the precision of each layer under an accuracy bound, and none "
                                "was given", fix="add --max-accuracy-drop PP --eval DATA (e.g. --max-accuracy-drop 1)")
-            if self.objective not in OBJECTIVES:
-                raise BadInput(f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}",
-                               fix="--objective size (fewest bytes) or --objective latency (fastest measured)")
+            check_objective(self.objective)
             self.modes = check_modes(self.modes + [_modes.SEARCHED])
         elif _modes.SEARCHED in self.modes:
             raise BadInput(f"the {_modes.SEARCHED!r} file is made by the precision search",
