@@ -9,7 +9,7 @@ Importing edgekeras is cheap: TensorFlow is imported only when a function that n
 
 from __future__ import annotations
 
-import importlib
+import importlib as _importlib
 
 from .card import ModelCard
 from .errors import (BadInput, EdgeKerasError, MissingWeights, OutputError, ParityError, RuntimeFailure,
@@ -17,13 +17,15 @@ from .errors import (BadInput, EdgeKerasError, MissingWeights, OutputError, Pari
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("compress", "train", "export", "runtime", "report", "demo")
+_SUBPACKAGES = ("compress", "train", "export", "runtime", "report", "demo", "modes")
 
 
 def __getattr__(name: str):
     # `edgekeras.compress` is a callable package: edgekeras.compress(...) runs the pipeline.
     if name in _SUBPACKAGES:
-        return importlib.import_module(f".{name}", __name__)
+        return _importlib.import_module(f".{name}", __name__)
+    if name == "sweep":  # the function (its module is edgekeras.compress.sweep)
+        return _importlib.import_module(".compress.sweep", __name__).sweep
     if name == "keras":  # tf_keras, the Keras edgekeras and tfmot use (imports TensorFlow)
         from ._keras import keras
 
@@ -31,6 +33,16 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'edgekeras' has no attribute {name!r}")
 
 
-__all__ = ["ModelCard", "EdgeKerasError", "BadInput", "UnsafeModel", "UnsupportedModel", "ParityError",
-           "RuntimeFailure", "OutputError", "MissingWeights", "compress", "sweep", "train", "export", "runtime",
-           "keras", "__version__"]
+# `from edgekeras import *` takes these (none imports TensorFlow); `train` and `keras` import it, so they are
+# only in dir(edgekeras), which tab completion lists.
+__all__ = ["compress", "sweep", "export", "runtime", "report", "demo", "modes", "ModelCard", "EdgeKerasError",
+           "BadInput", "UnsafeModel", "UnsupportedModel", "ParityError", "RuntimeFailure", "OutputError",
+           "MissingWeights", "__version__"]
+
+
+def __dir__() -> list[str]:
+    """The public API (what tab completion lists), not the modules edgekeras imports for itself."""
+    return sorted([*__all__, "train", "keras"])
+
+
+del annotations

@@ -85,3 +85,39 @@ def _replay(fd: int, text: str) -> None:
             os.write(fd, "".join(kept).encode("utf-8"))
         except OSError:
             pass
+
+
+class _WarningsToStderr(logging.StreamHandler):
+    """What Python's last-resort handler does (warnings and errors to stderr), with the level written."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+        self.setLevel(logging.WARNING)
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+
+@contextlib.contextmanager
+def caller_logging():
+    """While edgekeras runs in the caller's process, leave the caller's logging as it was.
+
+    TensorFlow logs through the standard `logging.info()` while it saves a model, and that function configures
+    the root logger itself when nobody has (`logging.basicConfig()`): from then on every warning of the program,
+    ours included, printed as `WARNING:edgekeras.compress:...`, and TensorFlow's INFO lines with it. When the root
+    logger has no handler, this puts one there for the block that prints warnings as Python would without one
+    (`WARNING: message`, on stderr), so that nothing configures it behind the caller's back; a program that set
+    up logging keeps its own.
+
+    Example:
+        with caller_logging():
+            report = run_the_pipeline()
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    handler = _WarningsToStderr()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)

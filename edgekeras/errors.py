@@ -77,7 +77,9 @@ _KINDS["EdgeKerasError"] = EdgeKerasError
 
 def error_to_dict(e: BaseException) -> dict:
     """Any exception as `EdgeKerasError.to_dict` data; one that is not ours is {"type": "InternalError", ...}
-    with its class in the message (a bug, which the receiving side reports as one)."""
+    with its class in the message (a bug, which the receiving side reports as one), except a package edgekeras
+    needs that is not installed (`MissingDependency`)."""
+    e = missing_dependency(e) or e
     if isinstance(e, EdgeKerasError):
         return e.to_dict()
     text = str(e).strip()
@@ -143,6 +145,47 @@ class OutputError(EdgeKerasError):
 
 class MissingWeights(BadInput):
     """Pretrained weights were asked for but are not on this machine (nothing downloads)."""
+
+
+class MissingDependency(EdgeKerasError):
+    """A package edgekeras needs is not installed in the Python that runs it (`package`: what pip installs)."""
+
+    fields = ("package",)
+
+    def __init__(self, message: str, *, package: str, fix: str | None = None, cli_fix: str | None = None):
+        self.package = package
+        super().__init__(message, fix=fix, cli_fix=cli_fix)
+
+
+#: the modules edgekeras imports from other distributions, and what pip installs for each
+PACKAGES = {"ai_edge_litert": "ai-edge-litert", "onnxruntime": "onnxruntime", "onnx": "onnx", "tf2onnx": "tf2onnx",
+            "tensorflow": "tensorflow", "tf_keras": "tf_keras", "keras": "keras",
+            "tensorflow_model_optimization": "tensorflow-model-optimization", "litert_quantizer": "litert-quantizer",
+            "numpy": "numpy", "click": "click", "h5py": "h5py", "PIL": "pillow", "sklearn": "scikit-learn",
+            "matplotlib": "matplotlib", "jsonschema": "jsonschema", "mlxtend": "mlxtend", "edgekeras": "edgekeras"}
+
+
+def missing_dependency(e: BaseException) -> MissingDependency | None:
+    """A `ModuleNotFoundError` for a package edgekeras uses, as the error that names it and its install command
+    (None for anything else: a module of ours that is missing is a bug, and stays one).
+
+    Example:
+        >>> missing_dependency(ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert")).package
+        'ai-edge-litert'
+    """
+    import sys
+
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return None
+    package = PACKAGES.get(e.name.split(".")[0])
+    if package is None or e.name.startswith("edgekeras."):
+        return None
+    python = sys.executable or "python3"
+    return MissingDependency(
+        f"{python} has no module {e.name!r}: the package {package} is not installed in this Python",
+        package=package,
+        fix=f"{python} -m pip install {package}, or run edgekeras from the virtualenv it was installed into (the "
+            "README: python3 -m venv .venv && .venv/bin/pip install -e \".[dev]\")")
 
 
 def first_line(e: BaseException) -> str:

@@ -9,6 +9,7 @@ import pytest
 import edgekeras
 from edgekeras import BadInput, ModelCard, UnsafeModel
 from edgekeras._keras import keras3
+from edgekeras.compress.recipe import model_stem
 from edgekeras.modelfile import inspect_model
 
 RNG = np.random.default_rng(0)
@@ -102,7 +103,9 @@ def test_models_in_memory_keras3_and_tf_keras(linear, keras, tmp_path):
     report = edgekeras.compress(linear["model"], "int8", calib=x[:200], eval=(x[200:], y[200:]),
                                 output_dir=tmp_path / "k3")
     assert report.source["format"] == "memory" and report.source["keras_version"] == 3
-    card = ModelCard.read(tmp_path / "k3" / f"{linear['model'].name}.int8.tflite.edgekeras.json")
+    assert report.file("int8").name == f"{model_stem(linear['model'])}.int8.tflite"
+    assert model_stem(linear["model"]).startswith("sequential-")  # Keras named it: the weights' hash is added
+    card = ModelCard.read(report.file("int8").card)
     load = card.steps[0].settings
     assert load["source"].startswith("in-memory model") and load["params"] == 3 and len(load["sha256"]) == 64
 

@@ -1,10 +1,11 @@
-"""edgekeras.compress(model, modes="int8", *, calib=None, eval=None, onnx=False, ...) -> CompressReport
+"""The package of `edgekeras.compress`, which is also the function: `edgekeras.compress("model.h5", "int8",
+calib=...)` runs `edgekeras.compress.pipeline.compress`, whose signature and docstring open this docstring
+(`help(edgekeras.compress)` shows them first; `inspect.signature` gives the signature).
 
-This package is also the function: `edgekeras.compress("model.h5", "int8", calib=...)` runs
-`edgekeras.compress.pipeline.compress`, whose signature and docstring it carries (`help()` and
-`inspect.signature` show them). Its modules: `pipeline` (the stages), `recipe` (settings), `worker` and
-`client` (the TensorFlow side, in a child process), `ptq` (the TFLite converter modes), `optimize` (pruning,
-clustering, QAT with tfmot), `verify` (a file against a reference). Importing it does not import TensorFlow.
+Its modules: `pipeline` (the stages), `recipe` (settings), `worker` and `client` (the TensorFlow side, in a child
+process), `ptq` (the TFLite converter modes), `optimize` (pruning, clustering, QAT with tfmot), `precision` (the
+per-layer precision search), `sweep` (a grid of configs), `verify` (a file against a reference). Importing it does
+not import TensorFlow.
 
 Building blocks for your own loop: `optimize(model, Techniques(prune=0.8), x, y)`, `wrap(model, "prune", ...)` and
 `.strip()`, `layer_stats(model)`, `flatten(model)`, `verify_file(path, reference, data)`.
@@ -19,7 +20,9 @@ import types
 from .pipeline import CompressReport, FileResult, compress
 from .recipe import MODES, Recipe
 
-__doc__ = (__doc__ or "") + "\n" + (compress.__doc__ or "")
+# help() shows a module's docstring: the function's signature and docstring first, then what the package holds
+__doc__ = (f"compress{inspect.signature(compress)}\n\n{inspect.getdoc(compress)}\n\n"
+           f"edgekeras.compress, the package\n{__doc__}")
 
 
 class _CallablePackage(types.ModuleType):

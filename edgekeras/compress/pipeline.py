@@ -36,11 +36,13 @@ import numpy as np
 
 from .. import errors, settings
 from .. import modes as _modes
+from .._format import human_bytes
+from .._native import caller_logging
 from .._files import Staging, check_writable_dir, output_folder, refuse_existing
 from ..card import (REPORT_SCHEMA, ROUNDING, SCHEMA_VERSION, Accuracy, ModelCard, Parity,
                     Step, card_path, producer_info)
-from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_source, load_data, range_mismatches,
-                    synthetic_inputs)
+from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_source, image_input, load_data,
+                    range_mismatches, synthetic_inputs)
 from ..errors import BadInput, UnsupportedModel
 from ..export.parity import QuantRange, compare, criterion
 from ..metrics import check_labels, metric_for, score
@@ -83,6 +85,13 @@ class FileResult:
     def name(self) -> str:
         return Path(self.path).name
 
+    def __repr__(self) -> str:
+        from ..report.text import metric_value
+
+        parity = "passed" if self.parity.passed and self.written else "FAILED"
+        return (f"FileResult({self.name!r}, {self.mode} {self.format}, {human_bytes(self.bytes)}, "
+                f"accuracy {metric_value(self.accuracy)}, parity {parity})")
+
 
 _VOLATILE = ("seconds", "timings")  # report keys that differ from run to run (wall-clock times)
 
@@ -108,6 +117,19 @@ class CompressReport:
     producer: dict = field(default_factory=producer_info)
     schema: str = REPORT_SCHEMA
     schema_version: int = SCHEMA_VERSION
+
+    def __str__(self) -> str:
+        """The table `edgekeras compress` prints, and where the report is (`print(report)`)."""
+        from ..report.text import compress_table
+
+        notes = [f"{len(self.warnings)} warning(s): report.warnings" if self.warnings else "",
+                 "" if self.passed else f"parity FAILED: {', '.join(self.failed())}"]
+        return "\n".join([compress_table(self), *[n for n in notes if n], f"report: {self.report}"])
+
+    def __repr__(self) -> str:
+        model = self.model if self.model.startswith("in-memory") else Path(self.model).name
+        return (f"CompressReport({model!r}, "
+                f"files={[f.name for f in self.files]}, passed={self.passed}, report={self.report!r})")
 
     @property
     def passed(self) -> bool:
@@ -216,7 +238,7 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
              cluster_init: str = "kmeans++", qat: bool = False, finetune_epochs: int | None = None,
              learning_rate: float | None = None, batch_size: int = 32, finetune_frozen: bool = True,
              max_accuracy_drop: float | None = None, precision=None, objective: str = "size",
-             accept_parity_failures: bool = False) -> CompressReport:
+             accept_parity_failures: bool = False, name: str | None = None) -> CompressReport:
     """Compress a Keras model into verified edge files, each with a model card.
 
     A float32 `.tflite` is always produced as the baseline, then one file per mode. Every file is run on
@@ -279,6 +301,9 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
             (median one-sample invoke on LiteRT, measured).
         accept_parity_failures: return the report even when a file broke a parity rule (it is written and its
             card says `parity.passed: false` either way).
+        name: what the outputs are called (`<name>.int8.tflite`, `<name>.report.json`); default: the model
+            file's stem, or a model in memory's own name (Keras' automatic names, such as "sequential", get 8 hex
+            digits of the weights' hash: `sequential-1a2b3c4d`, so two models in memory never share files).
 
     Returns:
         A `CompressReport`; `report.file("int8")` is the int8 .tflite, `report.file("int8", "onnx")` its ONNX twin;
@@ -304,12 +329,12 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
         recipe.force, recipe.isolate = force, isolate
         recipe.data, recipe.val = ("given" if data is not None else None), ("given" if val is not None else None)
         return _Run(recipe, model, calib=calib, eval=eval, custom_objects=custom_objects, output_dir=output_dir,
-                    data=data, val=val).execute()
+                    data=data, val=val, name=name).execute()
     recipe = make_recipe(modes, **{k: v for k, v in locals().items() if k in _RECIPE_ARGUMENTS}, force=force,
                          isolate=isolate, data="given" if data is not None else None,
                          val="given" if val is not None else None)
     return _Run(recipe, model, calib=calib, eval=eval, custom_objects=custom_objects, output_dir=output_dir,
-                data=data, val=val).execute()
+                data=data, val=val, name=name).execute()
 
 
 #: compress' arguments that are recipe settings (`force` and `isolate` are the call's own, as are the data)
@@ -365,10 +390,10 @@ def recipe_arguments(recipe: Recipe) -> dict:
     return args
 
 
-def plan_outputs(model, modes, onnx: bool, output_dir) -> list[Path]:
+def plan_outputs(model, modes, onnx: bool, output_dir, name: str | None = None) -> list[Path]:
     """Every path `compress` would write for these settings (files, their cards, the report)."""
     recipe = Recipe(modes=modes, onnx=onnx).check()
-    names, report_name = recipe.output_names(model_stem(model))
+    names, report_name = recipe.output_names(model_stem(model, name))
     return _paths(Path(output_dir), names, report_name)
 
 
@@ -427,7 +452,7 @@ class Plan:
 
 
 def plan(recipe: Recipe, model, *, calib=None, eval=None, data=None, val=None, custom_objects=None,
-         output_dir=None) -> Plan:
+         output_dir=None, name: str | None = None) -> Plan:
     """Check the recipe, the model file (format sniffing, Lambda refusal) and the data sources, name the outputs and
     refuse to overwrite. No TensorFlow; `recipe` is not changed (the plan holds a checked copy).
 
@@ -465,7 +490,7 @@ def plan(recipe: Recipe, model, *, calib=None, eval=None, data=None, val=None, c
         raise BadInput(f"output_dir must be a path, got {type(output_dir).__name__}")
     out_dir = Path(output_dir) if output_dir is not None else default_out
     r.output_dir = str(out_dir.resolve())
-    names, report_name = r.output_names(model_stem(model))
+    names, report_name = r.output_names(model_stem(model, name))
     result = Plan(recipe=r, info=info, out_dir=out_dir, names=names, report_name=report_name)
     if isinstance(model, (str, Path)) and Path(model).resolve() in [p.resolve() for p in result.paths]:
         raise BadInput(f"an output would overwrite the input {model}", fix="choose another -o/--output-dir")
@@ -486,7 +511,7 @@ def prepare(r: Recipe, info: ModelInfo, meta: Metadata, stage: Staging, *, calib
         BadInput: data that does not fit the model (shapes, labels, an image folder no preprocessing is known for).
     """
     meta = replace(meta, scored=dict(meta.scored))
-    _require_preprocessing_for_images(meta, {"--calib": calib, "--eval": eval}, preset_hint)
+    _require_preprocessing_for_images(meta, info, {"--calib": calib, "--eval": eval}, preset_hint)
     evaluation = None
     if eval is not None:
         evaluation = load_data(eval, info.inputs, purpose="evaluation", preprocessing=meta.preprocessing,
@@ -547,8 +572,13 @@ def prepare(r: Recipe, info: ModelInfo, meta: Metadata, stage: Staging, *, calib
     return prepared
 
 
-def _require_preprocessing_for_images(meta: Metadata, sources: dict, hint: tuple[str, str] | None) -> None:
+def _require_preprocessing_for_images(meta: Metadata, info: ModelInfo, sources: dict,
+                                      hint: tuple[str, str] | None) -> None:
+    """An image folder needs a model that takes one image (said first: no scaling makes it fit) and a known
+    scaling of its pixels."""
     folders = [(flag, s) for flag, s in sources.items() if isinstance(s, (str, Path)) and Path(s).is_dir()]
+    for flag, folder in folders:
+        image_input(info.inputs, f"{flag} {folder}")
     if folders and meta.preprocessing is None:
         flag, folder = folders[0]
         raise BadInput(f"{flag} {folder} is an image folder, but edgekeras does not know how this model expects "
@@ -603,8 +633,10 @@ def _training_data(r: Recipe, source, purpose: str, info: ModelInfo, prepared: P
 
 # -- the run ------------------------------------------------------------------------------------------------------
 class _Run:
-    def __init__(self, recipe: Recipe, model, *, calib, eval, custom_objects, output_dir, data=None, val=None):
+    def __init__(self, recipe: Recipe, model, *, calib, eval, custom_objects, output_dir, data=None, val=None,
+                 name=None):
         self.t0 = time.perf_counter()
+        self.name = name
         self.recipe, self.model, self.calib, self.eval = recipe, model, calib, eval
         self.custom_objects, self.output_dir = custom_objects, output_dir
         self.data, self.val = data, val
@@ -629,6 +661,10 @@ class _Run:
         self.warnings.append(message)
 
     def execute(self) -> CompressReport:
+        with caller_logging():
+            return self._execute()
+
+    def _execute(self) -> CompressReport:
         with self.timed("plan"):
             self.plan()
         with output_folder(self.out_dir), Staging(self.out_dir) as stage, self._worker(stage) as worker:
@@ -683,7 +719,7 @@ class _Run:
     def plan(self) -> None:
         """Stage 1 (`plan`): adopt what it decided."""
         p = plan(self.recipe, self.model, calib=self.calib, eval=self.eval, data=self.data, val=self.val,
-                 custom_objects=self.custom_objects, output_dir=self.output_dir)
+                 custom_objects=self.custom_objects, output_dir=self.output_dir, name=self.name)
         self.recipe, self.info, self.out_dir, self.names, self.report_name = (p.recipe, p.info, p.out_dir, p.names,
                                                                               p.report_name)
 

@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -387,10 +388,38 @@ def _unknown_keys(d: dict, cls, what: str) -> None:
                        fix=f"valid keys: {', '.join(f.name for f in fields(cls))}")
 
 
-def model_stem(model) -> str:
-    """The name outputs are called after: a file's stem, a SavedModel folder's name, an in-memory model's name."""
+#: the names Keras gives a model nobody named ("sequential", "functional_3", "model_1"; tf_keras and Keras 3)
+_KERAS_AUTO_NAME = re.compile(r"(sequential|functional|model)(_\d+)?")
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name) -> str:
+    """`name` as compress and sweep take it: the stem every output is named after (letters, digits, - _ .)."""
+    if not isinstance(name, str) or not _NAME_CHARS.fullmatch(name):
+        raise BadInput(f"name {name!r} cannot name files: it must be 1 to 100 letters, digits, '-', '_' or '.', "
+                       f"and not start with '.'", fix="e.g. name='digits_cnn' (files: digits_cnn.int8.tflite, ...)")
+    return name
+
+
+def model_stem(model, name: str | None = None) -> str:
+    """The name outputs are called after: `name` when given; else a file's stem or a SavedModel folder's name; for
+    a model in memory its own name, except Keras' automatic names ("sequential", "functional_3"), which become the
+    name without its counter and 8 hex digits of the weights' sha256 (`sequential-1a2b3c4d`): two different models
+    in memory never share files by default, and one model gets the same name in every session.
+
+    Example:
+        model_stem("models/digits.h5")             # 'digits'
+        model_stem(keras.Sequential([...]))        # 'sequential-1a2b3c4d'
+    """
+    if name is not None:
+        return check_name(name)
     if isinstance(model, (str, Path)):
         p = Path(model).resolve()  # "." names its folder
         return p.name if p.is_dir() else p.stem
-    name = str(getattr(model, "name", "") or "model")
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "model"
+    own = str(getattr(model, "name", "") or "")
+    auto = _KERAS_AUTO_NAME.fullmatch(own)
+    if auto or not own:
+        from ..modelfile import weights_sha256
+
+        return f"{auto.group(1) if auto else 'model'}-{weights_sha256(model)[:8]}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in own).lstrip(".") or "model"

@@ -236,3 +236,13 @@ def test_debug_shows_the_traceback(tmp_path):
     exe = shutil.which("edgekeras") or str(Path(sys.executable).parent / "edgekeras")
     p = subprocess.run([exe, "compress", str(png), "--debug"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "is an empty file" in p.stderr and "Traceback" in p.stderr
+
+
+def test_an_image_folder_for_a_model_that_takes_no_image_says_so_first(keras, tmp_path, image_folder, out):
+    """What can be known first is said first: no --preprocess makes an image folder fit a model of two features."""
+    model = keras.Sequential([keras.layers.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    model.save(tmp_path / "linear.h5")
+    result = run(tmp_path / "linear.h5", "--int8", "--calib", image_folder, "-o", out)
+    assert_clean_failure(result, "is an image folder, but the model's input is not one image", out=out)
+    assert "--preprocess" not in result.output

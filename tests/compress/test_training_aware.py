@@ -89,7 +89,7 @@ def test_keras3_models_go_through_the_translation(digits, tmp_path):
                                 prune=0.5, finetune_epochs=1, output_dir=tmp_path)
     assert report.source["keras_version"] == 3
     assert abs(report.file("int8").accuracy.value - report.keras_accuracy.value) <= 0.02
-    card = ModelCard.read(tmp_path / f"{model.name}.pruned50.int8.tflite.edgekeras.json")
+    card = ModelCard.read(report.file("int8").card)
     assert any(0.49 <= layer["sparsity"] <= 0.51 for layer in card.layers)
 
 
