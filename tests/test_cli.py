@@ -83,3 +83,22 @@ def test_an_internal_error_points_to_a_log_that_holds_its_traceback(tmp_path, mo
     text = open(log, encoding="utf-8").read()
     os.unlink(log)
     assert "Traceback (most recent call last)" in text and "ZeroDivisionError: a bug on purpose" in text
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgekeras", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+def test_each_warning_is_printed_once_and_quiet_prints_the_result(digits_model, tmp_path):
+    """A warning shown as it happened is counted at the end, not printed again; -q drops the progress lines only."""
+    loud = _cli("compress", digits_model["model"], "--int8", "-o", tmp_path / "loud")
+    quiet = _cli("compress", digits_model["model"], "--int8", "-o", tmp_path / "quiet", "-q")
+    for r in (loud, quiet):
+        assert r.returncode == 0, r.stderr
+        both = r.stdout + r.stderr
+        assert both.count("NO CALIBRATION DATA") == 1, both
+        assert "1 warning(s) above (also in the report and the model cards)" in r.stdout
+        assert r.stdout.splitlines()[0].split()[:2] == ["file", "mode"] and "digits.int8.tflite" in r.stdout
+    assert "converting int8 to TFLite" in loud.stderr and "converting" not in quiet.stderr
+    assert "WARNING:edgekeras" not in loud.stderr + quiet.stderr

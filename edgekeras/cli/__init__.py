@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from .. import modes as _modes
 from ..compress import recipe as _r  # the defaults and valid values of compress' options
 from ..errors import BadInput, EdgeKerasError
+from .base import echo_warnings
 from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_dict, _mode_options, _output_options,
                    _run, main)
 
@@ -209,11 +210,7 @@ def _print_report(report, as_json: bool, note: str | None = None, error: EdgeKer
         click.echo(line)
     if note:
         click.echo(note)
-    if report.warnings:
-        click.echo(click.style(f"{len(report.warnings)} warning(s)", fg="yellow", bold=True)
-                   + " (also in the report and the model cards):")
-        for w in report.warnings:
-            click.echo(f"  - {w}")
+    echo_warnings(report.warnings, "the report and the model cards")
     click.echo(f"report: {report.report}   ({report.seconds:.1f} s)")
 
 
@@ -278,8 +275,7 @@ def train(arch, data, epochs, batch_size, out, validation, test, resume, seed, d
         t = result.test_metrics
         click.echo("test: " + "  ".join(f"{k} {v:.4f}" for k, v in t.items() if k not in ("samples", "data"))
                    + f"  on {t['samples']} samples of {t['data']}")
-    for w in result.warnings:
-        click.echo(click.style("WARNING: ", fg="yellow", bold=True) + w)
+    echo_warnings(result.warnings, "the model card")
     click.echo(f"saved: {result.checkpoint}  (card: {result.card}, curves: {result.curves})")
     click.echo(f"next:  edgekeras compress {result.checkpoint} --int8 --calib <data> --eval <data> --onnx")
 

@@ -19,9 +19,10 @@ import click
 
 from .. import __version__, settings
 from .. import modes as _modes
-from ..errors import EdgeKerasError, error_to_dict
+from ..errors import EdgeKerasError, error_to_dict, missing_dependency
 
 _kept = {}  # "native_log": the path of the native log kept for an internal error's message (this command's)
+_shown: list[str] = []  # the warnings this command printed as they happened (echo_warnings does not repeat them)
 
 
 class _Handler(logging.Handler):
@@ -48,6 +49,7 @@ class _Handler(logging.Handler):
             return
         msg = record.getMessage()
         if record.levelno >= logging.WARNING:
+            _shown.append(msg)
             text = click.style("WARNING: ", fg="yellow", bold=True) + msg
         else:
             text = click.style(f"  {msg}", dim=True)
@@ -90,6 +92,7 @@ def _terminal():
         os.dup2(native.fileno(), 2)
         handler = _Handler(ours)
     logger.addHandler(handler)
+    _shown.clear()
     keep = False
     try:
         yield
@@ -112,6 +115,26 @@ def _terminal():
                 _kept["native_log"] = native.name
             else:
                 os.unlink(native.name)
+
+
+def echo_warnings(warnings: list[str], where: str) -> None:
+    """A result's warnings, each printed once: those already printed as they happened are counted, not repeated.
+
+    Example:
+        echo_warnings(report.warnings, "the report and the model cards")
+    """
+    if not warnings:
+        return
+    new = [w for w in dict.fromkeys(warnings) if w not in _shown]
+    seen = len(warnings) - len(new)
+    head = click.style(f"{len(warnings)} warning(s)", fg="yellow", bold=True)
+    if not new:
+        click.echo(f"{head} above (also in {where})")
+        return
+    click.echo(f"{head}{f' ({seen} above)' if seen else ''}, also in {where}:")
+    for w in new:
+        click.echo(click.style("WARNING: ", fg="yellow", bold=True) + w)
+        _shown.append(w)
 
 
 def _debug_option(f):
@@ -181,7 +204,10 @@ def _run(on_interrupt: str):
                 settings.apply(spare_worker=False)
             try:
                 with _terminal():
-                    return f(*args, **kwargs)
+                    try:
+                        return f(*args, **kwargs)
+                    except ModuleNotFoundError as e:  # a package not installed is not a bug of ours
+                        raise (missing_dependency(e) or e) from None
             except EdgeKerasError as e:
                 if settings.current().debug:
                     traceback.print_exc()

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .. import settings
-from .base import _debug_option, _output_options, _run, main
+from .base import _debug_option, _output_options, _run, echo_warnings, main
 
 # The names of edgekeras.compress.sweep.GRID, spelled out so that --help imports nothing (a test keeps them equal).
 CONFIG_NAMES = ("float32", "float16", "dynamic", "int8", "searched", "prune50", "prune80", "2of4", "cluster16", "qat",
@@ -36,7 +36,8 @@ CONFIG_NAMES = ("float32", "float16", "dynamic", "int8", "searched", "prune50", 
               help=f"Configs to run, comma-separated [default: all: {', '.join(CONFIG_NAMES)}]. float32, the "
                    "baseline every ratio is against, always runs.")
 @click.option("--finetune-epochs", type=click.IntRange(min=1),
-              help="Epochs per fine-tuning stage of every training-aware config [default: 2; 12 when pruning 80%].")
+              help="Epochs per fine-tuning stage of every training-aware config [default: as compress: 2; 12 when "
+                   "pruning 70% or more (prune80, pcqat)].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of calibration sampling and fine-tuning.")
 @click.option("--force", is_flag=True, help="Rerun every config, replacing the files of earlier runs.")
@@ -66,9 +67,8 @@ def sweep(model, data, eval_, output_dir, calib, val, configs, finetune_epochs, 
     click.echo("")
     if report.ran:
         click.echo(f"made now: {', '.join(report.ran)}")
-    for r in report.rows:
-        if r.warnings:
-            click.echo(f"{r.config}: {len(r.warnings)} warning(s) in {Path(r.report).relative_to(report.output_dir)}")
+    warned = {w: r.config for r in report.rows for w in r.warnings}
+    echo_warnings(list(warned), "each config's report: <config>/*.report.json")
     click.echo(f"files:  {_shown(report.output_dir)}/<config>/ (each file with its model card, each run with its "
                "report)")
     click.echo(f"table:  {_shown(report.table)}\ndata:   {_shown(report.json)}\nplot:   {_shown(report.plot)}   "

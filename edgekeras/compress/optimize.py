@@ -757,8 +757,10 @@ class _PruneStage(_Stage):
             self.skip(layer, "prune", f"tfmot prunes no weights of {type(layer).__name__} layers")
             return None
         if size < SMALL_KERNEL:
-            self.skip(layer, "prune", f"only {size} kernel weights (< {SMALL_KERNEL}): pruning saves "
-                                      "almost nothing there and can break a stem or preprocessing conv; left dense")
+            why = ("and can break a stem or preprocessing conv" if "Conv" in type(layer).__name__
+                   else "and costs accuracy out of proportion in so small a layer")
+            self.skip(layer, "prune", f"only {size} kernel weights (< {SMALL_KERNEL}): pruning saves almost nothing "
+                                      f"there {why}; left dense")
             return None
         if m_by_n is None:
             return "unstructured"

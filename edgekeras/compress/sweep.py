@@ -21,8 +21,8 @@ verified file with its model card and its run's report. The grid (`GRID`, in thi
 the file that loses at most 1 point with the fewest bytes, beside the fixed configs.
 
 `float32` is the baseline: always made, first, and every ratio is against its file (plain float32 of the
-original model). Fine-tuning uses `compress`'s defaults (2 epochs per stage; 12 at 1e-3 when pruning 80%)
-unless `finetune_epochs` is given.
+original model). Fine-tuning uses `compress`'s defaults (2 epochs per stage; 12 at 1e-3 when pruning 70% or
+more: prune80, pcqat) unless `finetune_epochs` is given.
 
 **Resume.** A config whose run finished (its report exists, validates, and the files it lists are there) is
 not run again; an interrupted sweep picks up at the first unfinished config. A finished run made with other
@@ -70,6 +70,7 @@ from ..card import producer_info, sha256_file, sha256_path
 from ..data import check_source
 from ..errors import BadInput, OutputError
 from ..metrics import HIGHER_IS_BETTER
+from ..report.text import failure_kinds
 from ..modelfile import inspect_model, looks_like_keras_model, weights_sha256
 from .._format import human_bytes, milliseconds, table
 from .pipeline import CompressReport, FileResult, compress, make_recipe
@@ -173,7 +174,8 @@ class SweepRow:
         metric: the metric compress chose ("accuracy", "binary_accuracy", "mae"); accuracy: its value for the file.
         keras_accuracy: the same metric of the config's Keras model (the fine-tuned one for training-aware configs).
         accuracy_change: `accuracy` minus the original Keras model's value (a fraction for accuracies).
-        parity_passed: the file passed compress' parity check against its Keras model.
+        parity_passed: the file passed compress' parity check against its Keras model; problems: why not (the
+            parity rules it broke, as its card says them).
         latency_ms: median of single-sample invokes; latency_runs: how many were timed; kernels: LiteRT's kernels.
         pareto_size, pareto_latency: on the size/accuracy and latency/accuracy fronts (see the module docstring).
         resumed: finished by an earlier sweep and kept.
@@ -204,10 +206,17 @@ class SweepRow:
     pareto_size: bool = False
     pareto_latency: bool = False
     warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return Path(self.path).name
+
+    def __repr__(self) -> str:
+        state = "pass" if self.parity_passed else "FAIL"
+        return (f"SweepRow({self.config!r}, {self.name!r}, {human_bytes(self.gzip_bytes)} gzipped, "
+                f"{self.metric or 'accuracy'} {_metric_text(self.accuracy, self.metric)}, parity {state}, "
+                f"latency {_ms(self.latency_ms)})")
 
     @property
     def pareto(self) -> bool:
@@ -256,6 +265,14 @@ class SweepReport:
     schema: str = SWEEP_SCHEMA
     schema_version: int = SWEEP_SCHEMA_VERSION
 
+    def __str__(self) -> str:
+        """The table `sweep.txt` holds (`print(report)`)."""
+        return format_table(self)
+
+    def __repr__(self) -> str:
+        return (f"SweepReport({Path(self.model).name!r}, {len(self.rows)} rows, pareto size "
+                f"{[r.config for r in self.pareto('size')]}, table={self.table!r})")
+
     def row(self, config: str) -> SweepRow:
         """The row of one config.
 
@@ -298,7 +315,7 @@ def _relative(path: str, root: Path) -> str:
 
 # -- the sweep ----------------------------------------------------------------------------------------------------
 def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, seed: int = 0, force: bool = False,
-          finetune_epochs: int | None = None, progress: Progress | None = None) -> SweepReport:
+          finetune_epochs: int | None = None, progress: Progress | None = None, name: str | None = None) -> SweepReport:
     """Compress one model with every config of a grid, measure every file, and mark the Pareto-optimal ones.
 
     Each config is one `edgekeras.compress` run into `output_dir/<config>/` (a verified file, its card, the
@@ -321,8 +338,10 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
         seed: seed of calibration sampling and fine-tuning (as compress takes it).
         force: rerun every config, replacing the files of earlier runs.
         finetune_epochs: epochs per fine-tuning stage for every training-aware config; default: compress'
-            (2, and 12 when pruning 80%).
+            (2, and 12 when pruning 70% or more: prune80 and pcqat).
         progress: called as progress(done, total, text) after each config and after the latency measurement.
+        name: what the files are called (as compress takes it); default: the model file's stem, or the name of a
+            model in memory (Keras' automatic names get the weights' hash: `sequential-1a2b3c4d`).
 
     Returns:
         A `SweepReport`; `report.row("int8")` is the int8 row, `report.pareto("size")` the size front.
@@ -341,8 +360,9 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
     """
     t0 = time.perf_counter()
     plan = _plan(model, data=data, eval=eval, calib=calib, output_dir=output_dir, configs=configs, val=val,
-                 seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress)
-    total = len(plan.configs) + 1
+                 seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress, name=name)
+    total = len(plan.configs) + 1  # the progress callback's last step: the latency measurement
+    n = len(plan.configs)
     reports: dict[str, CompressReport] = {}
     ran, kept = [], []
     took: dict[str, float] = {}
@@ -351,14 +371,15 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
         if cfg.name in plan.finished:
             reports[cfg.name] = plan.finished[cfg.name]
             kept.append(cfg.name)
-            log.info("[%d/%d] %s: finished by an earlier sweep, kept (%s)", i, total, cfg.name, folder)
+            log.info("[%d/%d] %s: finished by an earlier sweep, kept (%s)", i, n, cfg.name, folder)
             _tell(progress, i, total, f"{cfg.name}: kept from an earlier run")
             continue
-        log.info("[%d/%d] %s: %s -> %s", i, total, cfg.name, cfg.label, folder)
+        log.info("[%d/%d] %s: %s -> %s", i, n, cfg.name, cfg.label, folder)
         started = time.perf_counter()
         reports[cfg.name] = compress(model, cfg.recipe(plan.finetune_epochs, seed), calib=plan.calib, eval=plan.eval,
                                      output_dir=folder, force=force or cfg.name in plan.leftovers,
-                                     data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None)
+                                     data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None,
+                                     name=plan.stem)
         ran.append(cfg.name)
         seconds = took[cfg.name] = time.perf_counter() - started
         _tell(progress, i, total, f"{cfg.name}: made in {seconds:.0f} s")
@@ -439,7 +460,8 @@ def select_configs(configs=None) -> list[SweepConfig]:
     return [c for c in GRID if c.name in names or c is BASELINE]
 
 
-def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, finetune_epochs, progress) -> _Plan:
+def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, finetune_epochs, progress,
+          name=None) -> _Plan:
     chosen = select_configs(configs)
     if eval is None:
         raise BadInput("a sweep needs labelled evaluation data: every row's accuracy comes from it",
@@ -455,7 +477,7 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
     if finetune_epochs is not None and (not isinstance(finetune_epochs, int) or isinstance(finetune_epochs, bool)
                                         or finetune_epochs < 1):
         raise BadInput(f"finetune_epochs must be an integer >= 1, got {finetune_epochs!r}",
-                       fix="leave it unset for compress' defaults (2; 12 when pruning 80%)")
+                       fix="leave it unset for compress' defaults (2; 12 when pruning 70% or more)")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise BadInput(f"seed must be a non-negative integer, got {seed!r}")
     if progress is not None and not callable(progress):
@@ -484,7 +506,7 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
         raise BadInput(f"model must be a path to a model file or folder, or a Keras model object; got "
                        f"{type(model).__name__}", fix="pass e.g. 'model.h5', a SavedModel folder, or the model itself")
     out = check_writable_dir(Path(output_dir))
-    stem = model_stem(model)
+    stem = model_stem(model, name)
     report_names, row_names = {}, {}
     for cfg in chosen:
         recipe = replace(cfg.recipe(finetune_epochs, seed), data="given" if cfg.trains else None, eval="given").check()
@@ -693,7 +715,8 @@ def _rows(plan: _Plan, reports: dict[str, CompressReport], kept: list[str],
             keras_accuracy=keras.value if keras is not None else None,
             accuracy_change=value - original if value is not None and original is not None else None,
             parity_passed=bool(f.parity.passed) and f.written, seconds=seconds.get(cfg.name),
-            resumed=cfg.name in kept, warnings=list(report.warnings)))
+            resumed=cfg.name in kept, warnings=list(report.warnings),
+            problems=[] if f.parity.passed and f.written else (list(f.parity.problems) or ["not written"])))
     return rows
 
 
@@ -819,10 +842,12 @@ def format_table(report: SweepReport) -> str:
         rows.append(["*" if r.pareto else "", r.config, _relative(r.path, out), r.mode, human_bytes(r.bytes),
                      human_bytes(r.gzip_bytes), f"{1 / r.ratio:.1f}x", f"{1 / r.gzip_ratio:.1f}x",
                      _metric_text(r.accuracy, r.metric), _change_text(r.accuracy_change, r.metric),
-                     "pass" if r.parity_passed else "FAIL", _ms(r.latency_ms), fronts])
+                     "pass" if r.parity_passed else f"FAIL ({', '.join(failure_kinds(r.problems))})",
+                     _ms(r.latency_ms), fronts])
     ev = report.evaluation
     keras = _metric_text(report.keras_accuracy, report.metric)
-    lines = [f"sweep of {Path(report.model).name} (sha256 {report.model_sha256[:12]}...): {len(report.rows)} configs",
+    lines = [f"sweep of {Path(report.model).name} (sha256 {report.model_sha256[:12]}...): {len(report.rows)} configs "
+             f"(the float32 baseline and {len(report.rows) - 1} more)",
              f"{report.metric or 'accuracy'}: {_metric_name(report.metric)} of output {ev.get('output')!r} on "
              f"{ev.get('samples')} samples of {ev.get('data')}; the original Keras model: {keras} ('vs keras' is "
              "the change from it)",
@@ -831,6 +856,10 @@ def format_table(report: SweepReport) -> str:
              ""] + table(header, rows, right={4, 5, 6, 7, 8, 9, 11}, blank_rule={0})
     lines += ["", f"* Pareto-optimal: {report.pareto_definition}. size: gzipped size vs {report.metric}; latency: "
                   f"median latency vs {report.metric}."]
+    failed = [r for r in report.rows if not r.parity_passed]
+    if failed:
+        lines += ["", "FAIL: the file broke a parity rule against its Keras model (it is kept; its card says why):"]
+        lines += [f"  {r.config}: {'; '.join(r.problems)}" for r in failed]
     if report.resumed:
         lines.append(f"kept from an earlier run: {', '.join(report.resumed)}")
     return "\n".join(lines)

@@ -84,3 +84,16 @@ def test_one_quantization_step_in_python_fails_a_jvm_test(tmp_path, monkeypatch,
     assert not any(f"{m.stem}/" in shown for m in MODELS if m.stem not in failing)
     # the other checks still pass: the top-k comes from the goldens' own raw outputs
     assert "topKFromRawOutputsMatchesPython" not in out
+
+
+def test_a_python_without_edgekeras_is_named_not_a_traceback(tmp_path):
+    """run-jvm-tests with a Python that lacks the packages says which, and how to make the project's virtualenv."""
+    bare = tmp_path / "bare-python"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")  # no site-packages, no current folder
+    bare.chmod(0o755)
+    env = dict(os.environ, EDGEKERAS_PYTHON=str(bare), EDGEKERAS_JVM_BUILD=str(tmp_path / "build"))
+    r = subprocess.run([str(RUN)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{bare} lacks: edgekeras numpy ai_edge_litert" in r.stderr
+    assert "python3 -m venv .venv && .venv/bin/pip install -e" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "build" / "golden").exists()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +136,22 @@ def test_sweep_json_and_table_and_plot(swept):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # atomic writes left no temporary files
 
 
+def test_the_table_says_why_a_row_failed(swept):
+    """A FAIL row names the kind of failure in its cell and the whole reason under the table (the user should
+    not have to open the config's JSON to learn it)."""
+    report = swept["report"]
+    problem = "output 'probs' is SATURATED: 40% of int8 outputs sit at the range's ends"
+    rows = [replace(r, parity_passed=False, problems=[problem]) if r.config == "int8" else r for r in report.rows]
+    text = format_table(replace(report, rows=rows))
+    line = next(line for line in text.splitlines() if line[3:].startswith("int8 "))
+    assert "FAIL (saturated)" in line
+    assert f"  int8: {problem}" in text.splitlines()
+    assert "4 configs (the float32 baseline and 3 more)" in text.splitlines()[0]
+    assert "FAIL" not in format_table(report)
+    assert str(report) == format_table(report) and len(repr(report)) < 300
+    assert repr(report.rows[2]).startswith("SweepRow('int8', 'digits.int8.tflite'")
+
+
 def test_pareto_marks_follow_the_definition(swept):
     rows = swept["report"].rows
 
@@ -170,10 +188,13 @@ def test_pareto_rule():
     assert pareto_optimal([1.0, 1.2], [0.90, 0.95], tie=0.05) == [True, True]
 
 
-def test_a_finished_sweep_runs_nothing_again(swept, digits_model, train_npz):
+def test_a_finished_sweep_runs_nothing_again(swept, digits_model, train_npz, caplog):
     out = swept["out"]
     before = {d: _state(out / d) for d in ["float32"] + CONFIGS}
-    report = sweep(digits_model["model"], **_args(digits_model, train_npz, out))
+    with caplog.at_level(logging.INFO, logger="edgekeras.sweep"):
+        report = sweep(digits_model["model"], **_args(digits_model, train_npz, out))
+    counted = [r.getMessage().split("]")[0] + "]" for r in caplog.records if r.getMessage().startswith("[")]
+    assert counted == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]  # one count per row, the baseline included
     assert report.ran == [] and report.resumed == ["float32"] + CONFIGS
     assert {d: _state(out / d) for d in ["float32"] + CONFIGS} == before
     assert [(r.bytes, r.accuracy) for r in report.rows] == [(r.bytes, r.accuracy) for r in swept["report"].rows]
