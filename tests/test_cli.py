@@ -91,14 +91,29 @@ def _cli(*args, cwd=None):
 
 
 def test_each_warning_is_printed_once_and_quiet_prints_the_result(digits_model, tmp_path):
-    """A warning shown as it happened is counted at the end, not printed again; -q drops the progress lines only."""
+    """A warning is printed once, with the result (stdout, after the table); -q drops the progress lines only."""
     loud = _cli("compress", digits_model["model"], "--int8", "-o", tmp_path / "loud")
     quiet = _cli("compress", digits_model["model"], "--int8", "-o", tmp_path / "quiet", "-q")
     for r in (loud, quiet):
         assert r.returncode == 0, r.stderr
         both = r.stdout + r.stderr
         assert both.count("NO CALIBRATION DATA") == 1, both
-        assert "1 warning(s) above (also in the report and the model cards)" in r.stdout
+        assert "1 warning(s) (also in the report and the model cards):\nWARNING: NO CALIBRATION DATA" in r.stdout
         assert r.stdout.splitlines()[0].split()[:2] == ["file", "mode"] and "digits.int8.tflite" in r.stdout
     assert "converting int8 to TFLite" in loud.stderr and "converting" not in quiet.stderr
     assert "WARNING:edgekeras" not in loud.stderr + quiet.stderr
+
+
+def test_a_warning_before_an_error_is_still_printed_once(tmp_path):
+    """A command that fails after logging a warning prints it when it ends, once (no result would print it)."""
+    code = ("import logging, sys\nimport edgekeras.compress\nfrom edgekeras import cli\n"
+            "from edgekeras.errors import BadInput\n"
+            "def warn_then_fail(*a, **k):\n"
+            "    logging.getLogger('edgekeras.compress').warning('a warning on purpose')\n"
+            "    raise BadInput('an error on purpose')\n"
+            "edgekeras.compress.compress = warn_then_fail\n"
+            "sys.argv = ['edgekeras', 'compress', sys.argv[1], '--int8']\ncli.main()\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.h5")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "error: an error on purpose" in r.stderr, r.stderr
+    assert (r.stdout + r.stderr).count("WARNING: a warning on purpose") == 1, r.stdout + r.stderr

@@ -14,7 +14,8 @@ from edgekeras.errors import (BadInput, EdgeKerasError, ParityError, RuntimeFail
                               error_to_dict)
 
 _FIELD_VALUES = {"failed": {"m.int8.tflite": ["top-1 agreement 40%"]}, "path": "m.int8.tflite", "sample": 7,
-                 "op": "DIV", "runtime": "LiteRT (xnnpack kernels)", "reason": "div.cc:262 data[i] != zero_point"}
+                 "op": "DIV", "runtime": "LiteRT (xnnpack kernels)", "reason": "div.cc:262 data[i] != zero_point",
+                 "package": "ai-edge-litert"}
 
 
 def _every_kind() -> list[type[EdgeKerasError]]:

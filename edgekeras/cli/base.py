@@ -22,13 +22,17 @@ from .. import modes as _modes
 from ..errors import EdgeKerasError, error_to_dict, missing_dependency
 
 _kept = {}  # "native_log": the path of the native log kept for an internal error's message (this command's)
-_shown: list[str] = []  # the warnings this command printed as they happened (echo_warnings does not repeat them)
+# Each warning is printed once: a logged warning waits in _pending for the command's result, which prints it with
+# its own (echo_warnings, on stdout, after the table); one no result printed goes to stderr when the command ends.
+_pending: list[str] = []
+_shown: set[str] = set()
 
 
 class _Handler(logging.Handler):
-    """edgekeras log records -> the terminal: progress dimmed (a bar on a terminal), warnings loud.
+    """edgekeras log records -> the terminal: progress dimmed (a bar on a terminal); warnings kept for the result
+    (`echo_warnings`), or printed when the command ends (`flush_warnings`), so that each is printed once.
 
-    With --quiet only warnings are shown.
+    With --quiet no progress is shown.
     """
 
     def __init__(self, stream):
@@ -44,16 +48,21 @@ class _Handler(logging.Handler):
             if self.tty and not self.quiet:
                 self._draw(*progress)
             return
+        if record.levelno >= logging.WARNING:
+            _pending.append(record.getMessage())
+            return
         self._end_bar()
-        if record.levelno < logging.WARNING and self.quiet:
+        if self.quiet:
             return
         msg = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            _shown.append(msg)
-            text = click.style("WARNING: ", fg="yellow", bold=True) + msg
-        else:
-            text = click.style(f"  {msg}", dim=True)
-        click.echo(text, file=self.stream, color=self.tty)
+        click.echo(click.style(f"  {msg}", dim=True), file=self.stream, color=self.tty)
+
+    def flush_warnings(self) -> None:
+        """The warnings no result printed, on this handler's stream (the command ends, or failed)."""
+        for w in dict.fromkeys(_pending):
+            if w not in _shown:
+                click.echo(click.style("WARNING: ", fg="yellow", bold=True) + w, file=self.stream, color=self.tty)
+                _shown.add(w)
 
     def _draw(self, task: str, i: int, n: int) -> None:
         width = 30
@@ -92,6 +101,7 @@ def _terminal():
         os.dup2(native.fileno(), 2)
         handler = _Handler(ours)
     logger.addHandler(handler)
+    _pending.clear()
     _shown.clear()
     keep = False
     try:
@@ -102,6 +112,7 @@ def _terminal():
         keep = True
         raise
     finally:
+        handler.flush_warnings()
         logger.removeHandler(handler)
         logger.setLevel(saved_logger[0])
         logger.propagate = saved_logger[1]
@@ -118,23 +129,18 @@ def _terminal():
 
 
 def echo_warnings(warnings: list[str], where: str) -> None:
-    """A result's warnings, each printed once: those already printed as they happened are counted, not repeated.
+    """A result's warnings, after its table, each once; then any other warning the command logged.
 
     Example:
         echo_warnings(report.warnings, "the report and the model cards")
     """
-    if not warnings:
-        return
-    new = [w for w in dict.fromkeys(warnings) if w not in _shown]
-    seen = len(warnings) - len(new)
-    head = click.style(f"{len(warnings)} warning(s)", fg="yellow", bold=True)
-    if not new:
-        click.echo(f"{head} above (also in {where})")
-        return
-    click.echo(f"{head}{f' ({seen} above)' if seen else ''}, also in {where}:")
-    for w in new:
+    mine = [w for w in dict.fromkeys(warnings) if w not in _shown]
+    others = [w for w in dict.fromkeys(_pending) if w not in _shown and w not in mine]
+    if mine:
+        click.echo(click.style(f"{len(mine)} warning(s)", fg="yellow", bold=True) + f" (also in {where}):")
+    for w in mine + others:
         click.echo(click.style("WARNING: ", fg="yellow", bold=True) + w)
-        _shown.append(w)
+        _shown.add(w)
 
 
 def _debug_option(f):
