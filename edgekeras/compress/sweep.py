@@ -866,16 +866,34 @@ def format_table(report: SweepReport) -> str:
 
 
 def plot(report: SweepReport, path: str | os.PathLike) -> None:
-    """Write the two-panel figure as a PNG, atomically: gzipped size vs metric and latency vs metric, Pareto points
-    highlighted and joined by their front, parity failures crossed out, every point labelled (labels placed so
-    that they do not overlap, with a leader line when moved away from their point)."""
+    """Write `plot_figure(report)` as a PNG, atomically.
+
+    Example:
+        plot(report, "sweep.png")
+    """
+    fig = plot_figure(report)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_figure(report: SweepReport):
+    """The two-panel figure (a matplotlib Figure on the Agg canvas): gzipped size vs metric and latency vs metric,
+    Pareto points highlighted and joined by their front, parity failures crossed out, every point labelled (labels
+    placed so that they overlap neither each other nor a point, with a leader line when moved away from their
+    point), one legend for both panels below them (inside, it hid points).
+
+    Example:
+        plot_figure(report).savefig("sweep.png")
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig = Figure(figsize=(13, 5.4))
+    from ..report.html import marker_boxes, place_labels
+
+    fig = Figure(figsize=(13, 5.8))
     canvas = FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.11, top=0.88, wspace=0.16)
+    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.16, top=0.88, wspace=0.16)
     higher = report.higher_is_better
     metric = report.metric or "accuracy"
     for ax, front in zip(fig.subplots(1, 2), ("size", "latency")):
@@ -913,56 +931,23 @@ def plot(report: SweepReport, path: str | os.PathLike) -> None:
         ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
         ax.margins(x=0.15, y=0.12)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right" if higher else "upper right")
         ax.autoscale_view()
         ax.set_xlim(ax.get_xlim())  # fixed from here on: labels are placed in display space
         ax.set_ylim(ax.get_ylim())
         ordered = sorted(pts, key=lambda p: not on_front(p[0]))  # the front's labels first, at their best place
-        _place_labels(ax, canvas.get_renderer(), [(r.config, x, r.accuracy, on_front(r)) for r, x in ordered])
+        sizes = [70 if not r.parity_passed else 64 if on_front(r) else 36 for r, _ in ordered]
+        xy = [(x, r.accuracy) for r, x in ordered]
+        place_labels(ax, canvas.get_renderer(), [
+            (r.config, x, y, s ** 0.5 / 2, dict(fontsize=8, fontweight="bold" if on_front(r) else "normal",
+                                               color="tab:blue" if on_front(r) else "0.3"))
+            for (r, _), (x, y), s in zip(ordered, xy, sizes)], avoid=marker_boxes(ax, xy, sizes))
+    handles = {label: h for ax in fig.axes for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=max(1, len(handles)), fontsize=9,
+               frameon=False)
     fig.suptitle(f"{Path(report.model).name}: {len(report.rows)} configs; {metric} on "
                  f"{report.evaluation.get('samples')} samples; latency on {report.cpu.get('name')}", fontsize=10)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
-def _place_labels(ax, renderer, items: list[tuple[str, float, float, bool]]) -> None:
-    """Annotate each (text, x, y, bold) at the first of a list of offsets where it stays inside the axes and overlaps
-    no label placed before (nor the legend); where none is free, at the offset that overlaps least."""
-    from matplotlib.text import Text
-
-    near = [(6, 4), (6, -12), (-6, 4), (-6, -12)]
-    offsets = near + [(dx, dy) for step in range(1, 8) for dy in (4 + 13 * step, -12 - 13 * step)
-                      for dx in (6, -6, 40, -40)]
-    legend = ax.get_legend()
-    taken = [legend.get_window_extent(renderer)] if legend is not None else []
-    frame = ax.get_window_extent(renderer)
-
-    def cost(box) -> float:
-        outside = not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1)
-        overlap = sum(max(0.0, min(box.x1, b.x1) - max(box.x0, b.x0)) * max(0.0, min(box.y1, b.y1) - max(box.y0, b.y0))
-                      for b in taken)
-        return overlap + (1e9 if outside else 0.0)
-
-    for text, x, y, bold in items:
-        best = None
-        for dx, dy in offsets:
-            t = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
-                            ha="left" if dx > 0 else "right", fontweight="bold" if bold else "normal",
-                            color="tab:blue" if bold else "0.3",
-                            arrowprops=None if (dx, dy) in near else dict(arrowstyle="-", color="0.7", lw=0.6))
-            t.update_positions(renderer)
-            box = Text.get_window_extent(t, renderer)  # the text alone (an Annotation's includes its line)
-            c = cost(box)
-            if best is None or c < best[0]:
-                if best is not None:
-                    best[1].remove()
-                best = (c, t, box)
-            else:
-                t.remove()
-            if c == 0:
-                break
-        taken.append(best[2])
+    return fig
 
 
 __all__ = ["sweep", "SweepReport", "SweepRow", "SweepConfig", "GRID", "CONFIGS", "select_configs", "pareto_optimal",
-           "format_table", "plot"]
+           "format_table", "plot", "plot_figure"]

@@ -508,17 +508,23 @@ def _card(model, out: Path, td: TrainData, pre, labels, best: dict, test: dict, 
                      producer=producer_info())
 
 
-def _plot_curves(history: dict[str, list[float]], path: Path, best_epoch: int | None = None) -> None:
-    """Loss and metric per epoch, training and validation, as a PNG; integer epoch ticks, the best epoch marked."""
-    import matplotlib
+def _curves_figure(history: dict[str, list[float]], best_epoch: int | None = None):
+    """Loss and each metric per epoch, training and validation, one panel each, as a matplotlib Figure (Agg
+    canvas, no pyplot): integer epoch ticks, the best epoch marked, one legend for all panels below them (inside,
+    it hid points wherever it went).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Example:
+        _curves_figure({"loss": [0.9, 0.4], "val_loss": [1.0, 0.5]}, best_epoch=2).savefig("curves.png")
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     metrics = [k for k in history if not k.startswith("val_")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    fig = Figure(figsize=(5 * len(metrics), 3.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, m in zip(axes, metrics):
         epochs = range(1, len(history[m]) + 1)
         ax.plot(epochs, history[m], marker="o", label="train")
         if f"val_{m}" in history:
@@ -526,13 +532,18 @@ def _plot_curves(history: dict[str, list[float]], path: Path, best_epoch: int | 
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best (epoch {best_epoch})")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, len(history[m]) + 0.5)  # the best epoch's line clear of the frame, even the last one
         ax.set_xlabel("epoch")
         ax.set_title(m)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=80, format="png")
-    finally:
-        plt.close(fig)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    return fig
+
+
+def _plot_curves(history: dict[str, list[float]], path: Path, best_epoch: int | None = None) -> None:
+    """`_curves_figure` written as a PNG at `path`, atomically."""
+    fig = _curves_figure(history, best_epoch)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
