@@ -128,18 +128,20 @@ def _terminal():
                 os.unlink(native.name)
 
 
-def echo_warnings(warnings: list[str], where: str) -> None:
-    """A result's warnings, after its table, each once; then any other warning the command logged.
+def echo_warnings(warnings: list[str], where: str, said_by: dict[str, str] | None = None) -> None:
+    """A result's warnings, after its table, each once (`said_by`: who said a warning, printed before it); then
+    any other warning the command logged.
 
     Example:
         echo_warnings(report.warnings, "the report and the model cards")
     """
+    said_by = said_by or {}
     mine = [w for w in dict.fromkeys(warnings) if w not in _shown]
     others = [w for w in dict.fromkeys(_pending) if w not in _shown and w not in mine]
     if mine:
         click.echo(click.style(f"{len(mine)} warning(s)", fg="yellow", bold=True) + f" (also in {where}):")
     for w in mine + others:
-        click.echo(click.style("WARNING: ", fg="yellow", bold=True) + w)
+        click.echo(click.style("WARNING: ", fg="yellow", bold=True) + (f"{said_by[w]}: " if w in said_by else "") + w)
         _shown.add(w)
 
 

@@ -67,8 +67,12 @@ def sweep(model, data, eval_, output_dir, calib, val, configs, finetune_epochs, 
     click.echo("")
     if report.ran:
         click.echo(f"made now: {', '.join(report.ran)}")
-    warned = {w: r.config for r in report.rows for w in r.warnings}
-    echo_warnings(list(warned), "each config's report: <config>/*.report.json")
+    said_by: dict[str, list[str]] = {}
+    for r in report.rows:
+        for w in r.warnings:
+            said_by.setdefault(w, []).append(r.config)
+    echo_warnings(list(said_by), "the configs' reports, <config>/*.report.json",
+                  {w: ", ".join(configs) for w, configs in said_by.items()})
     click.echo(f"files:  {_shown(report.output_dir)}/<config>/ (each file with its model card, each run with its "
                "report)")
     click.echo(f"table:  {_shown(report.table)}\ndata:   {_shown(report.json)}\nplot:   {_shown(report.plot)}   "
