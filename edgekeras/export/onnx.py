@@ -48,7 +48,7 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
     concrete = source.concrete_function()
     # Frozen: tf2onnx's from_function leaves captured eager tensors (e.g. the mean and variance of a Keras
     # Normalization layer, as in EfficientNet) as graph inputs with no value; freezing makes them constants.
-    frozen = source.frozen_function()
+    frozen = frozen_for_onnx(source)
     out_names = tf.nest.flatten({k: k for k in concrete.structured_outputs})  # the order of frozen.outputs
     inputs = [t.name for t in frozen.inputs]
     rename = {**dict(zip(inputs, [t.name for t in source.inputs])),
@@ -79,6 +79,32 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
     settings = {"mode": "float32", "converter": "tf2onnx (frozen graph_def)", "tf2onnx": tf2onnx.__version__,
                 "opset": opset, "dynamic_batch": True}
     return data, settings
+
+
+# The ops TensorFlow's freezing lowers a While/If into (TF1 control flow, the frozen graph TFLite reads).
+_LOWERED_CONTROL_FLOW = {"Enter", "Exit", "NextIteration", "LoopCond", "Switch", "Merge"}
+
+
+def frozen_for_onnx(source: SourceModel):
+    """The frozen function tf2onnx converts: the model's own (`SourceModel.frozen_function`, shared with every TFLite
+    conversion), unless freezing lowered a loop or a condition into TF1 control flow; then the function frozen again
+    with its While/If kept as they are.
+
+    A recurrent layer that is not unrolled is a While loop over TensorList ops. Lowered (what the TFLite converter
+    reads), tf2onnx wrote an ONNX file that ONNX Runtime refused ("Invalid tensor data type 0", a rolled Keras 3
+    LSTM); kept as a While, it becomes an ONNX Loop that matched Keras within 1e-7 (what Keras 3's own ONNX export
+    gets from tf2onnx, which freezes that way). Graphs without control flow are not frozen twice.
+    """
+    frozen = source.frozen_function()
+    if not any(op.type in _LOWERED_CONTROL_FLOW for op in frozen.graph.get_operations()):
+        return frozen
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from ..source import _drop_custom_gradients
+
+    kept = convert_variables_to_constants_v2(source.concrete_function(), lower_control_flow=False)
+    _drop_custom_gradients(kept.graph)
+    return kept
 
 
 @contextlib.contextmanager
