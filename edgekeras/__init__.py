@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib as _importlib
 
 from .card import ModelCard
-from .errors import (BadInput, EdgeKerasError, MissingWeights, OutputError, ParityError, RuntimeFailure,
-                     UnsafeModel, UnsupportedModel)
+from .errors import (BadInput, EdgeKerasError, MissingDependency, MissingWeights, OutputError, ParityError,
+                     RuntimeFailure, UnsafeModel, UnsupportedModel)
 
 __version__ = "0.1.0"
 
@@ -33,16 +33,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'edgekeras' has no attribute {name!r}")
 
 
-# `from edgekeras import *` takes these (none imports TensorFlow); `train` and `keras` import it, so they are
-# only in dir(edgekeras), which tab completion lists.
+# `from edgekeras import *` takes these (none imports TensorFlow); dir(edgekeras), which tab completion lists, adds
+# `train` (cheap to import; its functions import TensorFlow). `edgekeras.keras` (tf_keras) is in neither: reaching
+# it imports TensorFlow, and tab completion reaches every name it lists.
 __all__ = ["compress", "sweep", "export", "runtime", "report", "demo", "modes", "ModelCard", "EdgeKerasError",
            "BadInput", "UnsafeModel", "UnsupportedModel", "ParityError", "RuntimeFailure", "OutputError",
-           "MissingWeights", "__version__"]
+           "MissingWeights", "MissingDependency", "__version__"]
 
 
 def __dir__() -> list[str]:
     """The public API (what tab completion lists), not the modules edgekeras imports for itself."""
-    return sorted([*__all__, "train", "keras"])
+    return sorted([*__all__, "train"])
 
 
 del annotations

@@ -88,12 +88,32 @@ def _replay(fd: int, text: str) -> None:
 
 
 class _WarningsToStderr(logging.StreamHandler):
-    """What Python's last-resort handler does (warnings and errors to stderr), with the level written."""
+    """What Python's last-resort handler does (warnings and errors to stderr, with the level written), for a
+    record no other handler takes: a program that listens on the `edgekeras` logger gets each warning once."""
 
     def __init__(self):
         super().__init__(sys.stderr)
         self.setLevel(logging.WARNING)
         self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    def emit(self, record):
+        if not self._handled_elsewhere(record):
+            self.setStream(sys.stderr)  # the stream of the moment (a test may have replaced sys.stderr)
+            super().emit(record)
+
+    def _handled_elsewhere(self, record) -> bool:
+        logger = logging.getLogger(record.name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return True
+            if not logger.propagate:
+                return False
+            logger = logger.parent
+        return False
+
+
+_guard = {"handler": None, "users": 0}
+_guard_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -103,21 +123,28 @@ def caller_logging():
     TensorFlow logs through the standard `logging.info()` while it saves a model, and that function configures
     the root logger itself when nobody has (`logging.basicConfig()`): from then on every warning of the program,
     ours included, printed as `WARNING:edgekeras.compress:...`, and TensorFlow's INFO lines with it. When the root
-    logger has no handler, this puts one there for the block that prints warnings as Python would without one
-    (`WARNING: message`, on stderr), so that nothing configures it behind the caller's back; a program that set
-    up logging keeps its own.
+    logger has no handler, this puts one there for the block (shared by the threads inside such blocks) that prints
+    a warning no other handler takes as Python would without one (`WARNING: message`, on stderr); nothing then
+    configures the root logger behind the caller's back. A program that set up logging keeps its own.
 
     Example:
         with caller_logging():
             report = run_the_pipeline()
     """
     root = logging.getLogger()
-    if root.handlers:
-        yield
-        return
-    handler = _WarningsToStderr()
-    root.addHandler(handler)
+    with _guard_lock:
+        mine = _guard["handler"] is not None or not root.handlers
+        if mine:
+            if _guard["handler"] is None:
+                _guard["handler"] = _WarningsToStderr()
+                root.addHandler(_guard["handler"])
+            _guard["users"] += 1
     try:
         yield
     finally:
-        root.removeHandler(handler)
+        if mine:
+            with _guard_lock:
+                _guard["users"] -= 1
+                if _guard["users"] == 0:
+                    root.removeHandler(_guard["handler"])
+                    _guard["handler"] = None

@@ -162,7 +162,8 @@ PACKAGES = {"ai_edge_litert": "ai-edge-litert", "onnxruntime": "onnxruntime", "o
             "tensorflow": "tensorflow", "tf_keras": "tf_keras", "keras": "keras",
             "tensorflow_model_optimization": "tensorflow-model-optimization", "litert_quantizer": "litert-quantizer",
             "numpy": "numpy", "click": "click", "h5py": "h5py", "PIL": "pillow", "sklearn": "scikit-learn",
-            "matplotlib": "matplotlib", "jsonschema": "jsonschema", "mlxtend": "mlxtend", "edgekeras": "edgekeras"}
+            "matplotlib": "matplotlib", "jsonschema": "jsonschema", "mlxtend": "mlxtend"}
+_INSTALL = 'pip install -e ".[dev]" in the edgekeras checkout (the README), which installs the versions it needs'
 
 
 def missing_dependency(e: BaseException) -> MissingDependency | None:
@@ -173,19 +174,35 @@ def missing_dependency(e: BaseException) -> MissingDependency | None:
         >>> missing_dependency(ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert")).package
         'ai-edge-litert'
     """
+    import importlib.util
     import sys
 
     if not isinstance(e, ModuleNotFoundError) or not e.name:
         return None
-    package = PACKAGES.get(e.name.split(".")[0])
-    if package is None or e.name.startswith("edgekeras."):
+    top = e.name.split(".")[0]
+    package = PACKAGES.get(top)
+    if package is None:
         return None
     python = sys.executable or "python3"
+    try:
+        installed = top != e.name and importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        installed = False
+    if installed:  # the package is there, without the module: another version than edgekeras was written for
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            have = f" {version(package)}"
+        except PackageNotFoundError:
+            have = ""
+        return MissingDependency(f"{package}{have} is installed in {python} but has no module {e.name!r}: a version "
+                                 "edgekeras does not support", package=package, fix=_INSTALL)
+    in_venv = sys.prefix != getattr(sys, "base_prefix", sys.prefix)
     return MissingDependency(
         f"{python} has no module {e.name!r}: the package {package} is not installed in this Python",
-        package=package,
-        fix=f"{python} -m pip install {package}, or run edgekeras from the virtualenv it was installed into (the "
-            "README: python3 -m venv .venv && .venv/bin/pip install -e \".[dev]\")")
+        package=package, fix=f"{python} -m pip install {package}" + (
+            "" if in_venv else "; or run edgekeras from the virtualenv it was installed into (the README: python3 "
+                               "-m venv .venv && .venv/bin/pip install -e \".[dev]\")"))
 
 
 def first_line(e: BaseException) -> str:

@@ -43,15 +43,50 @@ def test_a_name_the_user_gave_is_kept_and_name_wins():
     assert model_stem(_Model("sequential", [1.0]), "digits") == "digits"
     assert model_stem("models/digits.h5", "other") == "other"
     assert model_stem("models/digits.h5") == "digits"
-    for bad in ("", ".hidden", "a/b", "a b", 3, "x" * 101):
+    assert model_stem(_Model("clf", [1.0]), "model (1) é") == "model (1) é"  # what a file system takes
+    for bad in ("", ".hidden", "-rf", "a/b", "a\\b", "tab\there", 3, "x" * 121):
         with pytest.raises(BadInput, match="cannot name files"):
             model_stem(_Model("clf", [1.0]), bad)
 
 
+def test_models_that_differ_only_in_a_layer_setting_or_have_no_weights_get_different_names(keras):
+    """The fingerprint holds the layers' settings, not only the weights; a subclassed model's automatic name (its
+    class, snake_cased) gets it too."""
+    def dense(activation):
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, activation=activation)])
+
+    relu, softmax = dense("relu"), dense("softmax")
+    assert [w.tobytes() for w in relu.get_weights()] == [w.tobytes() for w in softmax.get_weights()]
+    assert model_stem(relu) != model_stem(softmax)
+    flat = keras.Sequential([keras.layers.Input((4, 2)), keras.layers.Flatten()])
+    pooled = keras.Sequential([keras.layers.Input((4, 2)), keras.layers.GlobalAveragePooling1D()])
+    assert model_stem(flat) != model_stem(pooled)
+
+    class MyNet(keras.Model):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.out = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.out(x)
+
+    net = MyNet()
+    net(np.zeros((1, 3), "float32"))
+    assert net.name.startswith("my_net") and model_stem(net).startswith("my_net-")
+    assert model_stem(MyNet(name="chosen")) == "chosen"
+
+
 def test_dir_lists_the_public_api_and_star_imports_no_tensorflow():
     names = dir(edgekeras)
-    for name in ("compress", "sweep", "train", "export", "runtime", "keras", "ModelCard", "BadInput", "__version__"):
+    for name in ("compress", "sweep", "train", "export", "runtime", "ModelCard", "BadInput", "MissingDependency",
+                 "__version__"):
         assert name in names
+    # tab completion reaches every name dir() lists: none of them may import TensorFlow
+    code = ("import sys, edgekeras\nfor n in dir(edgekeras):\n    getattr(edgekeras, n)\n"
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False"], out.stderr
     assert "importlib" not in names and "annotations" not in names and "_importlib" not in names
     assert callable(edgekeras.sweep) and edgekeras.sweep.__name__ == "sweep"
     code = ("import sys\nfrom edgekeras import *\nprint(callable(compress), callable(sweep), "
@@ -72,8 +107,11 @@ def test_a_missing_package_is_named_with_its_install_command():
     e = missing_dependency(ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert"))
     assert isinstance(e, MissingDependency) and e.package == "ai-edge-litert"
     assert f"{sys.executable} -m pip install ai-edge-litert" in e.fix
-    again = EdgeKerasError.from_dict(error_to_dict(ModuleNotFoundError("x", name="onnxruntime.quantization")))
+    # installed, but without the module: another version, not a missing package
+    again = EdgeKerasError.from_dict(error_to_dict(ModuleNotFoundError("x", name="onnxruntime.nope")))
     assert isinstance(again, MissingDependency) and again.package == "onnxruntime"
+    assert "onnxruntime 1." in again.message and "is installed" in again.message and "not support" in again.message
+    assert 'pip install -e ".[dev]"' in again.fix
     assert missing_dependency(ModuleNotFoundError("No module named 'edgekeras.nope'", name="edgekeras.nope")) is None
     assert missing_dependency(ModuleNotFoundError("No module named 'whatever'", name="whatever")) is None
     assert error_to_dict(ZeroDivisionError("bug"))["type"] == "InternalError"
@@ -112,3 +150,16 @@ def test_two_models_in_memory_never_share_files(keras, tmp_path):
     assert text.splitlines()[0].split()[:3] == ["file", "mode", "size"] and "clf.float16.tflite" in text
     assert len(text) < 1200 and len(repr(named)) < 300 and "clf.float16.tflite" in repr(named)
     assert repr(named.files[1]).startswith("FileResult('clf.float16.tflite', float16 tflite")
+
+
+def test_a_program_that_set_up_no_logging_gets_warnings_as_python_prints_them(tmp_path):
+    """TensorFlow's implicit logging.basicConfig() (it logs through logging.info while saving a model) must not
+    configure the caller's root logger: the warning reads `WARNING: ...`, and root has no handler afterwards."""
+    code = ("import logging, sys\nimport numpy as np\nimport keras\nimport edgekeras\n"
+            "m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+            "edgekeras.compress(m, 'int8', output_dir=sys.argv[1])\n"
+            "print('ROOT', logging.getLogger().handlers)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "WARNING: NO CALIBRATION DATA" in r.stderr and "WARNING:edgekeras" not in r.stderr
+    assert r.stderr.count("NO CALIBRATION DATA") == 1 and "ROOT []" in r.stdout

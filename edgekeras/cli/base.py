@@ -215,7 +215,7 @@ def _run(on_interrupt: str):
                     try:
                         return f(*args, **kwargs)
                     except ModuleNotFoundError as e:  # a package not installed is not a bug of ours
-                        raise (missing_dependency(e) or e) from None
+                        raise (missing_dependency(e) or e) from e
             except EdgeKerasError as e:
                 if settings.current().debug:
                     traceback.print_exc()

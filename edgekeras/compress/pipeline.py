@@ -43,7 +43,7 @@ from ..card import (REPORT_SCHEMA, ROUNDING, SCHEMA_VERSION, Accuracy, ModelCard
                     Step, card_path, producer_info)
 from ..data import (MIN_CALIBRATION_SAMPLES, Dataset, check_inputs, check_source, image_input, load_data,
                     range_mismatches, synthetic_inputs)
-from ..errors import BadInput, UnsupportedModel
+from ..errors import BadInput, OutputError, UnsupportedModel
 from ..export.parity import QuantRange, compare, criterion
 from ..metrics import check_labels, metric_for, score
 from ..modelfile import ModelFileInfo, check_custom_objects_file, inspect_model, looks_like_keras_model
@@ -495,7 +495,13 @@ def plan(recipe: Recipe, model, *, calib=None, eval=None, data=None, val=None, c
     if isinstance(model, (str, Path)) and Path(model).resolve() in [p.resolve() for p in result.paths]:
         raise BadInput(f"an output would overwrite the input {model}", fix="choose another -o/--output-dir")
     check_writable_dir(out_dir)
-    refuse_existing(result.paths, r.force)
+    try:
+        refuse_existing(result.paths, r.force)
+    except OutputError as e:
+        if info is not None:
+            raise
+        raise OutputError(e.message, fix=f"{e.fix}; for a model in memory, name=... names its files (they are "
+                                         f"now {names[next(iter(names))]}, ...)") from None
     return result
 
 

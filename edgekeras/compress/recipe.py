@@ -388,24 +388,66 @@ def _unknown_keys(d: dict, cls, what: str) -> None:
                        fix=f"valid keys: {', '.join(f.name for f in fields(cls))}")
 
 
-#: the names Keras gives a model nobody named ("sequential", "functional_3", "model_1"; tf_keras and Keras 3)
+#: the names Keras gives a model nobody named ("sequential", "functional_3", "model_1"; tf_keras and Keras 3); a
+#: subclassed model is named after its class, snake_cased (`MyNet` -> "my_net", "my_net_2")
 _KERAS_AUTO_NAME = re.compile(r"(sequential|functional|model)(_\d+)?")
-_NAME_CHARS = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+_NAME_LIMIT = 120  # characters: with the longest suffix (".pcqat.int8.tflite.edgekeras.json") under 255 bytes
 
 
 def check_name(name) -> str:
-    """`name` as compress and sweep take it: the stem every output is named after (letters, digits, - _ .)."""
-    if not isinstance(name, str) or not _NAME_CHARS.fullmatch(name):
-        raise BadInput(f"name {name!r} cannot name files: it must be 1 to 100 letters, digits, '-', '_' or '.', "
-                       f"and not start with '.'", fix="e.g. name='digits_cnn' (files: digits_cnn.int8.tflite, ...)")
+    """`name` as compress and sweep take it: the stem every output is named after. Anything a file name can hold,
+    except what would put the files elsewhere or hide them: a path separator, a leading '.' or '-', control
+    characters.
+
+    Example:
+        check_name("digits cnn (v2)")   # 'digits cnn (v2)'
+    """
+    bad = (not isinstance(name, str) or not name or len(name) > _NAME_LIMIT or name[0] in ".-"
+           or any(c in "/\\" or not c.isprintable() for c in name))
+    if bad:
+        raise BadInput(f"name {name!r} cannot name files: it must be 1 to {_NAME_LIMIT} printable characters, "
+                       "with no '/' or '\\', not starting with '.' or '-'",
+                       fix="e.g. name='digits_cnn' (files: digits_cnn.int8.tflite, ...)")
     return name
+
+
+def _auto_named(model, own: str) -> str | None:
+    """The stem of Keras' automatic name (without its counter), or None for a name somebody chose."""
+    auto = _KERAS_AUTO_NAME.fullmatch(own)
+    if auto:
+        return auto.group(1)
+    cls = re.sub(r"(?<!^)(?=[A-Z])", "_", type(model).__name__).lower()  # how Keras snake_cases a class name
+    return cls if re.fullmatch(rf"{re.escape(cls)}(_\d+)?", own) else None
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of what makes a model in memory this model: each layer's class and settings (its name and the
+    names Keras numbers left out) and each weight's dtype, shape and bytes, in order."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for layer in getattr(model, "layers", []):
+        try:
+            config = {k: v for k, v in layer.get_config().items() if k != "name"}
+        except Exception:  # a custom layer without get_config: its class still counts
+            config = {}
+        h.update(json.dumps([type(layer).__name__, config], sort_keys=True, default=str).encode())
+    for w in model.get_weights():
+        w = np.ascontiguousarray(w)
+        h.update(f"{w.dtype.str}{w.shape}".encode())
+        h.update(w.tobytes())
+    return h.hexdigest()
 
 
 def model_stem(model, name: str | None = None) -> str:
     """The name outputs are called after: `name` when given; else a file's stem or a SavedModel folder's name; for
-    a model in memory its own name, except Keras' automatic names ("sequential", "functional_3"), which become the
-    name without its counter and 8 hex digits of the weights' sha256 (`sequential-1a2b3c4d`): two different models
-    in memory never share files by default, and one model gets the same name in every session.
+    a model in memory its own name, except the names Keras gives by itself ("sequential", "functional_3", a
+    subclass' snake_cased class name), which become that name without its counter and 8 hex digits of
+    `model_fingerprint` (`sequential-1a2b3c4d`): models that differ in a layer or a weight get different files,
+    and one model gets the same name in every session.
 
     Example:
         model_stem("models/digits.h5")             # 'digits'
@@ -417,9 +459,8 @@ def model_stem(model, name: str | None = None) -> str:
         p = Path(model).resolve()  # "." names its folder
         return p.name if p.is_dir() else p.stem
     own = str(getattr(model, "name", "") or "")
-    auto = _KERAS_AUTO_NAME.fullmatch(own)
-    if auto or not own:
-        from ..modelfile import weights_sha256
-
-        return f"{auto.group(1) if auto else 'model'}-{weights_sha256(model)[:8]}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in own).lstrip(".") or "model"
+    auto = _auto_named(model, own) if own else "model"
+    if auto is not None:
+        return f"{auto}-{model_fingerprint(model)[:8]}"
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in own).lstrip(".-")[:_NAME_LIMIT]
+    return stem or f"model-{model_fingerprint(model)[:8]}"

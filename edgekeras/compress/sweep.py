@@ -65,7 +65,7 @@ from typing import Callable
 import numpy as np
 
 from .._files import atomic_path, atomic_write_text, check_writable_dir
-from .._native import quiet_native
+from .._native import caller_logging, quiet_native
 from ..card import producer_info, sha256_file, sha256_path
 from ..data import check_source
 from ..errors import BadInput, OutputError
@@ -358,6 +358,13 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
                                  configs=["float16", "int8", "prune50"], finetune_epochs=1)
         print(open(report.table).read())
     """
+    with caller_logging():
+        return _sweep(model, data=data, eval=eval, calib=calib, output_dir=output_dir, configs=configs, val=val,
+                      seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress, name=name)
+
+
+def _sweep(model, *, data, eval, calib, output_dir, configs, val, seed, force, finetune_epochs, progress,
+           name) -> SweepReport:
     t0 = time.perf_counter()
     plan = _plan(model, data=data, eval=eval, calib=calib, output_dir=output_dir, configs=configs, val=val,
                  seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress, name=name)
@@ -379,7 +386,7 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
         reports[cfg.name] = compress(model, cfg.recipe(plan.finetune_epochs, seed), calib=plan.calib, eval=plan.eval,
                                      output_dir=folder, force=force or cfg.name in plan.leftovers,
                                      data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None,
-                                     name=plan.stem)
+                                     name=name)
         ran.append(cfg.name)
         seconds = took[cfg.name] = time.perf_counter() - started
         _tell(progress, i, total, f"{cfg.name}: made in {seconds:.0f} s")
@@ -846,8 +853,9 @@ def format_table(report: SweepReport) -> str:
                      _ms(r.latency_ms), fronts])
     ev = report.evaluation
     keras = _metric_text(report.keras_accuracy, report.metric)
-    lines = [f"sweep of {Path(report.model).name} (sha256 {report.model_sha256[:12]}...): {len(report.rows)} configs "
-             f"(the float32 baseline and {len(report.rows) - 1} more)",
+    more = f"the float32 baseline and {len(report.rows) - 1} more" if len(report.rows) > 1 else "the float32 baseline"
+    lines = [f"sweep of {Path(report.model).name} (sha256 {report.model_sha256[:12]}...): {len(report.rows)} "
+             f"config{'s' if len(report.rows) > 1 else ''} ({more})",
              f"{report.metric or 'accuracy'}: {_metric_name(report.metric)} of output {ev.get('output')!r} on "
              f"{ev.get('samples')} samples of {ev.get('data')}; the original Keras model: {keras} ('vs keras' is "
              "the change from it)",
@@ -858,7 +866,8 @@ def format_table(report: SweepReport) -> str:
                   f"median latency vs {report.metric}."]
     failed = [r for r in report.rows if not r.parity_passed]
     if failed:
-        lines += ["", "FAIL: the file broke a parity rule against its Keras model (it is kept; its card says why):"]
+        lines += ["", "FAIL: the file broke a parity rule against its Keras model (a file that ran is kept, and its "
+                      "card says why; one that crashed on its data was not written):"]
         lines += [f"  {r.config}: {'; '.join(r.problems)}" for r in failed]
     if report.resumed:
         lines.append(f"kept from an earlier run: {', '.join(report.resumed)}")
