@@ -322,3 +322,14 @@ def test_the_searched_file_is_a_row_beside_the_fixed_configs(digits_model, train
     again = sweep(digits_model["model"], **{**_args(digits_model, train_npz, tmp_path / "s"),
                                             "configs": ["int8", "searched"]})
     assert again.resumed == ["float32", "int8", "searched"] and again.ran == []
+
+
+def test_a_model_file_named_as_users_name_them(digits_model, tmp_path):
+    """A space and parentheses (a browser's second download) in the model's file name: the sweep names its files
+    after it, as compress does."""
+    model = tmp_path / "my model (1).h5"
+    shutil.copyfile(digits_model["model"], model)
+    report = sweep(model, data=None, eval=digits_model["eval"], calib=digits_model["calib"], output_dir=tmp_path / "s",
+                   configs=["float16"])
+    assert [Path(r.path).name for r in report.rows] == ["my model (1).float32.tflite", "my model (1).float16.tflite"]
+    assert "1 more" in format_table(report).splitlines()[0]
