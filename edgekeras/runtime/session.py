@@ -307,6 +307,8 @@ def fully_accelerated(path: str | os.PathLike, threads: int = 1) -> bool | None:
         return None
     try:
         return bool(model.is_fully_accelerated())
+    except (RuntimeError, ValueError):  # a wheel whose CompiledModel cannot answer: unknown, not a failed run
+        return None
     finally:
         model.close()
 
