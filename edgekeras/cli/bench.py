@@ -28,6 +28,10 @@ from .base import _NOTHING_WRITTEN, _debug_option, _output_options, _run, main
               help="Labelled data (.npz with x, y, or an image folder of class subfolders), read as compress --eval "
                    "reads it: the accuracy equals the model card's for the same data.")
 @click.option("--html", type=click.Path(path_type=str), help="Also write a self-contained HTML report (plots inside).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --html page.")
+@click.option("--litert-api", type=click.Choice(["interpreter", "compiled"]), default="interpreter", show_default=True,
+              help=".tflite files on LiteRT's Interpreter (invoke) or its CompiledModel API (run_by_name, as "
+                   "litert-benchmark runs them); local and ssh targets.")
 @click.option("--target", default="local", show_default=True, metavar="TARGET",
               help="Where to measure: local, ssh://user@host[:port], adb or adb:SERIAL.")
 @click.option("--remote-python", help="ssh: the board's Python, with numpy and ai-edge-litert/onnxruntime "
@@ -44,23 +48,26 @@ from .base import _NOTHING_WRITTEN, _debug_option, _output_options, _run, main
 @_output_options
 @_debug_option
 @_run(_NOTHING_WRITTEN)
-def bench(files, threads, runs, warmup, rounds, eval_, html, target, remote_python, ssh_key, ssh_options,
-          benchmark_binary, max_accuracy_drop, timeout, as_json):
+def bench(files, threads, runs, warmup, rounds, eval_, html, force, litert_api, target, remote_python, ssh_key,
+          ssh_options, benchmark_binary, max_accuracy_drop, timeout, as_json):
     """Measure FILES (.tflite/.onnx) as a device runs them: init, first inference, latency percentiles,
     peak memory, size and accuracy, with ratios to the first file.
 
     \b
     Each file runs in its own fresh process, in interleaved rounds, one sample per invoke, LiteRT and
     ONNX Runtime with the same thread count. The model card beside each file must match it (sha256).
+    Files that share a name are shown by the shortest path suffix that tells them apart (a/m.onnx, b/m.onnx).
+    An existing --html page is kept unless --force is given.
     Example: edgekeras bench m.float32.tflite m.int8.tflite m.onnx m.int8.onnx --eval test.npz
     """
     from ..runtime.bench import bench as run_bench
     from ..runtime.bench import format_table
 
-    html_path = _check_html_path(html) if html else None
+    html_path = _check_html_path(html, force) if html else None
     report = run_bench(files, threads=threads, runs=runs, warmup=warmup, rounds=rounds, eval=eval_, target=target,
                        remote_python=remote_python, ssh_key=ssh_key, ssh_options=ssh_options,
-                       benchmark_binary=benchmark_binary, max_accuracy_drop=max_accuracy_drop, timeout=timeout)
+                       benchmark_binary=benchmark_binary, max_accuracy_drop=max_accuracy_drop, timeout=timeout,
+                       litert_api=litert_api)
     if html_path is not None:
         from ..report.html import write_bench_html
 
@@ -76,9 +83,10 @@ def bench(files, threads, runs, warmup, rounds, eval_, html, target, remote_pyth
     click.echo(f"\n({report.seconds:.1f} s)" + (f"   report: {html_path}" if html_path else ""))
 
 
-def _check_html_path(html: str) -> Path:
-    """Where --html goes, checked before the (long) measurement."""
-    from .._files import check_writable_dir
+def _check_html_path(html: str, force: bool = False) -> Path:
+    """Where --html goes, checked before the (long) measurement: an existing page is refused without --force,
+    as compress refuses existing outputs (the page is then written atomically: never half-written)."""
+    from .._files import check_writable_dir, refuse_existing
 
     path = Path(html)
     if path.is_dir():
@@ -88,6 +96,7 @@ def _check_html_path(html: str) -> Path:
     if not path.parent.is_dir():
         raise OutputError(f"--html {html}: the folder {path.parent} does not exist", fix="create it first")
     check_writable_dir(path.parent, flag="--html")
+    refuse_existing([path], force, flag="--html")
     return path
 
 

@@ -4,6 +4,7 @@
     python -m edgekeras.runtime run FILE ...          (the same)
     python -m edgekeras.runtime bench FILE... [--runs N] [--warmup N] [--rounds N] [--threads N]
                                               [--eval DATA] [--json] [--timeout S]
+                                              [--litert-api interpreter|compiled]
     python -m edgekeras.runtime info                  (CPU, int8 features, runtime versions)
 
 `run` feeds the file one input (a .npy/.npz array of model inputs, an image preprocessed as the model
@@ -49,7 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--eval", default=None)
     b.add_argument("--timeout", type=float, default=600.0)
     b.add_argument("--max-accuracy-drop", type=float, default=1.0, help="percentage points")
+    b.add_argument("--litert-api", choices=("interpreter", "compiled"), default="interpreter",
+                   help=".tflite files on LiteRT's Interpreter (default) or its CompiledModel API")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--label", action="append", default=None, help=argparse.SUPPRESS)  # the host's file names
     b.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)  # the ssh target's protocol
     b.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("info", help="this CPU, its int8 features, the runtimes installed")
@@ -210,12 +214,13 @@ def _bench(args) -> int:
             if not Path(f).is_file():
                 raise BadInput(f"model file {f} did not arrive on this device")
         raw = b.run_local(args.files, threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
-                          eval=args.eval, timeout=args.timeout, progress=progress)
+                          eval=args.eval, timeout=args.timeout, progress=progress, litert_api=args.litert_api,
+                          labels=args.label if args.label and len(args.label) == len(args.files) else None)
         print(result_line(raw), end="", flush=True)
         return 0
     report = b.bench(args.files, threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
                      eval=args.eval, timeout=args.timeout, max_accuracy_drop=args.max_accuracy_drop,
-                     progress=progress)
+                     progress=progress, litert_api=args.litert_api)
     if args.json:
         print(json.dumps(report.to_list(), indent=2, allow_nan=False))
     else:

@@ -44,8 +44,8 @@ from ..card import ModelCard, check_card_matches
 from ..errors import BadInput
 from .cpu import describe
 from .harness import (DEFAULT_ROUNDS, DEFAULT_RUNS, DEFAULT_TIMEOUT, DEFAULT_WARMUP, PACKAGE_ROOT,  # noqa: F401
-                      Progress, log, report_progress, run_local, split_runs)
-from .session import default_threads  # noqa: F401  (part of this module's API)
+                      Progress, distinct_names, log, report_progress, run_local, split_runs)
+from .session import check_litert_api, default_threads  # noqa: F401  (default_threads: part of this module's API)
 
 MODEL_SUFFIXES = (".tflite", ".onnx")
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # percentage points, as compress --max-accuracy-drop
@@ -55,6 +55,9 @@ DEFAULT_MAX_ACCURACY_DROP = 1.0  # percentage points, as compress --max-accuracy
 @dataclass
 class FileResult:
     """The measurements of one file. Times in milliseconds, memory in MiB, sizes in bytes.
+
+    `file` is the shortest path suffix that tells the file from the others measured with it (its base name
+    unless two share one: `a/m.int8.tflite`, `b/m.int8.tflite`); `path` is the path as given.
 
     `p90_ms`/`p99_ms` are None where the runtime's tool does not report them (adb: benchmark_model gives
     p5, median and p95). `cpu_ms` is the CPU time of all the process' threads per timed invoke: far below
@@ -102,6 +105,8 @@ class FileResult:
     accuracy_matches_card: bool | None = None
     runtime_version: str | None = None
     note: str = ""
+    litert_api: str | None = None  # .tflite: "interpreter" or "compiled" (LiteRT's CompiledModel API)
+    fully_accelerated: bool | None = None  # LiteRT's CompiledModel.is_fully_accelerated; None: .onnx, or unknown
     delegation: dict | None = None  # where the ops ran (edgekeras.runtime.session.litert_delegation), when known
     warnings: list[str] = field(default_factory=list)
     init_ms_rounds: list[float] = field(default_factory=list)
@@ -149,7 +154,8 @@ class BenchReport:
 # -- checking the files before anything runs -------------------------------------------------------------------
 @dataclass
 class Prepared:
-    """A file that passed the checks: its format, card (or None), and sizes."""
+    """A file that passed the checks: its format, card (or None), sizes, and its name in the report (`name`:
+    the shortest path suffix that tells it from the other files, `harness.distinct_names`)."""
 
     path: Path
     format: str
@@ -158,6 +164,7 @@ class Prepared:
     size_bytes: int
     size_gz_bytes: int
     warnings: list[str] = field(default_factory=list)
+    name: str = ""
 
 
 def prepare_files(files) -> list[Prepared]:
@@ -173,7 +180,7 @@ def prepare_files(files) -> list[Prepared]:
     if not files:
         raise BadInput("no model files given", fix="pass one or more .tflite/.onnx files: edgekeras bench m.tflite")
     out = []
-    for path in files:
+    for path, name in zip(files, distinct_names(files)):
         if not path.exists():
             raise BadInput(f"model file {path} does not exist", fix="check the path")
         if not path.is_file():
@@ -186,12 +193,12 @@ def prepare_files(files) -> list[Prepared]:
             mode = card.mode
         else:
             mode = _modes.from_file_name(path.name)
-            warnings.append(f"{path.name} has no model card beside it: its mode is "
+            warnings.append(f"{name} has no model card beside it: its mode is "
                             f"{'guessed from its name' if mode else 'unknown'} and image folders cannot be "
                             "preprocessed for it")
         size, gz = _sizes(path)
         out.append(Prepared(path=path, format=fmt, card=card, mode=mode, size_bytes=size, size_gz_bytes=gz,
-                            warnings=warnings))
+                            warnings=warnings, name=name))
     return out
 
 
@@ -319,7 +326,7 @@ def assemble(prepared: list[Prepared], raw: dict, *, target: str = "local",
         warm = [r["warmup_ms"] for r in rounds if r.get("warmup_ms") is not None]
         first = rounds[0]
         res = FileResult(
-            file=prep.path.name, path=str(prep.path), format=prep.format, mode=prep.mode, runtime=first["runtime"],
+            file=prep.name or prep.path.name, path=str(prep.path), format=prep.format, mode=prep.mode, runtime=first["runtime"],
             kernels=first["kernels"], threads=settings["threads"], runs=sum(_round_count(r) for r in rounds),
             warmup=settings["warmup"], rounds=len(rounds),
             init_ms=statistics.median(r["init_ms"] for r in rounds),
@@ -329,7 +336,9 @@ def assemble(prepared: list[Prepared], raw: dict, *, target: str = "local",
             cpu_ms=_weighted_cpu(rounds),
             peak_rss_mb=peak_mb, idle_rss_mb=idle_mb, rss_increase_mb=increase_mb,
             size_bytes=prep.size_bytes, size_gz_bytes=prep.size_gz_bytes,
-            runtime_version=first.get("runtime_version"),
+            runtime_version=first.get("runtime_version"), litert_api=first.get("litert_api"),
+            fully_accelerated=next((r["fully_accelerated"] for r in rounds if r.get("fully_accelerated") is not None),
+                                   None),
             note="; ".join(sorted({r["note"] for r in rounds if r.get("note")})), delegation=first.get("delegation"),
             warnings=list(prep.warnings), init_ms_rounds=[r["init_ms"] for r in rounds],
             first_ms_rounds=[r["first_ms"] for r in rounds], latencies_ms=latencies,
@@ -338,7 +347,7 @@ def assemble(prepared: list[Prepared], raw: dict, *, target: str = "local",
         if acc is not None:
             res.accuracy, res.metric = acc["value"], acc["metric"]
             res.accuracy_samples, res.accuracy_data = acc["samples"], acc["data"]
-            res.warnings += [f"{prep.path.name}: {w}" for w in acc.get("warnings", [])]
+            res.warnings += [f"{res.file}: {w}" for w in acc.get("warnings", [])]
         card_acc = prep.card.accuracy if prep.card is not None else None
         if card_acc is not None:
             res.card_accuracy, res.card_accuracy_data = card_acc.value, card_acc.data
@@ -503,17 +512,19 @@ def _reference_accuracy(scored) -> tuple[float | None, str]:
 # -- the table ----------------------------------------------------------------------------------------------
 def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table (the text table and the HTML page share them)."""
-    header = ["file", "runtime", "mode", "init ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms",
+    header = ["file", "runtime", "mode", "full accel", "init ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms",
               "x 1st", "peak MB", "+MB", "size", "gzip", "gz x 1st", "accuracy"]
     rows = []
     for f in report.files:
-        runtime = f.runtime + ("" if f.kernels in ("xnnpack", "cpu") else f" [{f.kernels}]")
+        runtime = f.runtime + (":compiled" if f.litert_api == "compiled" else "") \
+            + ("" if f.kernels in ("xnnpack", "cpu") else f" [{f.kernels}]")
+        accel = "-" if f.fully_accelerated is None else ("yes" if f.fully_accelerated else "no")
         acc = "-"
         if f.accuracy is not None:
             acc = f"{f.accuracy:.3f}" if f.metric != "mae" else f"mae {f.accuracy:.3g}"
             if f.accuracy_matches_card is False:
                 acc += f" (card {f.card_accuracy:.3f}!)"
-        rows.append([f.file, runtime, f.mode or "?", _ms(f.init_ms), _ms(f.first_ms), _ms(f.mean_ms), _ms(f.p50_ms),
+        rows.append([f.file, runtime, f.mode or "?", accel, _ms(f.init_ms), _ms(f.first_ms), _ms(f.mean_ms), _ms(f.p50_ms),
                      _ms(f.p90_ms), _ms(f.p99_ms), _ms(f.std_ms), f"{f.ratio_mean:.2f}",
                      "-" if f.peak_rss_mb is None else f"{f.peak_rss_mb:.1f}",
                      "-" if f.rss_increase_mb is None else f"{f.rss_increase_mb:+.1f}",
@@ -529,16 +540,23 @@ def header_lines(report: BenchReport) -> list[str]:
     lines = [f"cpu:    {describe(report.cpu)}", f"int8:   {report.cpu.get('int8_note', '')}",
              f"target: {report.target}; {s['threads']} thread(s), batch 1; per file {s['runs']} timed invokes in "
              f"{s['rounds']} fresh process(es){spread}, interleaved, each after {s['warmup']} warm-up invoke(s)"]
+    if any(f.format == "tflite" for f in report.files) and s.get("tool") != "benchmark_model":
+        lines.append("litert: " + ("the CompiledModel API (run_by_name on the CPU accelerator, as litert-benchmark "
+                                   "runs it)" if s.get("litert_api") == "compiled" else
+                                   "the Interpreter API (invoke, default delegate XNNPACK)"))
     return lines
 
 
 def format_table(report: BenchReport) -> str:
     """The text table `edgekeras bench` prints: the settings, one row per file, ratios to the first file."""
     header, rows = table_rows(report)
-    lines = header_lines(report) + [""] + table(header, rows, right=range(3, len(header)))
+    lines = header_lines(report) + [""] + table(header, rows, right=range(4, len(header)))
     lines.append("")
     lines.append("x 1st: mean latency / the first file's; gz x 1st: gzipped size / the first file's; peak MB: peak RSS "
                  "of the fresh process (MiB), +MB: above an idle interpreter")
+    if any(f.fully_accelerated is not None for f in report.files):
+        lines.append("full accel: LiteRT's CompiledModel.is_fully_accelerated (no: some ops run on LiteRT's own "
+                     "kernels, outside XNNPACK)")
     scored = [f for f in report.files if f.accuracy is not None]
     if scored:
         f = scored[0]
@@ -559,7 +577,8 @@ def bench(files, *, threads: int | None = None, runs: int = DEFAULT_RUNS, warmup
           rounds: int = DEFAULT_ROUNDS, eval: str | os.PathLike | None = None, target: str = "local",
           remote_python: str = "python3", ssh_key: str | None = None, ssh_options=(),
           benchmark_binary: str | None = None, max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
-          timeout: float = DEFAULT_TIMEOUT, progress: Progress | None = None) -> BenchReport:
+          timeout: float = DEFAULT_TIMEOUT, progress: Progress | None = None,
+          litert_api: str = "interpreter") -> BenchReport:
     """Benchmark .tflite/.onnx files on a target: latency, memory, size, and accuracy on `eval`.
 
     Args:
@@ -576,13 +595,16 @@ def bench(files, *, threads: int | None = None, runs: int = DEFAULT_RUNS, warmup
         timeout: seconds any one process (or the whole remote run) may take.
         progress: progress(done, total, text), e.g. for a progress bar; default: INFO log records on
             "edgekeras.bench" (with `progress=("bench", done, total)` for a bar).
+        litert_api: .tflite files on LiteRT's "interpreter" (default: `invoke`) or "compiled" (its CompiledModel
+            API, `run_by_name`, as `litert-benchmark` times it); local and ssh targets.
 
     Returns:
         A `BenchReport`; its `warnings` list the findings (they are not logged).
 
     Raises:
         BadInput: a setting that cannot work (`runs=0`), a missing or non-model file, a stale model card, eval
-            data that does not fit a file, an unreachable board or one that refuses the key.
+            data that does not fit a file (the message names the file), an unreachable board or one that refuses
+            the key, `litert_api="compiled"` where the target's ai-edge-litert has no CompiledModel API (or adb).
         UnsupportedModel: a runtime that refuses or crashes on a file.
 
     Example:
@@ -592,6 +614,7 @@ def bench(files, *, threads: int | None = None, runs: int = DEFAULT_RUNS, warmup
     from .targets import parse_target
 
     check_settings(threads=threads, runs=runs, warmup=warmup, rounds=rounds, timeout=timeout)
+    check_litert_api(litert_api)
     if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)) \
             or not math.isfinite(max_accuracy_drop) or not 0 <= max_accuracy_drop <= 100:
         raise BadInput(f"--max-accuracy-drop is in percentage points, from 0 to 100; got {max_accuracy_drop!r}",
@@ -603,9 +626,9 @@ def bench(files, *, threads: int | None = None, runs: int = DEFAULT_RUNS, warmup
     if eval is not None and not Path(eval).exists():
         raise BadInput(f"--eval {eval} does not exist",
                        fix="pass a .npz with keys 'x' and 'y', or a folder of images with one subfolder per class")
-    tgt.check(prepared, eval=eval)
+    tgt.check(prepared, eval=eval, litert_api=litert_api)
     raw = tgt.run(prepared, threads=threads, runs=runs, warmup=warmup, rounds=rounds, eval=eval, timeout=timeout,
-                  progress=progress)
+                  progress=progress, litert_api=litert_api)
     report = assemble(prepared, raw, target=tgt.name, max_accuracy_drop=max_accuracy_drop)
     report.seconds = time.perf_counter() - t0
     return report

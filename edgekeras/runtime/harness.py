@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import settings
-from ..errors import UnsupportedModel
+from ..errors import EdgeKerasError, UnsupportedModel
 from . import protocol
 from .cpu import cpu_info
 from .session import default_threads
@@ -58,7 +58,7 @@ def split_runs(runs: int, rounds: int) -> list[int]:
 def run_local(paths, *, threads: int | None = None, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
               rounds: int = DEFAULT_ROUNDS, eval: str | os.PathLike | None = None,
               timeout: float = DEFAULT_TIMEOUT, progress: Progress | None = None,
-              python: str | None = None) -> dict:
+              python: str | None = None, litert_api: str = "interpreter", labels: list[str] | None = None) -> dict:
     """Measure files on this machine, each round of each file in a fresh process, rounds interleaved.
 
     Args:
@@ -71,6 +71,9 @@ def run_local(paths, *, threads: int | None = None, runs: int = DEFAULT_RUNS, wa
         timeout: seconds any one process may take.
         progress: progress(done, total, text) after each process; default: log lines.
         python: the interpreter for the child processes (default: this one).
+        litert_api: .tflite files on LiteRT's "interpreter" (default) or its "compiled" (CompiledModel) API.
+        labels: the files' names in progress and errors (default: `distinct_names(paths)`; a board gets the
+            host's).
 
     Returns:
         The raw record `assemble` turns into a report: {"cpu", "python", "threads", "idle_rss_kb",
@@ -81,6 +84,7 @@ def run_local(paths, *, threads: int | None = None, runs: int = DEFAULT_RUNS, wa
     """
     threads = threads or default_threads()
     paths = [str(p) for p in paths]
+    labels = list(labels) if labels else distinct_names(paths)
     plan = split_runs(runs, rounds)
     total = 1 + (len(paths) if eval is not None else 0) + len(plan) * len(paths)
     done = 0
@@ -94,24 +98,27 @@ def run_local(paths, *, threads: int | None = None, runs: int = DEFAULT_RUNS, wa
     idle = _spawn({"kind": "idle"}, python=python, timeout=timeout, label="the idle interpreter")
     step("idle interpreter")
     records = [{"path": p, "rounds": [], "accuracy": None} for p in paths]
+    several = len(paths) > 1
     if eval is not None:
-        for rec in records:
-            rec["accuracy"] = _spawn({"kind": "accuracy", "path": rec["path"], "eval": str(eval), "threads": threads},
-                                     python=python, timeout=timeout, label=f"accuracy of {Path(rec['path']).name}")
+        for rec, name in zip(records, labels):
+            rec["accuracy"] = _spawn({"kind": "accuracy", "path": rec["path"], "eval": str(eval), "threads": threads,
+                                      "litert_api": litert_api}, python=python, timeout=timeout,
+                                     label=f"accuracy of {name}", name=name if several else None)
             a = rec["accuracy"]
-            step(f"accuracy {Path(rec['path']).name}: {a['metric']} {a['value']:.4f} on {a['samples']} samples")
+            step(f"accuracy {name}: {a['metric']} {a['value']:.4f} on {a['samples']} samples")
     for r, n in enumerate(plan):
-        for rec in records:
-            name = Path(rec["path"]).name
-            m = _spawn({"kind": "measure", "path": rec["path"], "threads": threads, "runs": n, "warmup": warmup},
-                       python=python, timeout=timeout, label=f"{name} (round {r + 1})")
+        for rec, name in zip(records, labels):
+            m = _spawn({"kind": "measure", "path": rec["path"], "threads": threads, "runs": n, "warmup": warmup,
+                        "litert_api": litert_api, "facts": r == 0},
+                       python=python, timeout=timeout, label=f"{name} (round {r + 1})", name=name if several else None)
             rec["rounds"].append(m)
             mean = sum(m["latencies_ms"]) / len(m["latencies_ms"])
             step(f"round {r + 1}/{len(plan)} {name}: mean {mean:.4g} ms")
     return {"cpu": cpu_info(), "python": sys.version.split()[0], "package": str(PACKAGE_ROOT / "edgekeras"),
             "threads": threads, "idle_rss_kb": idle.get("peak_rss_kb"), "files": records,
             "settings": {"threads": threads, "runs": runs, "warmup": warmup, "rounds": len(plan),
-                         "runs_per_round": plan, "eval": str(eval) if eval is not None else None, "batch": 1}}
+                         "runs_per_round": plan, "eval": str(eval) if eval is not None else None, "batch": 1,
+                         "litert_api": litert_api}}
 
 
 def _child_env() -> dict:
@@ -125,11 +132,36 @@ def _child_env() -> dict:
     return env
 
 
-def _spawn(spec: dict, *, python: str, timeout: float, label: str) -> dict:
+def distinct_names(paths) -> list[str]:
+    """The shortest path suffix that tells each file from the others: base names where they differ,
+    `a/m.int8.tflite` and `b/m.int8.tflite` where they do not; a file given twice is `m.onnx` and `m.onnx (2)`.
+
+    Example:
+        >>> distinct_names(["out/m.onnx", "authors/m.onnx", "out/m.int8.tflite"])
+        ['out/m.onnx', 'authors/m.onnx', 'm.int8.tflite']
+    """
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    names = []
+    for i, own in enumerate(parts):
+        others = [q for j, q in enumerate(parts) if j != i and q != own]
+        k = 1
+        while k < len(own) and any(q[-k:] == own[-k:] for q in others):
+            k += 1
+        names.append("/".join(own[-k:]))
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name} ({seen[name]})"
+    return names
+
+
+def _spawn(spec: dict, *, python: str, timeout: float, label: str, name: str | None = None) -> dict:
     """Run one spec in a fresh `python -m edgekeras.runtime _worker` and return its result.
 
     Raises:
-        EdgeKerasError (its subclass as raised in the child): our error in the child.
+        EdgeKerasError (its subclass as raised in the child): our error in the child, its message prefixed with
+            `name` (the file, when several are measured) unless it names it already.
         UnsupportedModel: the child was killed by a signal (a runtime crash) or ran out of time.
         RuntimeError: the child failed without one of our errors: a bug, reported with its traceback.
     """
@@ -152,4 +184,9 @@ def _spawn(spec: dict, *, python: str, timeout: float, label: str) -> dict:
     if result is None:
         tail = "\n".join((p.stderr or "").strip().splitlines()[-15:])
         raise RuntimeError(f"the measuring process for {label} failed (exit {p.returncode}) during {stage}:\n{tail}")
-    return protocol.raise_if_error(result)
+    try:
+        return protocol.raise_if_error(result)
+    except EdgeKerasError as e:
+        if name is None or name in e.message:
+            raise
+        raise e.reworded(f"{name}: {e.message}") from None

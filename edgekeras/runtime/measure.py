@@ -9,6 +9,9 @@ This is the child side of `edgekeras.runtime.bench`: `python -m edgekeras.runtim
   then the process' peak RSS. LiteRT and ONNX Runtime are timed the same way: one sample per call, the same
   thread count; ONNX Runtime runs through an IOBinding with its outputs preallocated after the first run,
   so neither copies inputs or allocates outputs inside the timed call.
+  With "litert_api": "compiled" a .tflite file runs on LiteRT's CompiledModel API instead (`run_by_name` on
+  buffers made once, as `litert-benchmark` runs it); either way the result says whether LiteRT calls the file
+  fully accelerated (`CompiledModel.is_fully_accelerated`).
 - "accuracy": run the file on evaluation data through `edgekeras.runtime.open_session`, read and scored
   exactly as `compress --eval` does (`edgekeras.data.load_data`, `check_inputs`, `check_labels`,
   `edgekeras.metrics.score`), so the value equals the one in the model card for the same data.
@@ -145,6 +148,43 @@ class _LiteRT:
         return self.interp.invoke
 
 
+class _Compiled:
+    """A .tflite file on LiteRT's CompiledModel API (`edgekeras.runtime.session.open_compiled_model`): the CPU
+    accelerator with `num_threads`, input and output buffers made once, `run_by_name` timed, as LiteRT's own
+    `litert-benchmark` runs it. Integer inputs are filled with the card's scale and zero point (as for ONNX
+    Runtime: the CompiledModel's tensor details carry none)."""
+
+    runtime = "litert"
+    kernels = "xnnpack"
+    note = ""
+
+    def __init__(self, path: Path, threads: int):
+        from .session import open_compiled_model
+
+        self.model = open_compiled_model(path, threads)
+        sigs = self.model.get_signature_list()
+        self.key = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
+        if self.key is None:
+            raise UnsupportedModel(f"{path.name} has no signature, which LiteRT's CompiledModel API needs",
+                                   fix="measure it with --litert-api interpreter")
+        self.inputs = self.model.get_input_tensor_details(self.key)
+        self.ins = {n: self.model.create_input_buffer_by_name(self.key, n) for n in self.inputs}
+        self.outs = {n: self.model.create_output_buffer_by_name(self.key, n)
+                     for n in self.model.get_output_tensor_details(self.key)}
+
+    def set_inputs(self, card: ModelCard | None, rng) -> None:
+        value_range = _value_range(card)
+        quant = {t.name: t.quantization for t in card.inputs} if card is not None else {}
+        for name, d in self.inputs.items():
+            q = quant.get(name)
+            self.ins[name].write(_sample(d["shape"], d["dtype"], q.scale if q else 0.0, q.zero_point if q else 0,
+                                         value_range, rng))
+
+    def invoker(self):
+        model, key, ins, outs = self.model, self.key, self.ins, self.outs
+        return lambda: model.run_by_name(key, ins, outs)
+
+
 class _Ort:
     """An .onnx file on ONNX Runtime's CPU provider: intra-op threads = `threads`, inter-op 1, default
     graph optimizations; run through an IOBinding so the timed call neither copies inputs nor allocates."""
@@ -219,17 +259,21 @@ def ort_errors() -> tuple[type, ...]:
     return own + (RuntimeError,)
 
 
-def _import_runtime(path: Path) -> None:
-    if path.suffix.lower() == ".tflite":
+def _import_runtime(path: Path, litert_api: str = "interpreter") -> None:
+    if path.suffix.lower() == ".tflite" and litert_api == "compiled":
+        from .session import compiled_model_api
+
+        compiled_model_api()
+    elif path.suffix.lower() == ".tflite":
         import ai_edge_litert.interpreter  # noqa: F401
     elif path.suffix.lower() == ".onnx":
         import onnxruntime  # noqa: F401
 
 
-def _open(path: Path, threads: int):
+def _open(path: Path, threads: int, litert_api: str = "interpreter"):
     suffix = path.suffix.lower()
     if suffix == ".tflite":
-        return _LiteRT(path, threads)
+        return _Compiled(path, threads) if litert_api == "compiled" else _LiteRT(path, threads)
     if suffix == ".onnx":
         return _Ort(path, threads)
     raise BadInput(f"{path.name}: unknown model format {suffix!r}; the runtime runs .tflite and .onnx files")
@@ -240,18 +284,19 @@ def _run_errors(model) -> tuple[type, ...]:
     return ort_errors() if model.runtime == "onnxruntime" else (RuntimeError, ValueError)
 
 
-def open_for_timing(path: str | os.PathLike, threads: int):
-    """The file opened as the harness opens it, its inputs set (a seeded random sample in the card's range).
+def open_for_timing(path: str | os.PathLike, threads: int, litert_api: str = "interpreter"):
+    """The file opened as the harness opens it, its inputs set (a seeded random sample in the card's range);
+    `litert_api` "compiled" opens a .tflite file with LiteRT's CompiledModel API instead of its Interpreter.
 
     Returns:
         The opened model; `model.invoker()` gives the call to time (the first one it gives also binds ONNX
         Runtime's outputs: call it once, then ask again).
     """
     path = Path(path)
-    model = _open(path, threads)
+    model = _open(path, threads, litert_api)
     card = ModelCard.find(path)
     model.set_inputs(card, np.random.default_rng(SEED))
-    if model.runtime == "litert":  # XNNPACK may refuse a graph only at its first invoke: find out now
+    if isinstance(model, _LiteRT):  # XNNPACK may refuse a graph only at its first invoke: find out now
         try:
             model.invoker()()
         except _run_errors(model) as e:
@@ -286,13 +331,22 @@ def time_invokes(call, runs: int) -> tuple[list[int], int]:
 
 
 # -- the three kinds of spec --------------------------------------------------------------------------------
-def measure(path: str | os.PathLike, *, threads: int, runs: int, warmup: int) -> dict:
+def measure(path: str | os.PathLike, *, threads: int, runs: int, warmup: int, litert_api: str = "interpreter",
+            facts: bool = True) -> dict:
     """Init, first inference, warm-up and `runs` timed single-sample invokes of one file, in this process.
 
+    `litert_api` "compiled" times a .tflite file's `run_by_name` on LiteRT's CompiledModel API instead of its
+    Interpreter's `invoke`. With `facts`, a .tflite file timed on the Interpreter is also opened once as a
+    CompiledModel after the timing (and the peak RSS) to ask LiteRT whether it is fully accelerated.
+
     Returns:
-        {"runtime", "runtime_version", "kernels", "note", "init_ms", "first_ms", "warmup_ms" (mean, or None),
-        "latencies_ms" (one per timed invoke), "cpu_ms" (CPU time of all the process' threads per timed invoke),
-        "peak_rss_kb"}.
+        {"runtime", "runtime_version", "kernels", "note", "litert_api" (None for .onnx), "fully_accelerated"
+        (LiteRT's answer; None for .onnx, without `facts`, or without the CompiledModel API), "init_ms",
+        "first_ms", "warmup_ms" (mean, or None), "latencies_ms" (one per timed invoke), "cpu_ms" (CPU time of all
+        the process' threads per timed invoke), "peak_rss_kb", "delegation"}.
+
+    Example:
+        measure("m.int8.tflite", threads=1, runs=50, warmup=5, litert_api="compiled")["fully_accelerated"]
 
     Raises:
         BadInput: unknown format. UnsupportedModel: the runtime cannot load or run the file.
@@ -301,10 +355,10 @@ def measure(path: str | os.PathLike, *, threads: int, runs: int, warmup: int) ->
     card = ModelCard.find(path)
     rng = np.random.default_rng(SEED)
     _stage("import")
-    _import_runtime(path)  # the import of the runtime library is not part of init (as in benchmark_model)
+    _import_runtime(path, litert_api)  # the import of the runtime library is not part of init (as in benchmark_model)
     _stage("load")
     t0 = time.perf_counter_ns()
-    model = _open(path, threads)
+    model = _open(path, threads, litert_api)
     init_ns = time.perf_counter_ns() - t0
     model.set_inputs(card, rng)
     _stage("first inference")
@@ -335,22 +389,39 @@ def measure(path: str | os.PathLike, *, threads: int, runs: int, warmup: int) ->
         raise UnsupportedModel(f"{model.runtime} failed running {path.name}: {first_line(e)}") from e
     rss = peak_rss_kb()  # before the delegation is read (ONNX Runtime opens the file once more for it)
     return {"runtime": model.runtime, "runtime_version": _version(model.runtime), "kernels": model.kernels,
-            "note": model.note, "init_ms": init_ns / 1e6,
+            "note": model.note, "litert_api": litert_api if model.runtime == "litert" else None,
+            "fully_accelerated": _fully_accelerated(model, path, threads, facts), "init_ms": init_ns / 1e6,
             "first_ms": first_ns / 1e6, "warmup_ms": (sum(warm) / len(warm) / 1e6) if warm else None,
             "latencies_ms": [v / 1e6 for v in lat], "cpu_ms": cpu_ns / runs / 1e6, "peak_rss_kb": rss,
             "delegation": _delegation(model, path)}
 
 
 def _delegation(model, path: Path) -> dict | None:
-    """Where the timed file's ops ran (edgekeras.runtime.session.litert_delegation / ort_delegation)."""
+    """Where the timed file's ops ran (edgekeras.runtime.session.litert_delegation / ort_delegation); None on
+    the CompiledModel API, which lists no ops (its `fully_accelerated` says whether any left the accelerator)."""
     from .session import litert_delegation, ort_delegation
 
+    if isinstance(model, _Compiled):
+        return None
     if model.runtime == "litert":
         return litert_delegation(model.interp, model.kernels)
     return ort_delegation(path)
 
 
-def accuracy(path: str | os.PathLike, eval_path: str | os.PathLike, *, threads: int) -> dict:
+def _fully_accelerated(model, path: Path, threads: int, facts: bool) -> bool | None:
+    """LiteRT's CompiledModel.is_fully_accelerated for a .tflite file: the timed model's own answer, or (timed
+    on the Interpreter, with `facts`) a CompiledModel opened for the question; None for .onnx files."""
+    from .session import fully_accelerated
+
+    if isinstance(model, _Compiled):
+        return bool(model.model.is_fully_accelerated())
+    if model.runtime != "litert" or not facts:
+        return None
+    return fully_accelerated(path, threads)
+
+
+def accuracy(path: str | os.PathLike, eval_path: str | os.PathLike, *, threads: int,
+             litert_api: str = "interpreter") -> dict:
     """The file's metric on labelled data, computed exactly as `compress --eval` computes the card's value.
 
     The data is read for the file's inputs as float (as compress reads it for the Keras model), images
@@ -376,7 +447,7 @@ def accuracy(path: str | os.PathLike, eval_path: str | os.PathLike, *, threads: 
         require_pillow(f"--eval {eval_path} is an image folder")
     card = ModelCard.find(path)
     _stage("load")
-    session = open_session(path, threads=threads)
+    session = open_session(path, threads=threads, litert_api=litert_api)
     float_inputs = [TensorSpec(t.name, list(t.shape), "float32") for t in session.inputs]
     p = card.preprocessing if card is not None else None
     labels = card.labels if card is not None else None
@@ -439,9 +510,11 @@ def run_spec(spec: dict) -> dict:
     if kind == "idle":
         return {"peak_rss_kb": peak_rss_kb()}
     if kind == "measure":
-        return measure(spec["path"], threads=spec["threads"], runs=spec["runs"], warmup=spec["warmup"])
+        return measure(spec["path"], threads=spec["threads"], runs=spec["runs"], warmup=spec["warmup"],
+                       litert_api=spec.get("litert_api", "interpreter"), facts=spec.get("facts", True))
     if kind == "accuracy":
-        return accuracy(spec["path"], spec["eval"], threads=spec["threads"])
+        return accuracy(spec["path"], spec["eval"], threads=spec["threads"],
+                        litert_api=spec.get("litert_api", "interpreter"))
     raise ValueError(f"unknown spec kind {kind!r}")
 
 

@@ -246,6 +246,126 @@ class LiteRTSession(Session):
         return litert_delegation(self._interp, self.kernels)
 
 
+LITERT_APIS = ("interpreter", "compiled")
+
+
+def compiled_model_api():
+    """LiteRT's CompiledModel API (`ai_edge_litert.compiled_model`), imported.
+
+    Raises:
+        BadInput: this ai-edge-litert has no CompiledModel API (older wheels, or a tflite-runtime install).
+
+    Example:
+        api = compiled_model_api()
+        model = api.CompiledModel.from_file("m.tflite")
+    """
+    import importlib
+
+    try:
+        api = importlib.import_module("ai_edge_litert.compiled_model")
+    except ImportError as e:
+        raise BadInput(f"--litert-api compiled needs LiteRT's CompiledModel API (ai_edge_litert.compiled_model), "
+                       f"which this installation lacks ({first_line(e)})",
+                       fix="install an ai-edge-litert that has it (2.3 does: pip install 'ai-edge-litert>=2.3,<2.4'), "
+                           "or measure with --litert-api interpreter") from None
+    return api
+
+
+def open_compiled_model(path: str | os.PathLike, threads: int):
+    """A .tflite file as LiteRT's CompiledModel on the CPU accelerator (XNNPACK, then LiteRT's own kernels for
+    the ops it does not take), with `threads` CPU threads, as `litert-benchmark` opens it.
+
+    Raises:
+        BadInput: no CompiledModel API here. UnsupportedModel: LiteRT refuses the file.
+
+    Example:
+        model = open_compiled_model("m.int8.tflite", threads=2)
+        model.is_fully_accelerated()
+    """
+    api = compiled_model_api()
+    options = api.Options(hardware_accelerators=api.HardwareAccelerator.CPU,
+                          cpu_options=api.CpuOptions(num_threads=threads))
+    try:
+        with quiet_native((2,)):
+            return api.CompiledModel.from_file(str(path), options=options)
+    except (RuntimeError, ValueError) as e:
+        raise UnsupportedModel(f"LiteRT's CompiledModel cannot load {Path(path).name}: {first_line(e)}",
+                               fix="check that the file is a complete .tflite (regenerate it with edgekeras compress),"
+                                   " or measure with --litert-api interpreter") from e
+
+
+def fully_accelerated(path: str | os.PathLike, threads: int = 1) -> bool | None:
+    """LiteRT's own answer (CompiledModel.is_fully_accelerated) to whether every op of a .tflite file runs on the
+    accelerator (XNNPACK on a CPU), or None where this ai-edge-litert has no CompiledModel API or cannot open it.
+
+    Example:
+        fully_accelerated("m.int8.tflite")    # False: an int8 SOFTMAX runs on LiteRT's own kernels
+    """
+    try:
+        model = open_compiled_model(path, threads)
+    except (BadInput, UnsupportedModel):
+        return None
+    try:
+        return bool(model.is_fully_accelerated())
+    except (RuntimeError, ValueError):  # a wheel whose CompiledModel cannot answer: unknown, not a failed run
+        return None
+    finally:
+        model.close()
+
+
+class CompiledSession(Session):
+    """A .tflite file on LiteRT's CompiledModel API (`open_compiled_model`), one sample per run, as a device runs
+    it; inputs and outputs named and quantized as the Interpreter's signature gives them.
+
+    Example:
+        s = open_session("m.int8.tflite", litert_api="compiled")
+        s.run(x)["probs"]
+    """
+
+    runtime = "litert"
+    kernels = "xnnpack"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self.path = Path(path)
+        self.note = ""
+        # names, shapes and quantization as the Interpreter's signature runner gives them (the CompiledModel's
+        # tensor details carry no quantization)
+        specs = LiteRTSession(self.path, threads=1, kernels="builtin")
+        self.inputs, self.outputs = specs.inputs, specs.outputs
+        del specs
+        self._model = open_compiled_model(self.path, threads or default_threads())
+        sigs = self._model.get_signature_list()
+        self._key = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
+        if self._key is None:
+            raise UnsupportedModel(f"{self.path.name} has no signature, which LiteRT's CompiledModel API needs",
+                                   fix="measure it with --litert-api interpreter, or convert it again with "
+                                       "edgekeras compress (its files carry a serving_default signature)")
+        self.fully_accelerated = bool(self._model.is_fully_accelerated())
+        self._ins = {t.name: self._model.create_input_buffer_by_name(self._key, t.name) for t in self.inputs}
+        self._outs = {t.name: self._model.create_output_buffer_by_name(self._key, t.name) for t in self.outputs}
+        details = self._model.get_output_tensor_details(self._key)
+        self._out_shapes = {name: [int(d) for d in details[name]["shape"]] for name in self._outs}
+
+    def run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results: dict[str, list[np.ndarray]] = {t.name: [] for t in self.outputs}
+        size = self.fixed_batch or 1
+        for i, (sample, rows) in enumerate(self._chunks(feeds, size)):
+            try:
+                for name, value in sample.items():
+                    self._ins[name].write(value)
+                self._model.run_by_name(self._key, self._ins, self._outs)
+                for t in self.outputs:
+                    shape = self._out_shapes[t.name]
+                    flat = self._outs[t.name].read(int(np.prod(shape)), np.dtype(t.dtype))
+                    results[t.name].append(flat.reshape(shape)[:rows])
+            except (RuntimeError, ValueError) as e:
+                raise RuntimeFailure(f"{self.path.name} fails on LiteRT's CompiledModel on sample {i * size}: "
+                                     f"{first_line(e)}", path=str(self.path), sample=i * size, op=None,
+                                     runtime="LiteRT (CompiledModel)", reason=first_line(e),
+                                     fix="run it with --litert-api interpreter, whose error names the op") from None
+        return {k: np.concatenate(v, axis=0) for k, v in results.items()}
+
+
 def _refused_by_xnnpack(e: Exception) -> bool:
     """XNNPACK refusing the graph ("failed to prepare", "failed to create XNNPACK runtime"), rather than a kernel
     refusing a sample's values."""
@@ -459,27 +579,45 @@ def _ort_errors() -> tuple:
     return own + (RuntimeError, ValueError, OSError)
 
 
-def open_session(path: str | os.PathLike, *, threads: int | None = None, kernels: str = "auto") -> Session:
+def open_session(path: str | os.PathLike, *, threads: int | None = None, kernels: str = "auto",
+                 litert_api: str = "interpreter") -> Session:
     """Open a .tflite or .onnx file for inference.
 
     Args:
         path: the file.
         threads: CPU threads (default: up to 4).
-        kernels: LiteRT only: "auto" (XNNPACK, else builtin), "xnnpack" or "builtin".
+        kernels: LiteRT's Interpreter only: "auto" (XNNPACK, else builtin), "xnnpack" or "builtin".
+        litert_api: .tflite files: "interpreter" (LiteRT's Interpreter) or "compiled" (its CompiledModel API,
+            `CompiledSession`).
 
     Raises:
-        BadInput: not a .tflite/.onnx file, or missing.
+        BadInput: not a .tflite/.onnx file, or missing; an unknown `litert_api`, or "compiled" where this
+            ai-edge-litert has no CompiledModel API.
         UnsupportedModel: the runtime refuses the file.
+
+    Example:
+        open_session("m.int8.tflite", litert_api="compiled").run(x)
     """
+    check_litert_api(litert_api)
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"model file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".tflite":
+        if litert_api == "compiled":
+            return CompiledSession(path, threads=threads)
         return LiteRTSession(path, threads=threads, kernels=kernels)
     if suffix == ".onnx":
         return OrtSession(path, threads=threads)
     raise BadInput(f"{path.name}: unknown model format {suffix!r}; the runtime runs .tflite and .onnx files")
+
+
+def check_litert_api(litert_api: str) -> None:
+    """BadInput for a `--litert-api` other than "interpreter" or "compiled"."""
+    if litert_api not in LITERT_APIS:
+        raise BadInput(f"--litert-api {litert_api!r} is not one of {', '.join(LITERT_APIS)}",
+                       fix="pass --litert-api interpreter (LiteRT's Interpreter, the default) or --litert-api "
+                           "compiled (its CompiledModel API)")
 
 
 def tflite_ops(model: str | os.PathLike | bytes) -> list[dict]:

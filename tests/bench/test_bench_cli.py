@@ -82,7 +82,8 @@ def test_table_with_ratios(bench_files, tmp_path):
         assert col in lines[header]
     rows = lines[header + 2:header + 6]
     assert [r.split()[0] for r in rows] == list(FILES)
-    assert rows[0].split()[10] == "1.00"  # the first file's ratio to itself
+    assert rows[0].split()[11] == "1.00"  # the first file's ratio to itself
+    assert [r.split()[3] for r in rows] == ["yes", "no", "-", "-"]  # LiteRT's flag: the int8 SOFTMAX is outside
     assert lines[0].startswith("cpu:") and lines[1].startswith("int8:")
 
 
@@ -90,7 +91,7 @@ def test_help_lists_the_options():
     p = run_cli("bench", "--help")
     assert p.returncode == 0
     for opt in ("--threads", "--runs", "--warmup", "--eval", "--json", "--html", "--target", "--remote-python",
-                "--ssh-key", "--ssh-option", "--benchmark-binary", "--rounds"):
+                "--ssh-key", "--ssh-option", "--benchmark-binary", "--rounds", "--litert-api", "--force"):
         assert opt in p.stdout
 
 

@@ -118,6 +118,34 @@ def test_bench_over_ssh_on_the_device_install(sshd, device_venv, bench_files):
     assert _leftovers() == before
 
 
+def test_compiled_api_over_ssh_with_files_that_share_a_name(sshd, device_venv, bench_files, tmp_path):
+    """--litert-api compiled on the board's LiteRT (the device install's ai-edge-litert has the API); two files
+    named alike keep the names the host gives them, in the report and in an error from the board."""
+    files = []
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        for suffix in ("", ".edgekeras.json"):
+            shutil.copy(str(bench_files["files"][1]) + suffix, tmp_path / d / ("digits.int8.tflite" + suffix))
+        files.append(tmp_path / d / "digits.int8.tflite")
+    common = ["--runs", 4, "--rounds", 2, "--warmup", 1, "--threads", 1, *_target(sshd), "--ssh-key", sshd["key"],
+              "--ssh-option", f"UserKnownHostsFile={sshd['known_hosts']}", "--remote-python", device_venv["python"]]
+    p = run_cli("bench", *files, "--eval", bench_files["eval"], "--litert-api", "compiled", "--json", *common,
+                timeout=300)
+    assert p.returncode == 0, p.stderr
+    objs = json.loads(p.stdout)
+    assert [o["file"] for o in objs] == ["a/digits.int8.tflite", "b/digits.int8.tflite"]
+    card = ModelCard.find(files[0]).accuracy
+    for o in objs:
+        assert o["litert_api"] == "compiled" and isinstance(o["fully_accelerated"], bool)
+        assert o["accuracy"] == card.value and len(o["latencies_ms"]) == 4
+        assert "/edgekeras-bench-" in o["environment"]["package"]
+    import numpy as np
+
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((4, 9, 9, 1), np.float32), y=np.zeros(4, np.int64))
+    p = run_cli("bench", *files, "--eval", tmp_path / "wrong.npz", *common, timeout=300)
+    assert_clean_error(p, "on 127.0.0.1: a/digits.int8.tflite: --eval data (wrong.npz)")
+
+
 def test_key_refused(sshd, bench_files):
     t0 = time.monotonic()
     p = run_cli("bench", bench_files["files"][1], *_target(sshd), "--ssh-key", sshd["other_key"],

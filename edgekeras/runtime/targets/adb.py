@@ -164,8 +164,13 @@ class AdbTarget(Target):
     def shell(self, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         return self.adb("shell", shlex.join(argv), timeout=timeout)
 
-    def check(self, prepared, *, eval=None) -> None:
-        """Raises BadInput: --eval, .onnx files, no or missing --benchmark-binary, no device."""
+    def check(self, prepared, *, eval=None, litert_api="interpreter") -> None:
+        """Raises BadInput: --eval, .onnx files, --litert-api compiled, no or missing --benchmark-binary, no device."""
+        if litert_api == "compiled":
+            raise BadInput("--litert-api compiled does not work with --target adb: the phone runs LiteRT's "
+                           "benchmark_model, which times the Interpreter",
+                           fix="drop --litert-api (or pass --litert-api interpreter), or measure the CompiledModel "
+                               "API with --target local or --target ssh://user@host")
         if eval is not None:
             raise BadInput("--eval does not work with --target adb: benchmark_model measures speed and memory only",
                            fix="measure accuracy with --target local or --target ssh://user@host")
@@ -184,7 +189,7 @@ class AdbTarget(Target):
             raise BadInput(f"{self.name} is in state {state!r}, not ready",
                            fix="unlock the phone and accept the USB debugging prompt")
 
-    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress) -> dict:
+    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress, litert_api="interpreter") -> dict:
         folder = f"{REMOTE_ROOT}/edgekeras-bench-{secrets.token_hex(4)}"
         binary = f"{folder}/benchmark_model"
         plan = _harness.split_runs(runs, rounds)

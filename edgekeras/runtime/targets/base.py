@@ -11,8 +11,8 @@ class Target:
 
     name = "local"
 
-    def check(self, prepared, *, eval=None) -> None:
+    def check(self, prepared, *, eval=None, litert_api="interpreter") -> None:
         """Fail early (BadInput) on what this target cannot do with these files and data."""
 
-    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress) -> dict:
+    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress, litert_api="interpreter") -> dict:
         raise NotImplementedError

@@ -36,11 +36,15 @@ from .base import Target
 CONNECT_TIMEOUT = 10
 _OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=.+$")
 
-# Run by the board's Python: prints versions and which modules it can import (without importing them).
+# Run by the board's Python: prints versions and which modules it can import (without importing them), and
+# whether its ai_edge_litert has the CompiledModel API (a compiled_model module beside its __init__).
 PROBE = (
-    "import json, platform, sys, importlib.util as u\n"
-    "print(json.dumps({'python': list(sys.version_info[:3]), 'machine': platform.machine(),\n"
-    "  'modules': {m: u.find_spec(m) is not None for m in ('numpy', 'ai_edge_litert', 'onnxruntime', 'PIL')}}))\n"
+    "import json, os, platform, sys, importlib.util as u\n"
+    "m = {m: u.find_spec(m) is not None for m in ('numpy', 'ai_edge_litert', 'onnxruntime', 'PIL')}\n"
+    "s = u.find_spec('ai_edge_litert')\n"
+    "m['ai_edge_litert.compiled_model'] = any(os.path.isfile(os.path.join(d, 'compiled_model.py'))\n"
+    "  for d in (s.submodule_search_locations or [])) if s else False\n"
+    "print(json.dumps({'python': list(sys.version_info[:3]), 'machine': platform.machine(), 'modules': m}))\n"
 )
 
 # Run by the board's Python with the bench arguments: unpack stdin into a fresh temporary folder, run the
@@ -211,11 +215,12 @@ class SshTarget(Target):
         self.probed = info
         return info
 
-    def check(self, prepared, *, eval=None) -> None:
+    def check(self, prepared, *, eval=None, litert_api="interpreter") -> None:
         """Probe the board and check it has what these files and data need.
 
         Raises:
-            BadInput: see `probe`; numpy, ai_edge_litert, onnxruntime or Pillow missing where needed.
+            BadInput: see `probe`; numpy, ai_edge_litert, onnxruntime or Pillow missing where needed; an
+                ai_edge_litert without the CompiledModel API for `litert_api="compiled"`.
         """
         info = self.probe()
         mods = info["modules"]
@@ -232,6 +237,11 @@ class SshTarget(Target):
                            fix="install the device package there: edgekeras device-package -o dist, copy the wheel, "
                                f"then pip install edgekeras_runtime-*.whl{'[images]' if 'pillow' in missing else ''} "
                                "(or pip install " + " ".join(missing) + ")")
+        if litert_api == "compiled" and "ai_edge_litert" in need and not mods.get("ai_edge_litert.compiled_model"):
+            raise BadInput(f"--litert-api compiled needs LiteRT's CompiledModel API (ai_edge_litert.compiled_model), "
+                           f"which the ai-edge-litert of {self.remote_python} on {self.host} lacks",
+                           fix="install an ai-edge-litert that has it on the board (2.3 does: pip install "
+                               "'ai-edge-litert>=2.3,<2.4'), or measure with --litert-api interpreter")
 
     # -- the run -------------------------------------------------------------------------------------------
     def bundle(self, prepared, eval=None) -> tuple[bytes, list[str], str | None]:
@@ -255,12 +265,14 @@ class SshTarget(Target):
                 t.add(str(e), arcname=eval_name, recursive=True)
         return buf.getvalue(), names, eval_name
 
-    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress) -> dict:
+    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress, litert_api="interpreter") -> dict:
         if self.probed is None:
-            self.check(prepared, eval=eval)
+            self.check(prepared, eval=eval, litert_api=litert_api)
         data, names, eval_name = self.bundle(prepared, eval)
         args = ["bench", "--raw", "--progress-lines", "--runs", str(runs), "--warmup", str(warmup), "--rounds",
-                str(rounds), "--timeout", str(timeout)]
+                str(rounds), "--timeout", str(timeout), "--litert-api", litert_api]
+        for p in prepared:  # the files' names on the board are models/<i>/<name>: progress and errors use ours
+            args += ["--label", p.name or p.path.name]
         if threads:
             args += ["--threads", str(threads)]
         if eval_name:
