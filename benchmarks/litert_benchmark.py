@@ -168,7 +168,8 @@ def rows_of(results: dict, same: dict) -> list[tuple]:
                      "yes" if all(abs(x - 1) <= 0.05 for x in ratios) else "NO",
                      *(f"{same[name][c] / same[name]['litert-benchmark']:.3f}" for c in CONTENDERS[1:]),
                      *(f"{init[c]:.1f}" for c in CONTENDERS),
-                     "/".join(str(v) for v in sorted(flags["litert-benchmark"])) + ("" if same_flag else " (differs!)")))
+                     "/".join(str(v) for v in sorted(flags["litert-benchmark"]))
+                     + ("" if same_flag else " (differs!)")))
     return rows
 
 

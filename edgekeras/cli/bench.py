@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import OutputError
-from .base import _NOTHING_WRITTEN, _debug_option, _output_options, _run, main
+from .base import _NOTHING_WRITTEN, _debug_option, _output_options, _run, echo_warnings, main
 
 
 @main.command()
@@ -77,9 +77,8 @@ def bench(files, threads, runs, warmup, rounds, eval_, html, force, litert_api, 
         return
     click.echo(format_table(report))
     if report.warnings:
-        click.echo(click.style(f"\n{len(report.warnings)} warning(s):", fg="yellow", bold=True))
-        for w in report.warnings:
-            click.echo(f"  - {w}")
+        click.echo("")
+        echo_warnings(report.warnings, "--json's output and the --html page")
     click.echo(f"\n({report.seconds:.1f} s)" + (f"   report: {html_path}" if html_path else ""))
 
 

@@ -56,6 +56,7 @@ def test_ratios_are_to_the_first_file(bench_json):
     assert first["ratio_mean"] == 1.0 and first["ratio_size_gz"] == 1.0
     for o in objs[1:]:
         assert math.isclose(o["ratio_mean"], o["mean_ms"] / first["mean_ms"], rel_tol=1e-9)
+        assert math.isclose(o["ratio_p50"], o["p50_ms"] / first["p50_ms"], rel_tol=1e-9)
         assert math.isclose(o["ratio_size_gz"], o["size_gz_bytes"] / first["size_gz_bytes"], rel_tol=1e-9)
     assert objs[1]["ratio_size_gz"] < 0.5  # int8 weights: about a quarter of float32
 

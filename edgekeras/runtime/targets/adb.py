@@ -189,7 +189,8 @@ class AdbTarget(Target):
             raise BadInput(f"{self.name} is in state {state!r}, not ready",
                            fix="unlock the phone and accept the USB debugging prompt")
 
-    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress, litert_api="interpreter") -> dict:
+    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress,
+            litert_api="interpreter") -> dict:
         folder = f"{REMOTE_ROOT}/edgekeras-bench-{secrets.token_hex(4)}"
         binary = f"{folder}/benchmark_model"
         plan = _harness.split_runs(runs, rounds)

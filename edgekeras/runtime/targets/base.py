@@ -14,5 +14,6 @@ class Target:
     def check(self, prepared, *, eval=None, litert_api="interpreter") -> None:
         """Fail early (BadInput) on what this target cannot do with these files and data."""
 
-    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress, litert_api="interpreter") -> dict:
+    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress,
+            litert_api="interpreter") -> dict:
         raise NotImplementedError

@@ -25,10 +25,11 @@ class LocalTarget(Target):
         if not any((Path(d) / "compiled_model.py").is_file() for d in where):
             raise BadInput("--litert-api compiled needs LiteRT's CompiledModel API (ai_edge_litert.compiled_model), "
                            "which the ai-edge-litert here lacks" + ("" if spec else " (it is not installed)"),
-                           fix="install an ai-edge-litert that has it (2.3 does: pip install 'ai-edge-litert>=2.3,<2.4'),"
-                               " or measure with --litert-api interpreter")
+                           fix="install an ai-edge-litert that has it (2.3 does: pip install "
+                               "'ai-edge-litert>=2.3,<2.4'), or measure with --litert-api interpreter")
 
-    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress, litert_api="interpreter") -> dict:
+    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress,
+            litert_api="interpreter") -> dict:
         return _harness.run_local([p.path for p in prepared], threads=threads, runs=runs, warmup=warmup, rounds=rounds,
                                   eval=eval, timeout=timeout, progress=progress, litert_api=litert_api,
                                   labels=[p.name or p.path.name for p in prepared])

@@ -265,7 +265,8 @@ class SshTarget(Target):
                 t.add(str(e), arcname=eval_name, recursive=True)
         return buf.getvalue(), names, eval_name
 
-    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress, litert_api="interpreter") -> dict:
+    def run(self, prepared, *, threads, runs, warmup, rounds, eval, timeout, progress,
+            litert_api="interpreter") -> dict:
         if self.probed is None:
             self.check(prepared, eval=eval, litert_api=litert_api)
         data, names, eval_name = self.bundle(prepared, eval)
