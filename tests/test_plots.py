@@ -171,6 +171,17 @@ def test_the_histograms_legend_covers_no_bar():
                                                                   "p99 0.0296 ms"]
 
 
+def test_a_histogram_of_a_long_distinguishing_name_with_hidden_outliers_keeps_its_title_inside():
+    """bench names same-name files by their distinguishing path; with outliers cut off, the title says how many:
+    both must fit in the picture."""
+    lat = [0.0099] * 24 + [0.0101, 0.0104, 0.11, 0.12, 0.105, 0.109]
+    f = _file("edgekeras-demo/digits_cnn.int8.tflite", 0.0099, mean=0.0220, latencies=lat)
+    fig = latency_figure(f)
+    assert_readable(fig)
+    title = fig.axes[0].get_title()
+    assert title.startswith("edgekeras-demo/digits_cnn.int8.tflite (litert, int8)") and "hidden (max 0.12)" in title
+
+
 # -- sweep ------------------------------------------------------------------------------------------------
 def _row(config, gz, accuracy, latency, passed=True):
     return SweepRow(config=config, label=config, path=f"/s/{config}/m.{config}.tflite", card="", report="",

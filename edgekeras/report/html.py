@@ -190,8 +190,8 @@ def latency_figure(f):
     ax.set_xlabel("latency per invoke (ms)")
     ax.set_ylabel("invokes")
     hidden = len(values) - len(shown)
-    ax.set_title(f"{f.file} ({f.runtime}, {f.mode or '?'})"
-                 + (f"; {hidden} over {cut:.3g} ms hidden (max {values[-1]:.3g})" if hidden else ""),
+    ax.set_title(f"{f.file} ({f.runtime}, {f.mode or '?'})"  # two lines: a distinguishing path can be long
+                 + (f"\n{hidden} over {cut:.3g} ms hidden (max {values[-1]:.3g})" if hidden else ""),
                  fontsize=8)
     handles, labels = ax.get_legend_handles_labels()
     if handles:  # below the axes, in one row: inside, it hid bars wherever it went
@@ -292,7 +292,7 @@ def bench_html(report) -> str:
              + "</tr></thead><tbody>"]
     parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
     parts.append("</tbody></table></div>")
-    parts.append('<p class="meta">x 1st: mean latency / the first file\'s. gz x 1st: gzipped size / the first '
+    parts.append('<p class="meta">x 1st: p50 latency / the first file\'s. gz x 1st: gzipped size / the first '
                  "file's. peak MB: peak RSS of the fresh measuring process (MiB); +MB: above an idle interpreter.</p>")
     scored = [f for f in report.files if f.accuracy is not None]
     if scored:

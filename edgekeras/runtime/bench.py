@@ -444,11 +444,11 @@ def findings(report: BenchReport, cards: list[ModelCard | None], *,
         base = by_key.get((f.format, "float32"))
         if base is None:
             continue
-        speedup = base.mean_ms / f.mean_ms if f.mean_ms > 0 else float("inf")
+        speedup = base.p50_ms / f.p50_ms if f.p50_ms > 0 else float("inf")  # the median: the steadier figure
         if speedup < 1.05:
             slower = "slower than" if speedup < 0.95 else "no faster than"
-            add(f, f"int8 is {slower} float32 on this target: {f.file} {_ms(f.mean_ms)} ms vs {base.file} "
-                   f"{_ms(base.mean_ms)} ms ({speedup:.2f}x) on {cpu.get('name', 'this CPU')}; "
+            add(f, f"int8 is {slower} float32 on this target: {f.file} p50 {_ms(f.p50_ms)} ms vs {base.file} "
+                   f"{_ms(base.p50_ms)} ms ({speedup:.2f}x) on {cpu.get('name', 'this CPU')}; "
                    + _int8_cause(f, base, cpu, speedup))
     for f, card in zip(files, cards):
         if card is None or not _pruned(card):
