@@ -64,6 +64,7 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET) -> tuple[bytes, dic
                                fix=f"{_NO_TFLITE_HINT}; rerun with --debug for tf2onnx's log") from e
     _erfc_as_erf(proto.graph)
     canonical_order(proto.graph)
+    canonical_dim_names(proto.graph)
     unconverted = [f"{n.op_type} ({n.name})" for n in proto.graph.node if n.domain not in ("", "ai.onnx")]
     if unconverted:
         raise UnsupportedModel(f"ONNX export failed: tf2onnx left TensorFlow op(s) it cannot express in ONNX: "
@@ -195,6 +196,33 @@ def canonical_order(graph) -> None:
         container = getattr(graph, field)
         del container[:]
         container.extend(copies)
+
+
+_UNKNOWN_DIM = re.compile(r"unk__\d+")
+
+
+def canonical_dim_names(graph) -> None:
+    """Renumber tf2onnx's names of unknown dimensions (`unk__80`) in the order they appear (inputs, outputs, value
+    infos, then the subgraphs of loops and conditions), in place. tf2onnx numbers them with a counter of the whole
+    process, so the same SavedModel came out as `unk__79` in one fresh process and `unk__80` in another: the same
+    model, other bytes (a 3-output SavedModel's sha256 differed in one run of three, measured).
+
+    Example:
+        canonical_dim_names(model.graph)   # 'unk__80', 'unk__81', ... -> 'unk__0', 'unk__1', ...
+    """
+    mapping: dict[str, str] = {}
+
+    def visit(g) -> None:
+        for info in list(g.input) + list(g.output) + list(g.value_info):
+            for dim in info.type.tensor_type.shape.dim:
+                if dim.HasField("dim_param") and _UNKNOWN_DIM.fullmatch(dim.dim_param):
+                    dim.dim_param = mapping.setdefault(dim.dim_param, f"unk__{len(mapping)}")
+        for node in g.node:
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    visit(sub)
+
+    visit(graph)
 
 
 def _outer_inputs(node) -> list[str]:

@@ -58,3 +58,28 @@ def test_compress_writes_the_onnx_file_of_a_rolled_lstm(tmp_path):
     f = report.file("float32", "onnx")
     assert f.written and f.parity.passed
     assert f.parity.outputs["probs"].max_abs_diff < 1e-5
+
+
+def test_unknown_dimensions_are_named_by_position_not_by_tf2onnxs_process_counter():
+    """tf2onnx numbers unknown dimensions with a counter of the whole process (`unk__80` in one fresh process,
+    `unk__79` in the next): renamed in order of appearance, two exports of one model give the same bytes."""
+    from onnx import TensorProto, helper
+
+    from edgekeras.export.onnx import canonical_dim_names
+
+    def exported(start):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [f"unk__{start}", 28])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"unk__{start + 1}", f"unk__{start + 2}"])
+        body_in = helper.make_tensor_value_info("b", TensorProto.FLOAT, [f"unk__{start + 3}"])
+        body = helper.make_graph([helper.make_node("Identity", ["b"], ["c"])], "body", [body_in],
+                                 [helper.make_tensor_value_info("c", TensorProto.FLOAT, [f"unk__{start + 3}"])])
+        loop = helper.make_node("If", ["cond"], ["y"], then_branch=body, else_branch=body)
+        graph = helper.make_graph([loop], "g", [x], [y])
+        canonical_dim_names(graph)
+        return graph
+
+    a, b = exported(79), exported(80)
+    assert a.SerializeToString() == b.SerializeToString()
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in list(a.input) + list(a.output)]
+    assert dims == [["unk__0", 28], ["unk__1", "unk__2"]]
+    assert a.node[0].attribute[0].g.input[0].type.tensor_type.shape.dim[0].dim_param == "unk__3"
