@@ -138,8 +138,9 @@ def echo_warnings(warnings: list[str], where: str, said_by: dict[str, str] | Non
     said_by = said_by or {}
     mine = [w for w in dict.fromkeys(warnings) if w not in _shown]
     others = [w for w in dict.fromkeys(_pending) if w not in _shown and w not in mine]
-    if mine:
-        click.echo(click.style(f"{len(mine)} warning(s)", fg="yellow", bold=True) + f" (also in {where}):")
+    if mine or others:
+        click.echo(click.style(f"{len(mine) + len(others)} warning(s)", fg="yellow", bold=True)
+                   + (f" (also in {where}):" if mine else ":"))
     for w in mine + others:
         click.echo(click.style("WARNING: ", fg="yellow", bold=True) + (f"{said_by[w]}: " if w in said_by else "") + w)
         _shown.add(w)

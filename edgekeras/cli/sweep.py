@@ -41,10 +41,20 @@ CONFIG_NAMES = ("float32", "float16", "dynamic", "int8", "searched", "prune50", 
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of calibration sampling and fine-tuning.")
 @click.option("--force", is_flag=True, help="Rerun every config, replacing the files of earlier runs.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Run the configs as tasks on a Ray cluster: alone (or 'auto'), RAY_ADDRESS, else a cluster started "
+                   "on this machine, else a new local one; or the head's address (ray://head:10001, head:6379). "
+                   "Needs the extra: pip install \"edgekeras[ray]\". Latency is still measured here.")
+@click.option("--config-cpus", type=click.FloatRange(min=0, min_open=True), default=1, show_default=True,
+              help="With --ray: CPUs each config's task asks for.")
+@click.option("--config-gpus", type=click.FloatRange(min=0),
+              help="With --ray: GPUs each fine-tuning config's task asks for [default: 1 where the cluster has GPUs, "
+                   "else 0].")
 @_output_options
 @_debug_option
 @_run("the configs finished so far are kept; rerun the same command to continue where it stopped")
-def sweep(model, data, eval_, output_dir, calib, val, configs, finetune_epochs, seed, force, as_json):
+def sweep(model, data, eval_, output_dir, calib, val, configs, finetune_epochs, seed, force, ray_address, config_cpus,
+          config_gpus, as_json):
     """Compress MODEL with every config of a grid and tabulate size, accuracy and latency; mark the Pareto rows.
 
     \b
@@ -54,19 +64,25 @@ def sweep(model, data, eval_, output_dir, calib, val, configs, finetune_epochs, 
     Latency: median of single-sample LiteRT invokes on this machine, every file measured the same way.
     Pareto-optimal (*): no other file is as small (or as fast) and as accurate, and better in one.
     Interrupted, the same command continues: finished configs are kept, not rerun.
+    With --ray, each config is one Ray task; its files come back and are committed here.
     """
     from ..compress.sweep import format_table, sweep as run
 
     with settings.override(spare_worker=True):  # many runs in one command: keep the next worker ready
         report = run(model, data=data, eval=eval_, calib=calib, val=val, output_dir=output_dir,
-                     configs=configs, seed=seed, force=force, finetune_epochs=finetune_epochs)
+                     configs=configs, seed=seed, force=force, finetune_epochs=finetune_epochs, ray=ray_address,
+                     config_cpus=config_cpus, config_gpus=config_gpus)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     click.echo(format_table(report))
     click.echo("")
     if report.ran:
-        click.echo(f"made now: {', '.join(report.ran)}")
+        where = ""
+        if report.cluster is not None:
+            nodes = sorted({r.node for r in report.rows if r.node})
+            where = f" (on Ray: {report.cluster['resources']}; made on {', '.join(nodes) or '-'})"
+        click.echo(f"made now: {', '.join(report.ran)}{where}")
     said_by: dict[str, list[str]] = {}
     for r in report.rows:
         for w in r.warnings:

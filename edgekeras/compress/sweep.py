@@ -68,7 +68,7 @@ from .._files import atomic_path, atomic_write_text, check_writable_dir
 from .._native import caller_logging, quiet_native
 from ..card import producer_info, sha256_file, sha256_path
 from ..data import check_source
-from ..errors import BadInput, OutputError
+from ..errors import BadInput, EdgeKerasError, OutputError, ParityError, UnsupportedModel
 from ..metrics import HIGHER_IS_BETTER
 from ..report.text import failure_kinds
 from ..modelfile import inspect_model, looks_like_keras_model, weights_sha256
@@ -181,6 +181,8 @@ class SweepRow:
         resumed: finished by an earlier sweep and kept.
         seconds: the compress run's wall time in this sweep (None for a config kept from an earlier sweep).
         warnings: the run's warnings.
+        error: the error that stopped the config's run (`Type: message`); the row has no file then, and is a FAIL.
+        node: the Ray node that made the file (a sweep on Ray), else "".
     """
 
     config: str
@@ -207,6 +209,8 @@ class SweepRow:
     pareto_latency: bool = False
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    node: str = ""
 
     @property
     def name(self) -> str:
@@ -239,6 +243,7 @@ class SweepReport:
         latency: how latency was measured (method, threads, rounds, runtime).
         cpu: the CPU (name, cores, features).
         ran, resumed: the configs run by this call, and those kept from an earlier one.
+        cluster: where the configs ran on Ray (address, nodes), or None for a local sweep.
         table, json, plot: the files written (`sweep.txt`, `sweep.json`, `sweep.png`).
         seconds: wall time of this call.
     """
@@ -261,6 +266,7 @@ class SweepReport:
     plot: str
     seconds: float
     pareto_definition: str = PARETO_DEFINITION
+    cluster: dict | None = None
     producer: dict = field(default_factory=producer_info)
     schema: str = SWEEP_SCHEMA
     schema_version: int = SWEEP_SCHEMA_VERSION
@@ -315,14 +321,21 @@ def _relative(path: str, root: Path) -> str:
 
 # -- the sweep ----------------------------------------------------------------------------------------------------
 def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, seed: int = 0, force: bool = False,
-          finetune_epochs: int | None = None, progress: Progress | None = None, name: str | None = None) -> SweepReport:
+          finetune_epochs: int | None = None, progress: Progress | None = None, name: str | None = None,
+          ray: str | None = None, config_cpus: float = 1, config_gpus: float | None = None) -> SweepReport:
     """Compress one model with every config of a grid, measure every file, and mark the Pareto-optimal ones.
 
     Each config is one `edgekeras.compress` run into `output_dir/<config>/` (a verified file, its card, the
     run's report); the float32 baseline is always made first. Then the latency of every file is measured
     here, and `output_dir/sweep.txt` (the table), `sweep.json` (rows, settings, CPU) and `sweep.png` (gzipped
     size vs accuracy, latency vs accuracy, Pareto points highlighted) are written, each atomically.
-    Interrupted, it resumes: configs whose run finished are kept, not rerun.
+    Interrupted, it resumes: configs whose run finished are kept, not rerun. A config whose run raises (a model the
+    converter refuses in that mode, say) is a FAIL row with its error; only the baseline's failure stops the sweep.
+
+    With `ray=`, each config is one task on a Ray cluster (`edgekeras.compress.cluster`: the model and data go
+    through Ray's object store once, each task's files come back and are committed here as a local run commits
+    them); the latency is still measured here, every file the same way. Ray is the optional extra
+    `pip install "edgekeras[ray]"`; without `ray=` it is never imported.
 
     Args:
         model: a Keras model file or SavedModel folder, or a Keras model in memory (as `compress` takes).
@@ -342,16 +355,24 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
         progress: called as progress(done, total, text) after each config and after the latency measurement.
         name: what the files are called (as compress takes it); default: the model file's stem, or the name of a
             model in memory (Keras' automatic names get the weights' hash: `sequential-1a2b3c4d`).
+        ray: run the configs on a Ray cluster: "auto" (RAY_ADDRESS, else a cluster started on this machine, else a
+            new local one), "local" (a new local one) or the head's address ("ray://head:10001", "head:6379").
+            The model must be a file or folder; data are paths or arrays. Default: run here, one after another.
+        config_cpus: CPUs each config's task asks Ray for (with `ray=`).
+        config_gpus: GPUs each fine-tuning config's task asks for (with `ray=`); default: 1 where the cluster has
+            GPUs, else 0. The other configs never ask for one.
 
     Returns:
         A `SweepReport`; `report.row("int8")` is the int8 row, `report.pareto("size")` the size front.
 
     Raises:
         BadInput: an unknown config name (the message lists the valid ones), no `eval`, no `data` for a
-            fine-tuning config, data that cannot be read or do not agree, a bad setting; all before any run.
+            fine-tuning config, data that cannot be read or do not agree, a bad setting, a Ray cluster that cannot
+            be reached or cannot fit a config's task; all before any run.
+        MissingDependency: `ray=` without Ray installed (the message names the extra).
         OutputError: `output_dir` holds finished runs made with other settings (pass force=True), or cannot
             be written.
-        UnsupportedModel, ParityError: from a compress run (see `edgekeras.compress`).
+        UnsupportedModel, ParityError: from the baseline's compress run (see `edgekeras.compress`).
 
     Example:
         report = edgekeras.sweep("digits.h5", data="train.npz", eval="test.npz", output_dir="sweep",
@@ -360,37 +381,51 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
     """
     with caller_logging():
         return _sweep(model, data=data, eval=eval, calib=calib, output_dir=output_dir, configs=configs, val=val,
-                      seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress, name=name)
+                      seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress, name=name, ray=ray,
+                      config_cpus=config_cpus, config_gpus=config_gpus)
+
+
+@dataclass
+class _Made:
+    """What this call did: the reports of the configs made or kept, the errors of those that failed."""
+
+    reports: dict[str, CompressReport] = field(default_factory=dict)
+    errors: dict[str, EdgeKerasError] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    took: dict[str, float] = field(default_factory=dict)
+    nodes: dict[str, str] = field(default_factory=dict)
+    cluster: dict | None = None
+
+
+#: Errors of one config's run that make its row a FAIL (the others are the user's to fix, and stop the sweep).
+_ROW_ERRORS = (UnsupportedModel, ParityError)
 
 
 def _sweep(model, *, data, eval, calib, output_dir, configs, val, seed, force, finetune_epochs, progress,
-           name) -> SweepReport:
+           name, ray=None, config_cpus=1, config_gpus=None) -> SweepReport:
     t0 = time.perf_counter()
     plan = _plan(model, data=data, eval=eval, calib=calib, output_dir=output_dir, configs=configs, val=val,
-                 seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress, name=name)
+                 seed=seed, force=force, finetune_epochs=finetune_epochs, progress=progress, name=name, ray=ray,
+                 config_cpus=config_cpus, config_gpus=config_gpus)
     total = len(plan.configs) + 1  # the progress callback's last step: the latency measurement
     n = len(plan.configs)
-    reports: dict[str, CompressReport] = {}
-    ran, kept = [], []
-    took: dict[str, float] = {}
+    made = _Made()
+    todo = []
     for i, cfg in enumerate(plan.configs, start=1):
-        folder = plan.out / cfg.name
         if cfg.name in plan.finished:
-            reports[cfg.name] = plan.finished[cfg.name]
-            kept.append(cfg.name)
-            log.info("[%d/%d] %s: finished by an earlier sweep, kept (%s)", i, n, cfg.name, folder)
+            made.reports[cfg.name] = plan.finished[cfg.name]
+            made.kept.append(cfg.name)
+            log.info("[%d/%d] %s: finished by an earlier sweep, kept (%s)", i, n, cfg.name, plan.out / cfg.name)
             _tell(progress, i, total, f"{cfg.name}: kept from an earlier run")
-            continue
-        log.info("[%d/%d] %s: %s -> %s", i, n, cfg.name, cfg.label, folder)
-        started = time.perf_counter()
-        reports[cfg.name] = compress(model, cfg.recipe(plan.finetune_epochs, seed), calib=plan.calib, eval=plan.eval,
-                                     output_dir=folder, force=force or cfg.name in plan.leftovers,
-                                     data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None,
-                                     name=name)
-        ran.append(cfg.name)
-        seconds = took[cfg.name] = time.perf_counter() - started
-        _tell(progress, i, total, f"{cfg.name}: made in {seconds:.0f} s")
-    rows = _rows(plan, reports, kept, took)
+        else:
+            todo.append((i, cfg))
+    if ray is None:
+        _run_here(plan, model, todo, made, progress, name)
+    else:
+        _run_on_ray(plan, model, todo, made, progress, name, ray, config_cpus, config_gpus)
+    reports, ran, kept, took = made.reports, made.ran, made.kept, made.took
+    rows = _rows(plan, reports, kept, took, made.errors, made.nodes)
     if ran:
         from .client import _close_spare
 
@@ -405,7 +440,7 @@ def _sweep(model, *, data, eval, calib, output_dir, configs, val, seed, force, f
         metric=rows[0].metric, higher_is_better=higher, keras_accuracy=k.value if k else None,
         evaluation={"data": k.data if k else None, "samples": k.samples if k else None,
                     "output": k.output if k else None},
-        settings=plan.settings, latency=latency, cpu=_cpu(), ran=ran, resumed=kept,
+        settings=plan.settings, latency=latency, cpu=_cpu(), ran=ran, resumed=kept, cluster=made.cluster,
         table=str(plan.out.resolve() / "sweep.txt"), json=str(plan.out.resolve() / "sweep.json"),
         plot=str(plan.out.resolve() / "sweep.png"), seconds=0.0)
     report.seconds = time.perf_counter() - t0
@@ -419,6 +454,95 @@ def _sweep(model, *, data, eval, calib, output_dir, configs, val, seed, force, f
 def _tell(progress: Progress | None, done: int, total: int, text: str) -> None:
     if progress is not None:
         progress(done, total, text)
+
+
+def _run_here(plan: _Plan, model, todo: list[tuple[int, SweepConfig]], made: _Made, progress, name) -> None:
+    """The configs one after another in this process tree (each compress run in its own worker)."""
+    n, total = len(plan.configs), len(plan.configs) + 1
+    for i, cfg in todo:
+        folder = plan.out / cfg.name
+        log.info("[%d/%d] %s: %s -> %s", i, n, cfg.name, cfg.label, folder)
+        started = time.perf_counter()
+        try:
+            made.reports[cfg.name] = compress(
+                model, cfg.recipe(plan.finetune_epochs, plan.seed), calib=plan.calib, eval=plan.eval,
+                output_dir=folder, force=plan.force or cfg.name in plan.leftovers,
+                data=plan.data if cfg.trains else None, val=plan.val if cfg.trains else None, name=name)
+        except _ROW_ERRORS as e:
+            if cfg is BASELINE:
+                raise
+            made.errors[cfg.name] = e
+            log.info("%s: failed (a FAIL row): %s", cfg.name, _error_text(e))
+        made.ran.append(cfg.name)
+        seconds = made.took[cfg.name] = time.perf_counter() - started
+        _tell(progress, i, total, f"{cfg.name}: {'made' if cfg.name in made.reports else 'FAILED'} in {seconds:.0f} s")
+
+
+def _run_on_ray(plan: _Plan, model, todo: list[tuple[int, SweepConfig]], made: _Made, progress, name, address,
+                config_cpus, config_gpus) -> None:
+    """The configs as tasks on a Ray cluster, committed here as they finish (see `edgekeras.compress.cluster`)."""
+    from .. import settings
+    from .cluster import Bundle, Cluster, Outcome, commit
+
+    bundle = Bundle.of(Path(model), {"eval": plan.eval, "data": plan.data, "val": plan.val, "calib": plan.calib})
+    with Cluster(address, debug=settings.current().debug) as cluster:
+        made.cluster = {"address": address, "resources": cluster.describe(), "config_cpus": config_cpus,
+                        "config_gpus": config_gpus}
+        driver = {"model": str(Path(model).resolve()), **{k: str(getattr(plan, k)) for k in ("eval", "data", "val",
+                                                                                          "calib")
+                                                          if isinstance(getattr(plan, k), (str, os.PathLike))}}
+        if not todo:
+            return
+        log.info("on Ray (%s): %d config(s) as tasks of %g CPU(s) each", made.cluster["resources"], len(todo),
+                 config_cpus)
+
+        def finish(config: str, result: dict) -> Outcome:
+            folder = plan.out / config
+            commit(result, folder, {**driver, "output": str(folder.resolve())},
+                   report_path=str(folder / plan.report_names[config]), source_name=str(model))
+            return Outcome(config, folder=folder)
+
+        jobs = [(cfg.name, cfg.trains, plan.force or cfg.name in plan.leftovers) for _, cfg in todo]
+        runs = cluster.run(bundle, jobs, finetune_epochs=plan.finetune_epochs, seed=plan.seed, name=name,
+                           config_cpus=config_cpus, config_gpus=config_gpus, finish=finish)
+        try:
+            _collect(plan, runs, made, progress)
+        finally:
+            runs.close()  # an error here, or Ctrl-C: the tasks still running are cancelled
+    made.ran.sort(key=[c.name for c in plan.configs].index)
+
+
+def _collect(plan: _Plan, runs, made: _Made, progress) -> None:
+    """Each config's outcome from the cluster, into `made`, as it arrives."""
+    n, total = len(plan.configs), len(plan.configs) + 1
+    for k, outcome in enumerate(runs, start=1):
+        cfg = CONFIGS[outcome.config]
+        made.ran.append(cfg.name)
+        made.took[cfg.name] = outcome.seconds
+        made.nodes[cfg.name] = outcome.node
+        done = len(plan.finished) + k
+        if outcome.error is not None:
+            if cfg is BASELINE:
+                raise outcome.error.reworded(f"the float32 baseline failed on the cluster: {outcome.error.message}")
+            made.errors[cfg.name] = outcome.error
+            log.info("[%d/%d] %s: failed on %s (a FAIL row): %s", done, n, cfg.name, outcome.node or "the cluster",
+                     _error_text(outcome.error))
+            _tell(progress, done, total, f"{cfg.name}: FAILED on {outcome.node or 'the cluster'}")
+            continue
+        report, why = _finished_run(outcome.folder, plan.report_names[cfg.name], plan.row_names[cfg.name],
+                                    cfg.mode)
+        if report is None:
+            raise OutputError(f"{outcome.folder}: the files the cluster sent back do not make a finished run "
+                              f"({why})", fix="rerun the same sweep: it redoes that config")
+        made.reports[cfg.name] = report
+        log.info("[%d/%d] %s: made on %s in %.0f s -> %s", done, n, cfg.name, outcome.node, outcome.seconds,
+                 outcome.folder)
+        _tell(progress, done, total, f"{cfg.name}: made on {outcome.node} in {outcome.seconds:.0f} s")
+
+
+def _error_text(e: EdgeKerasError) -> str:
+    first = e.message.splitlines()[0] if e.message else ""
+    return f"{type(e).__name__}: {first}"
 
 
 # -- plan: everything checked before any run ---------------------------------------------------------------------
@@ -438,6 +562,7 @@ class _Plan:
     report_names: dict[str, str]
     row_names: dict[str, str]
     settings: dict
+    force: bool = False
     finished: dict[str, dict] = field(default_factory=dict)
     leftovers: set[str] = field(default_factory=set)
 
@@ -468,8 +593,20 @@ def select_configs(configs=None) -> list[SweepConfig]:
 
 
 def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, finetune_epochs, progress,
-          name=None) -> _Plan:
+          name=None, ray=None, config_cpus=1, config_gpus=None) -> _Plan:
     chosen = select_configs(configs)
+    if ray is not None:
+        from .cluster import check_address, check_model, check_resources, check_sendable, import_ray
+
+        import_ray()
+        check_address(ray)
+        check_model(model)
+        check_resources(config_cpus, config_gpus)
+        check_sendable({"calib": calib})
+    elif config_gpus is not None or config_cpus != 1:
+        raise BadInput("config_cpus and config_gpus are what each config's task asks a Ray cluster for: they need "
+                       "ray=", fix="pass ray='auto' (or the cluster's address), or leave them out",
+                       cli_fix="pass --ray (or --ray ADDRESS), or leave --config-cpus/--config-gpus out")
     if eval is None:
         raise BadInput("a sweep needs labelled evaluation data: every row's accuracy comes from it",
                        fix="pass eval=... (a .npz with x and y, an image folder of class subfolders, or (x, y))",
@@ -525,7 +662,7 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
                 "epochs": {c.name: c.epochs(finetune_epochs) for c in chosen if c.trains}}
     plan = _Plan(out=out, configs=chosen, model_name=model_name, stem=stem, sha256=sha, data=data, val=val,
                  eval=eval, calib=calib, finetune_epochs=finetune_epochs, seed=seed, report_names=report_names,
-                 row_names=row_names, settings=settings)
+                 row_names=row_names, settings=settings, force=force)
     if not force:
         _check_earlier_sweep(plan)
         _find_finished(plan)
@@ -703,13 +840,23 @@ def _differences(done: CompressReport, folder: Path, cfg: SweepConfig, plan: _Pl
 
 
 # -- rows ---------------------------------------------------------------------------------------------------------
-def _rows(plan: _Plan, reports: dict[str, CompressReport], kept: list[str],
-          seconds: dict[str, float]) -> list[SweepRow]:
+def _rows(plan: _Plan, reports: dict[str, CompressReport], kept: list[str], seconds: dict[str, float],
+          errors: dict[str, EdgeKerasError] | None = None, nodes: dict[str, str] | None = None) -> list[SweepRow]:
     base = _file_entry(reports[BASELINE.name], plan.row_names[BASELINE.name])
     original = reports[BASELINE.name].keras_accuracy
     original = original.value if original is not None else None
     rows = []
+    errors, nodes = errors or {}, nodes or {}
     for cfg in plan.configs:
+        if cfg.name in errors:
+            e = errors[cfg.name]
+            rows.append(SweepRow(
+                config=cfg.name, label=cfg.label, path="", card="", report="", mode=cfg.mode, bytes=0, gzip_bytes=0,
+                ratio=0.0, gzip_ratio=0.0, metric=base.accuracy.metric if base.accuracy is not None else None,
+                accuracy=None, keras_accuracy=None, accuracy_change=None, parity_passed=False,
+                seconds=seconds.get(cfg.name), resumed=False, problems=[_error_text(e)], error=_error_text(e),
+                node=nodes.get(cfg.name, "")))
+            continue
         report = reports[cfg.name]
         f = _file_entry(report, plan.row_names[cfg.name])
         acc, keras = f.accuracy, report.keras_accuracy
@@ -723,7 +870,8 @@ def _rows(plan: _Plan, reports: dict[str, CompressReport], kept: list[str],
             accuracy_change=value - original if value is not None and original is not None else None,
             parity_passed=bool(f.parity.passed) and f.written, seconds=seconds.get(cfg.name),
             resumed=cfg.name in kept, warnings=list(report.warnings),
-            problems=[] if f.parity.passed and f.written else (list(f.parity.problems) or ["not written"])))
+            problems=[] if f.parity.passed and f.written else (list(f.parity.problems) or ["not written"]),
+            node=nodes.get(cfg.name, "")))
     return rows
 
 
@@ -846,6 +994,9 @@ def format_table(report: SweepReport) -> str:
     out = Path(report.output_dir)
     for r in report.rows:
         fronts = "+".join(f for f, on in (("size", r.pareto_size), ("latency", r.pareto_latency)) if on)
+        if r.error:
+            rows.append(["", r.config, "-", r.mode, "-", "-", "-", "-", "-", "-", "FAIL (error)", "-", ""])
+            continue
         rows.append(["*" if r.pareto else "", r.config, _relative(r.path, out), r.mode, human_bytes(r.bytes),
                      human_bytes(r.gzip_bytes), f"{1 / r.ratio:.1f}x", f"{1 / r.gzip_ratio:.1f}x",
                      _metric_text(r.accuracy, r.metric), _change_text(r.accuracy_change, r.metric),
@@ -867,7 +1018,7 @@ def format_table(report: SweepReport) -> str:
     failed = [r for r in report.rows if not r.parity_passed]
     if failed:
         lines += ["", "FAIL: the file broke a parity rule against its Keras model (a file that ran is kept, and its "
-                      "card says why; one that crashed on its data was not written):"]
+                      "card says why; one that crashed on its data was not written), or the run failed (error):"]
         lines += [f"  {r.config}: {'; '.join(r.problems)}" for r in failed]
     if report.resumed:
         lines.append(f"kept from an earlier run: {', '.join(report.resumed)}")

@@ -1,0 +1,403 @@
+"""Running a sweep's configs on a Ray cluster (`edgekeras sweep --ray [ADDRESS]`, `sweep(..., ray="auto")`).
+
+Ray is an optional extra (`pip install "edgekeras[ray]"`): this module imports it only inside `connect`, and
+nothing else in edgekeras imports this module unless a sweep is given `ray=`.
+
+What runs where:
+- **The driver** (the machine that runs `edgekeras sweep`) checks everything a local sweep checks, packs the model
+  file (or SavedModel folder) and every data file or folder into one `Bundle`, and puts it into Ray's object store
+  once. Nothing assumes a shared file system.
+- **Each config is one Ray task** (`_run_config`), with `config_cpus` CPUs and, for the fine-tuning configs, a GPU
+  where the cluster has GPUs (or `config_gpus`). On its node the task unpacks the bundle into a temporary folder,
+  keeping every file's name (the cards name the data files), runs the same `edgekeras.compress` a local sweep
+  runs, and returns the files it made and its report. A config that raises returns its error instead: a FAIL row.
+- **The driver commits** each result as it arrives into `output_dir/<config>/`, through the same staging folder and
+  atomic moves as compress (`Staging`), after writing the driver's paths into the report where the task's
+  temporary ones were: the report has the bytes a local run writes. The report is the last file moved, so an
+  interrupted commit is an unfinished run that the next sweep redoes.
+- **Latency** is measured afterwards on the driver, every file the same way, as in a local sweep.
+
+Faults: a task whose node dies is retried by Ray (`MAX_RETRIES`) on another node; one that still cannot finish is
+a FAIL row saying so, and rerunning the sweep redoes only that config. Ctrl-C cancels the tasks still running and
+keeps the configs committed so far.
+
+Example:
+    report = edgekeras.sweep("digits.h5", data="train.npz", eval="test.npz", output_dir="sweep",
+                             configs=["float16", "int8"], ray="auto")
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .._files import Staging
+from ..errors import BadInput, EdgeKerasError, MissingDependency, error_to_dict
+
+log = logging.getLogger("edgekeras.compress")
+
+INSTALL = 'pip install "edgekeras[ray]"'
+MAX_RETRIES = 3  # Ray's retries of a task whose worker or node died (never of one that raised)
+_WAIT = 0.5  # seconds between checks for finished tasks, so Ctrl-C is handled promptly
+SOURCES = ("eval", "data", "val", "calib")
+
+
+def import_ray():
+    """The `ray` module, or MissingDependency naming the extra to install."""
+    try:
+        import ray
+    except ModuleNotFoundError as e:
+        if e.name != "ray":
+            raise
+        import sys
+
+        raise MissingDependency(
+            f"a sweep on Ray needs the package ray, which {sys.executable or 'python3'} does not have",
+            package="ray", fix=f"{INSTALL} (on the driver and on every node of the cluster), or run the sweep "
+                               "without ray=", cli_fix=f"{INSTALL} (on the driver and on every node of the "
+                                                       "cluster), or run the sweep without --ray") from None
+    return ray
+
+
+def check_address(address) -> str:
+    """`auto` (RAY_ADDRESS, else a cluster started on this machine, else a new local one), `local` (a new local
+    cluster) or a cluster address (`ray://head:10001`, `head:6379`)."""
+    if not isinstance(address, str) or not address.strip():
+        raise BadInput(f"ray must be a cluster address or 'auto', got {address!r}",
+                       fix="pass ray='auto', or the head's address, e.g. ray='ray://head:10001'",
+                       cli_fix="pass --ray (same as --ray auto), or the head's address, e.g. --ray ray://head:10001")
+    return address.strip()
+
+
+def check_resources(config_cpus, config_gpus) -> None:
+    if not isinstance(config_cpus, (int, float)) or isinstance(config_cpus, bool) or config_cpus <= 0:
+        raise BadInput(f"config_cpus must be a number of CPUs above 0, got {config_cpus!r}",
+                       fix="e.g. config_cpus=2", cli_fix="e.g. --config-cpus 2")
+    if config_gpus is not None and (not isinstance(config_gpus, (int, float)) or isinstance(config_gpus, bool)
+                                    or config_gpus < 0):
+        raise BadInput(f"config_gpus must be a number of GPUs, 0 or more, got {config_gpus!r}",
+                       fix="leave it unset: fine-tuning configs take 1 GPU where the cluster has GPUs",
+                       cli_fix="leave --config-gpus out: fine-tuning configs take 1 GPU where the cluster has GPUs")
+
+
+# -- what travels: the model and the data, packed once -------------------------------------------------------------
+@dataclass
+class Packed:
+    """A file or folder as bytes, with its name (a folder as an uncompressed tar of its contents)."""
+
+    name: str
+    folder: bool
+    data: bytes
+
+    @classmethod
+    def of(cls, path: Path) -> "Packed":
+        path = Path(path)
+        if path.is_dir():
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for p in sorted(path.rglob("*")):
+                    tar.add(p, arcname=str(p.relative_to(path)), recursive=False)
+            return cls(path.name, True, buf.getvalue())
+        return cls(path.name, False, path.read_bytes())
+
+    def unpack(self, folder: Path) -> Path:
+        """Recreate it under `folder` with its name; returns its path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / self.name
+        if not self.folder:
+            target.write_bytes(self.data)
+            return target
+        target.mkdir()
+        with tarfile.open(fileobj=io.BytesIO(self.data), mode="r") as tar:
+            tar.extractall(target, filter="data")
+        return target
+
+
+@dataclass
+class Bundle:
+    """The model and every data source of a sweep, as one object-store value."""
+
+    model: Packed
+    sources: dict = field(default_factory=dict)  # name -> Packed (a path) or the value itself (arrays)
+    card: Packed | None = None  # the model card beside the model file (its preprocessing, labels, task)
+
+    @classmethod
+    def of(cls, model: Path, sources: dict) -> "Bundle":
+        check_sendable(sources)
+        packed = {key: Packed.of(Path(value)) if isinstance(value, (str, os.PathLike)) else value
+                  for key, value in sources.items() if value is not None}
+        from ..card import card_path
+
+        card = card_path(model)
+        inside = Path(model).is_dir() and Path(model).resolve() in Path(card).resolve().parents
+        return cls(Packed.of(Path(model)), packed, Packed.of(card) if card.is_file() and not inside else None)
+
+
+def check_sendable(sources: dict) -> None:
+    """Data a node can be sent: paths, arrays, (x, y) arrays, a dict of arrays; not a function or an iterator."""
+    for key, value in sources.items():
+        if value is None or isinstance(value, (str, os.PathLike, np.ndarray)):
+            continue
+        if isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
+            continue
+        if isinstance(value, (tuple, list)) and all(isinstance(v, np.ndarray) for v in value):
+            continue
+        what = "a representative-dataset function" if callable(value) else f"a {type(value).__name__}"
+        raise BadInput(f"{key} is {what}, which cannot be sent to the cluster's nodes",
+                       fix=f"save the samples and pass the file instead, e.g. np.save('{key}.npy', x) and "
+                           f"{key}='{key}.npy' (or pass the arrays themselves)")
+
+
+def check_model(model) -> Path:
+    if not isinstance(model, (str, os.PathLike)):
+        raise BadInput("a sweep on Ray takes a model file or SavedModel folder, not a model in memory: the "
+                       "cluster's nodes load it from Ray's object store",
+                       fix="save it first (model.save('model.keras')) and pass the path, or run the sweep without "
+                           "ray=")
+    return Path(model)
+
+
+# -- the task (runs on a node) --------------------------------------------------------------------------------------
+def _run_config(bundle: Bundle, config: str, finetune_epochs, seed: int, force: bool, name) -> dict:
+    """One config's compress run on this node, in a temporary folder; returns what the driver commits:
+    {"files": {name: bytes}, "report": dict, "paths": {this node's path: what it stands for}, "seconds", "node"}, or
+    {"error": error_to_dict(e), "traceback": str, ...} when compress raised."""
+    from .pipeline import compress
+    from .sweep import CONFIGS
+
+    root = Path(tempfile.mkdtemp(prefix="edgekeras-ray-"))
+    started = time.perf_counter()
+    node = {"node": _node_name(), "pid": os.getpid()}
+    try:
+        model = bundle.model.unpack(root / "model")
+        if bundle.card is not None:
+            bundle.card.unpack(root / "model")
+        paths = {str(model): "model"}
+        sources = {}
+        for i, (key, value) in enumerate(bundle.sources.items()):
+            if isinstance(value, Packed):
+                where = value.unpack(root / f"data{i}")
+                paths[str(where)] = key
+                sources[key] = where
+            else:
+                sources[key] = tuple(value) if isinstance(value, list) else value
+        out = root / "out" / config
+        paths[str(out)] = "output"
+        cfg = CONFIGS[config]
+        try:
+            report = compress(model, cfg.recipe(finetune_epochs, seed), calib=sources.get("calib"),
+                              eval=sources.get("eval"), output_dir=out, force=force, data=sources.get("data"),
+                              val=sources.get("val"), name=name)
+        except Exception as e:  # noqa: BLE001 - every failure of the config is its row's, sent back as data
+            return {"error": error_to_dict(e), "traceback": traceback.format_exc(), **node,
+                    "seconds": time.perf_counter() - started}
+        files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and not p.name.startswith(".")}
+        return {"files": files, "report_name": Path(report.report).name, "paths": paths, **node,
+                "seconds": time.perf_counter() - started}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the driver ------------------------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What became of one config on the cluster."""
+
+    config: str
+    folder: Path | None = None  # committed here (None: it failed)
+    error: EdgeKerasError | None = None
+    traceback: str = ""
+    seconds: float = 0.0
+    node: str = ""
+
+
+def rewrite(value, paths: dict[str, str]):
+    """`value` (JSON data) with every string's node paths replaced by the driver's (longest first)."""
+    if isinstance(value, str):
+        for old in sorted(paths, key=len, reverse=True):
+            if old in value:
+                value = value.replace(old, paths[old])
+        return value
+    if isinstance(value, dict):
+        return {k: rewrite(v, paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rewrite(v, paths) for v in value]
+    return value
+
+
+def commit(result: dict, folder: Path, driver_paths: dict[str, str], report_path: str, source_name: str) -> None:
+    """Write a task's files into `folder` as compress commits its own: staged beside them, moved into place, the
+    report (the mark of a finished run) last. Paths of the node are replaced by the driver's (`driver_paths`: what
+    each stands for -> the driver's path), in the report and in any card that names one."""
+    import json
+
+    mapping = {node: driver_paths[what] for node, what in result["paths"].items() if what in driver_paths}
+    folder.mkdir(parents=True, exist_ok=True)
+    report_name = result["report_name"]
+    with Staging(folder) as stage:
+        for name, data in result["files"].items():
+            if name == report_name:
+                continue
+            if name.endswith(".json") and any(p.encode() in data for p in mapping):
+                data = (json.dumps(rewrite(json.loads(data), mapping), indent=2, allow_nan=False) + "\n").encode()
+            stage.path(name).write_bytes(data)
+        d = rewrite(json.loads(result["files"][report_name]), mapping)
+        d["report"] = report_path  # as the driver's compress names them: the paths as the sweep was given them
+        d["source"]["name"] = source_name
+        stage.path(report_name).write_text(json.dumps(d, indent=2, allow_nan=False) + "\n")
+        stage.commit()
+
+
+class Cluster:
+    """A connection to a Ray cluster for one sweep (`with Cluster("auto") as c: ...`); it disconnects at the end if
+    it connected (a caller's own `ray.init()` is left as it was)."""
+
+    def __init__(self, address: str, *, debug: bool = False):
+        self.ray = import_ray()
+        self.address = check_address(address)
+        self.debug = debug
+        self.connected_here = False
+
+    def __enter__(self) -> "Cluster":
+        ray = self.ray
+        if not ray.is_initialized():
+            target = {"auto": os.environ.get("RAY_ADDRESS") or None, "local": "local"}.get(self.address,
+                                                                                         self.address)
+            try:
+                ray.init(address=target, log_to_driver=self.debug, logging_level=logging.WARNING,
+                         configure_logging=True, include_dashboard=False if target in (None, "local") else None)
+            except ConnectionError as e:
+                raise BadInput(f"cannot connect to the Ray cluster at {self.address}: {e}",
+                               fix="start the cluster first (ray start --head, ray up, KubeRay), and pass its "
+                                   "address, e.g. ray='ray://head:10001'; or ray='auto' for a local one",
+                               cli_fix="start the cluster first (ray start --head, ray up, KubeRay), and pass its "
+                                       "address, e.g. --ray ray://head:10001; or --ray alone for a local one") from None
+            self.connected_here = True
+        self._route_messages()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._printer is not None:
+            self._module.print_to_stdstream = self._printer
+        if self.connected_here:
+            self.ray.shutdown()
+
+    _printer = None
+
+    def _route_messages(self) -> None:
+        """Ray prints the cluster's messages to the driver's stdout ("(raylet) Task _run_config failed... will be
+        retried"), where the table and --json go. They are logged instead: a warning, shown once after the result."""
+        try:
+            from ray._private import worker as module
+        except ImportError:  # another layout of Ray's internals: its messages stay where Ray prints them
+            return
+        original = getattr(module, "print_to_stdstream", None)
+        if original is None:
+            return
+
+        def to_log(data, *args, **kwargs):
+            if data.get("pid") != "raylet":
+                return original(data, *args, **kwargs)
+            for line in data.get("lines") or []:
+                text = " ".join(str(line).split()).split(" This can happen")[0]  # Ray's general advice cut
+                log.warning("Ray: %s", text if len(text) <= 400 else text[:399] + "...")
+
+        self._module, self._printer = module, original
+        module.print_to_stdstream = to_log
+
+    def describe(self) -> str:
+        res = self.ray.cluster_resources()
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        gpus = res.get("GPU", 0)
+        return (f"{len(nodes)} node(s), {res.get('CPU', 0):g} CPU(s)" + (f", {gpus:g} GPU(s)" if gpus else ""))
+
+    def resources(self, trains: bool, config_cpus: float, config_gpus) -> dict:
+        res = self.ray.cluster_resources()
+        biggest = max((n.get("Resources", {}).get("CPU", 0) for n in self.ray.nodes() if n.get("Alive")), default=0)
+        if config_cpus > biggest:
+            raise BadInput(f"each config asks for {config_cpus:g} CPU(s), but the cluster's largest node has "
+                           f"{biggest:g}", fix=f"pass config_cpus={biggest:g} or fewer",
+                           cli_fix=f"pass --config-cpus {biggest:g} or fewer")
+        gpus = 0
+        if trains:
+            if config_gpus is None:
+                gpus = 1 if res.get("GPU", 0) >= 1 else 0
+            else:
+                gpus = config_gpus
+                if gpus and res.get("GPU", 0) < gpus:
+                    raise BadInput(f"the fine-tuning configs ask for {gpus:g} GPU(s), but the cluster has "
+                                   f"{res.get('GPU', 0):g}", fix="leave config_gpus unset, or pass 0",
+                                   cli_fix="leave --config-gpus out, or pass 0")
+        return {"num_cpus": config_cpus, "num_gpus": gpus}
+
+    def run(self, bundle: Bundle, jobs: list[tuple[str, bool, dict]], *, finetune_epochs, seed: int, name,
+            config_cpus: float, config_gpus, finish: Callable[[str, dict], Outcome]) -> Iterator[Outcome]:
+        """Start one task per job (config name, whether it fine-tunes, its compress keywords force), and yield each
+        config's outcome as it finishes, after `finish(config, result)` committed it. Ctrl-C (or closing the
+        generator) cancels the tasks still running."""
+        ray = self.ray
+        task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_config)
+        ref = ray.put(bundle)
+        pending = {}
+        for config, trains, force in jobs:
+            options = self.resources(trains, config_cpus, config_gpus)
+            pending[task.options(**options, name=f"edgekeras sweep {config}").remote(
+                ref, config, finetune_epochs, seed, force, name)] = config
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT)
+                for r in done:
+                    config = pending.pop(r)
+                    try:
+                        result = ray.get(r)
+                    except (ray.exceptions.RayError, OSError) as e:  # the node or worker died, past the retries
+                        yield Outcome(config, error=EdgeKerasError(
+                            f"lost on the cluster after {MAX_RETRIES} retries: {_first(e)}",
+                            fix="rerun the same sweep: it redoes only the configs not finished"))
+                        continue
+                    if "error" in result:
+                        yield Outcome(config, error=EdgeKerasError.from_dict(result["error"]),
+                                      traceback=result.get("traceback", ""), seconds=result["seconds"],
+                                      node=result["node"])
+                        continue
+                    outcome = finish(config, result)
+                    outcome.seconds, outcome.node = result["seconds"], result["node"]
+                    yield outcome
+        finally:
+            for r in pending:  # Ctrl-C, or the driver's own failure: nothing left running for nobody
+                try:
+                    ray.cancel(r, force=True)
+                except Exception:  # noqa: BLE001 - a task that finished meanwhile
+                    pass
+
+
+def _node_name() -> str:
+    """This node as the table names it: host and Ray's node id (several nodes may share a host)."""
+    try:
+        import ray
+
+        node_id = ray.get_runtime_context().get_node_id()[:8]
+    except Exception:  # noqa: BLE001 - outside a Ray worker (a test calling the task's body)
+        node_id = ""
+    return f"{socket.gethostname()}:{node_id}" if node_id else socket.gethostname()
+
+
+def _first(e: BaseException) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:300] if lines else type(e).__name__
+
+
+__all__ = ["Cluster", "Bundle", "Packed", "Outcome", "import_ray", "check_address", "check_resources", "check_model",
+           "commit", "rewrite", "INSTALL"]

@@ -1,0 +1,478 @@
+"""edgekeras sweep --ray: the configs as tasks on a Ray cluster, committed on the driver as a local run commits them.
+
+The tests without a cluster (the default run) check what happens before any task: Ray never imported without
+--ray, a missing Ray named with its extra, settings refused, the packing and the commit. The `slow` tests start a
+real two-node cluster on loopback (`ray start --head` on 127.0.0.1 plus a second node joined to it, each with its
+own temporary folder), sweep through it, compare with the same sweep run here, and stop one node mid-sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekeras import BadInput, MissingDependency
+from edgekeras.compress.cluster import INSTALL, Bundle, Packed, commit, rewrite
+from edgekeras.compress.sweep import sweep
+from conftest import sha256
+
+CONFIGS = ["float16", "int8"]  # with the float32 baseline: a 3-config sweep
+NO_RAY = "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed: `import ray` raises
+
+
+def _python(code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, **kw)
+
+
+# -- without a cluster ---------------------------------------------------------------------------------------------
+def test_edgekeras_never_imports_ray_without_ray():
+    r = _python("import sys\nimport edgekeras, edgekeras.cli, edgekeras.compress.sweep, edgekeras.cli.sweep\n"
+                "from edgekeras.compress.sweep import sweep\n"
+                "print('ray' in sys.modules)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_sweep_help_without_ray_installed_names_the_extra():
+    r = _python(NO_RAY + "from edgekeras.cli import main\nmain(['sweep', '--help'])")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "--ray [ADDRESS]" in text and 'pip install "edgekeras[ray]"' in text
+
+
+def test_a_missing_ray_is_named_with_its_install_command_before_anything_is_written(digits_model, tmp_path):
+    out = tmp_path / "sweep"
+    code = NO_RAY + ("from edgekeras.cli import main\n"
+                     f"main(['sweep', {str(digits_model['model'])!r}, '--eval', {str(digits_model['eval'])!r}, "
+                     f"'--configs', 'int8', '-o', {str(out)!r}, '--ray'])")
+    r = _python(code)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "needs the package ray" in r.stderr and f"How to fix: {INSTALL}" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_the_python_api_raises_missing_dependency(digits_model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MissingDependency) as e:
+        sweep(digits_model["model"], data=None, eval=digits_model["eval"], output_dir=tmp_path / "s",
+              configs=["int8"], ray="auto")
+    assert e.value.package == "ray" and INSTALL in e.value.fix
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(config_cpus=2), "need ray="),
+    (dict(config_gpus=1), "need ray="),
+    (dict(ray="auto", config_cpus=0), "config_cpus must be a number of CPUs above 0"),
+    (dict(ray="auto", config_gpus=-1), "config_gpus must be a number of GPUs"),
+    (dict(ray=""), "ray must be a cluster address or 'auto'"),
+    (dict(ray="auto", calib=lambda: iter([])), "cannot be sent to the cluster's nodes"),
+])
+def test_bad_cluster_settings_are_refused_before_any_run(kw, words, digits_model, tmp_path):
+    pytest.importorskip("ray")
+    args = dict(data=None, eval=digits_model["eval"], calib=digits_model["calib"], output_dir=tmp_path / "s",
+                configs=["int8"])
+    with pytest.raises(BadInput) as e:
+        sweep(digits_model["model"], **{**args, **kw})
+    assert words in e.value.message
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_model_in_memory_is_refused_on_ray_with_the_fix(tmp_path, digits_model):
+    pytest.importorskip("ray")
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(BadInput) as e:
+        sweep(model, data=None, eval=(np.zeros((8, 4), "float32"), np.zeros(8, "int64")), output_dir=tmp_path,
+              configs=["float16"], ray="auto")
+    assert "not a model in memory" in e.value.message and "model.save(" in e.value.fix
+
+
+def test_packing_keeps_names_and_folders(tmp_path):
+    folder = tmp_path / "saved model"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"\x00graph")
+    (folder / "variables" / "variables.index").write_bytes(b"index")
+    model = tmp_path / "m.h5"
+    model.write_bytes(b"h5 bytes")
+    (tmp_path / "m.h5.edgekeras.json").write_text("{}")
+    x = np.arange(6, dtype="float32").reshape(3, 2)
+    bundle = Bundle.of(model, {"eval": folder, "calib": x, "data": (x, np.ones(3)), "val": None})
+    assert bundle.card is not None and bundle.card.name == "m.h5.edgekeras.json"
+    assert set(bundle.sources) == {"eval", "calib", "data"} and bundle.sources["calib"] is x
+    there = bundle.sources["eval"].unpack(tmp_path / "node")
+    assert there.name == "saved model"
+    assert (there / "variables" / "variables.index").read_bytes() == b"index"
+    assert (there / "saved_model.pb").read_bytes() == b"\x00graph"
+    assert Packed.of(model).unpack(tmp_path / "node2").read_bytes() == b"h5 bytes"
+    (tmp_path / "m.h5.edgekeras.json").unlink()  # a stand-in, not a real card: out of the session's schema check
+
+
+@pytest.mark.no_schema_check
+def test_commit_writes_the_drivers_paths_and_the_report_last(tmp_path):
+    node_out, node_eval = "/tmp/edgekeras-ray-x1/out/int8", "/tmp/edgekeras-ray-x1/data0/test.npz"
+    report = {"model": "/tmp/edgekeras-ray-x1/model/m.h5", "output_dir": node_out, "report": f"{node_out}/m.report.json",
+              "source": {"name": "/tmp/edgekeras-ray-x1/model/m.h5"},
+              "recipe": {"eval": node_eval, "output_dir": node_out},
+              "warnings": [f"something about {node_eval}"]}
+    card = {"file": "m.int8.tflite", "steps": [{"data": "test.npz"}]}
+    result = {"files": {"m.int8.tflite": b"tflite", "m.int8.tflite.edgekeras.json": json.dumps(card).encode(),
+                        "m.report.json": json.dumps(report).encode()},
+              "report_name": "m.report.json",
+              "paths": {"/tmp/edgekeras-ray-x1/model/m.h5": "model", node_eval: "eval", node_out: "output"}}
+    folder = tmp_path / "sweep" / "int8"
+    order = []
+    real_replace = os.replace
+
+    def record(src, dst):
+        order.append(Path(dst).name)
+        real_replace(src, dst)
+
+    os.replace = record
+    try:
+        commit(result, folder, {"model": "/data/m.h5", "eval": "/data/test.npz", "output": str(folder)},
+               report_path="sweep/int8/m.report.json", source_name="m.h5")
+    finally:
+        os.replace = real_replace
+    assert order[-1] == "m.report.json"  # the mark of a finished run comes last
+    d = json.loads((folder / "m.report.json").read_text())
+    assert d["model"] == "/data/m.h5" and d["output_dir"] == str(folder) and d["report"] == "sweep/int8/m.report.json"
+    assert d["source"]["name"] == "m.h5" and d["recipe"] == {"eval": "/data/test.npz", "output_dir": str(folder)}
+    assert d["warnings"] == ["something about /data/test.npz"]
+    assert (folder / "m.int8.tflite").read_bytes() == b"tflite"
+    assert json.loads((folder / "m.int8.tflite.edgekeras.json").read_text()) == card  # no node path: untouched
+    assert sorted(p.name for p in folder.iterdir()) == ["m.int8.tflite", "m.int8.tflite.edgekeras.json",
+                                                       "m.report.json"]  # no staging folder left
+    shutil.rmtree(tmp_path / "sweep")  # stand-ins, not real cards: out of the session's schema check
+
+
+def test_rewrite_prefers_the_longest_node_path():
+    paths = {"/t/out": "/a", "/t/out/int8": "/b/int8"}
+    assert rewrite({"x": ["/t/out/int8/f", "/t/out/g"], "n": 3}, paths) == {"x": ["/b/int8/f", "/a/g"], "n": 3}
+
+
+@pytest.fixture(scope="module")
+def layer_norm_model(tmp_path_factory):
+    """A Keras 3 model with a LayerNormalization: its int8 file keeps a float NEG, which compress refuses (an
+    UnsupportedModel of the int8 config alone)."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("layernorm")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 12)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12,), name="features")
+    h = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="relu")(inp))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="probs")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=5, verbose=0)
+    model.save(folder / "ln.keras")
+    np.savez(folder / "eval.npz", x=x, y=y)
+    np.save(folder / "calib.npy", x[:100])
+    return {"model": folder / "ln.keras", "eval": folder / "eval.npz", "calib": folder / "calib.npy"}
+
+
+def test_a_config_that_raises_is_a_fail_row_not_a_lost_sweep(layer_norm_model, tmp_path):
+    m = layer_norm_model
+    report = sweep(m["model"], data=None, eval=m["eval"], calib=m["calib"], output_dir=tmp_path, configs=CONFIGS)
+    row = report.row("int8")
+    assert not row.parity_passed and row.path == "" and row.bytes == 0 and row.latency_ms is None
+    assert row.error.startswith("UnsupportedModel: this model cannot be fully int8") and "NEG" in row.error
+    assert row.problems == [row.error] and not row.pareto
+    assert report.row("float16").parity_passed and report.row("float16").latency_ms > 0
+    table = Path(report.table).read_text()
+    assert "FAIL (error)" in table and f"  int8: {row.error}" in table
+    assert json.loads(Path(report.json).read_text())["rows"][2]["error"] == row.error
+    assert report.ran == ["float32", "float16", "int8"]
+    again = sweep(m["model"], data=None, eval=m["eval"], calib=m["calib"], output_dir=tmp_path, configs=CONFIGS)
+    assert again.ran == ["int8"] and again.row("int8").error == row.error  # a rerun tries only the failed config
+
+
+# -- on a real two-node cluster (slow) -----------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+class LocalCluster:
+    """A head and a second node on 127.0.0.1, each with its own temporary folder; stopped by killing exactly
+    their processes (`ray stop` would stop every Ray process of the machine)."""
+
+    START_TIMEOUT = 120
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+                    "RAY_health_check_failure_threshold": "3", "RAY_USAGE_STATS_ENABLED": "0",
+                    "PYTHONPATH": os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]),
+                                                              os.environ.get("PYTHONPATH")] if p)}
+        self.dirs = {"head": root / "h", "second": root / "w"}  # short: Ray's socket paths have a length limit
+
+    def _start(self, *args: str) -> None:
+        subprocess.run([_ray_bin(), "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                        "--object-store-memory=100000000", "--disable-usage-stats"],
+                       env=self.env, check=True, capture_output=True, text=True, timeout=self.START_TIMEOUT)
+
+    def start(self) -> "LocalCluster":
+        self._start("--head", f"--port={self.port}", f"--temp-dir={self.dirs['head']}", "--include-dashboard=false",
+                    f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}")
+        self._start(f"--address={self.address}", f"--temp-dir={self.dirs['second']}",
+                    f"--dashboard-agent-listen-port={_free_port()}")
+        deadline = time.monotonic() + 60
+        while self.alive_nodes() < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the second Ray node did not join within 60 s")
+            time.sleep(0.5)
+        return self
+
+    def alive_nodes(self) -> int:
+        r = subprocess.run([sys.executable, "-c", "import ray, sys\nray.init(address=sys.argv[1], "
+                            "logging_level='ERROR', log_to_driver=False)\n"
+                            "print(sum(1 for n in ray.nodes() if n['Alive']))", self.address],
+                           env=self.env, capture_output=True, text=True, timeout=120)
+        return int(r.stdout.strip() or 0)
+
+    def pids(self, node: str) -> list[int]:
+        """The processes of one node: those whose command line names its folder, and their children."""
+        mark = str(self.dirs[node])
+        found = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                if mark in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(d.name))
+            except OSError:
+                continue
+        return found + [c for p in found for c in _children(p)]
+
+    def kill(self, node: str) -> None:
+        for pid in self.pids(node):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        self.kill("second")
+        self.kill("head")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+@pytest.fixture()
+def cluster(tmp_path_factory):
+    pytest.importorskip("ray")
+    root = Path(tempfile_short())
+    c = LocalCluster(root)
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def tempfile_short() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="ekr-", dir="/tmp")
+
+
+def _sweep_cli(model, evaluation, calib, out, *extra, configs=CONFIGS, env=None) -> subprocess.Popen:
+    return subprocess.Popen([str(Path(sys.executable).with_name("edgekeras")), "sweep", str(model), "--eval",
+                             str(evaluation), "--calib", str(calib), "--configs", ",".join(configs), "-o", str(out),
+                             *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _rows_without_timings(table: str) -> list[str]:
+    """The table's lines with the latency column and the Pareto marks (latency measured at the end, here) cut."""
+    lines = []
+    for line in table.splitlines():
+        if line.startswith("latency:"):
+            continue
+        cells = line.split()
+        if cells and cells[0] == "*":
+            cells = cells[1:]
+        if cells and cells[0] in ("float32", "float16", "int8"):
+            cells = cells[:10]
+        lines.append(" ".join(cells))
+    return lines
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix != ".png" and p.name not in ("sweep.json", "sweep.txt")}
+
+
+@pytest.mark.slow
+def test_the_same_sweep_on_two_nodes_gives_the_same_table_and_files(cluster, digits_model, tmp_path):
+    m = digits_model
+    here = sweep(m["model"], data=None, eval=m["eval"], calib=m["calib"], output_dir=tmp_path / "here",
+                 configs=CONFIGS)
+    there = sweep(m["model"], data=None, eval=m["eval"], calib=m["calib"], output_dir=tmp_path / "there",
+                  configs=CONFIGS, ray=cluster.address)
+    assert there.cluster["resources"] == "2 node(s), 2 CPU(s)"
+    assert all(r.node for r in there.rows) and not any(r.node for r in here.rows)
+    a = _files(tmp_path / "here")
+    b = _files(tmp_path / "there")
+    assert list(a) == list(b) and len(a) == 13  # 5 files and cards (float16 and int8 also make float32), 3 reports
+    for name in a:  # every model file and card byte for byte; the reports too, but for the folder they name
+        if name.endswith(".report.json"):
+            ra = (tmp_path / "here" / name).read_text().replace(str(tmp_path / "here"), "OUT")
+            rb = (tmp_path / "there" / name).read_text().replace(str(tmp_path / "there"), "OUT")
+            assert ra == rb, name
+        else:
+            assert a[name] == b[name], name
+    for r1, r2 in zip(here.rows, there.rows):
+        assert (r1.config, r1.bytes, r1.gzip_bytes, r1.accuracy, r1.keras_accuracy, r1.parity_passed) == (
+            r2.config, r2.bytes, r2.gzip_bytes, r2.accuracy, r2.keras_accuracy, r2.parity_passed)
+        assert r2.latency_ms > 0
+    t1, t2 = Path(here.table).read_text(), Path(there.table).read_text()
+    assert _rows_without_timings(t1.replace("here/", "X/")) == _rows_without_timings(t2.replace("there/", "X/"))
+    # a rerun on the cluster finds every config finished and runs nothing
+    again = sweep(m["model"], data=None, eval=m["eval"], calib=m["calib"], output_dir=tmp_path / "there",
+                  configs=CONFIGS, ray=cluster.address)
+    assert again.ran == [] and again.resumed == ["float32", "float16", "int8"]
+
+
+@pytest.mark.slow
+def test_a_raising_config_on_the_cluster_is_a_fail_row(cluster, layer_norm_model, tmp_path):
+    m = layer_norm_model
+    report = sweep(m["model"], data=None, eval=m["eval"], calib=m["calib"], output_dir=tmp_path, configs=CONFIGS,
+                   ray=cluster.address)
+    assert report.row("int8").error.startswith("UnsupportedModel: this model cannot be fully int8")
+    assert report.row("int8").node and report.row("float16").parity_passed
+
+
+@pytest.mark.slow
+def test_a_node_stopped_mid_sweep_costs_only_a_retry(cluster, digits_model, tmp_path):
+    """The second node is killed (every process of it) while it runs a config: Ray retries that task on the
+    head, and the sweep finishes with every row, as the local sweep makes them."""
+    m = digits_model
+    out = tmp_path / "sweep"
+    proc = _sweep_cli(m["model"], m["eval"], m["calib"], out, "--ray", cluster.address)
+    try:
+        deadline = time.monotonic() + 240
+        while not _compress_running_on(cluster, "second"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no config started on the second node within 240 s"
+            time.sleep(0.2)
+        cluster.kill("second")
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout + stderr
+    assert "(raylet)" not in stdout and "Ray: Task _run_config failed. There are 3 retries remaining" in stdout, (
+        stdout)  # Ray's messages: logged, and shown once with the warnings after the table, not before it
+    assert stdout.index("sweep of digits.h5") < stdout.index("Ray: Task _run_config failed")
+    done = json.loads((out / "sweep.json").read_text())
+    assert [r["config"] for r in done["rows"]] == ["float32", *CONFIGS]
+    assert all(r["parity_passed"] and not r.get("error") for r in done["rows"]), done["rows"]
+    assert sorted(done["ran"]) == sorted(["float32", *CONFIGS])
+    local = sweep(m["model"], data=None, eval=m["eval"], calib=m["calib"], output_dir=tmp_path / "local",
+                  configs=CONFIGS)
+    for row in local.rows:
+        name = Path(row.path).relative_to(tmp_path / "local")
+        assert sha256(out / name) == sha256(Path(row.path)), name
+    assert not list(out.rglob(".edgekeras-staging-*"))
+
+
+def _compress_running_on(cluster: LocalCluster, node: str) -> bool:
+    """A compress worker (`python -m edgekeras.compress.worker`) whose parent is a process of that node."""
+    mine = set(cluster.pids(node))
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+            if b"edgekeras.compress.worker" not in cmd:
+                continue
+            parent = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent in mine:
+            return True
+    return False
+
+
+def _compress_workers_on(cluster: LocalCluster) -> set[int]:
+    nodes = set(cluster.pids("head")) | set(cluster.pids("second"))
+    found = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if b"edgekeras.compress.worker" in (d / "cmdline").read_bytes():
+                parent = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent in nodes:
+                    found.add(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_tasks_and_keeps_the_finished_configs(cluster, digits_model, tmp_path):
+    m = digits_model
+    out = tmp_path / "sweep"
+    proc = _sweep_cli(m["model"], m["eval"], m["calib"], out, "--ray", cluster.address,
+                      configs=["float16", "int8", "dynamic"])  # four tasks for two slots
+    try:
+        deadline = time.monotonic() + 240
+        while not (list(out.glob("*/*.report.json")) and _compress_workers_on(cluster)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no config finished within 240 s"
+            time.sleep(0.1)
+        running = _compress_workers_on(cluster)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted; the configs finished so far are kept" in stderr
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in running) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in running), "a cancelled config's compress run still runs on the cluster"
+    finished = sorted(p.parent.name for p in out.glob("*/*.report.json"))
+    assert finished and len(finished) < 4 and not list(out.rglob(".edgekeras-staging-*"))
+    assert not (out / "sweep.json").exists()
+    again = sweep(m["model"], data=None, eval=m["eval"], calib=m["calib"], output_dir=out,
+                  configs=["float16", "int8", "dynamic"], ray=cluster.address)
+    assert sorted(again.resumed) == finished and sorted(again.ran + again.resumed) == ["dynamic", "float16", "float32",
+                                                                              "int8"]
+    assert all(r.parity_passed for r in again.rows)
