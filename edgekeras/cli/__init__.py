@@ -69,6 +69,10 @@ from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_di
                    "the int8 ONNX file is searched the same way).")
 @click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
               help="What --precision minimizes: bytes, or the latency measured on LiteRT.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="With --precision: build and score the search's candidates as tasks on a Ray cluster (alone or "
+                   "'auto': RAY_ADDRESS, else a cluster started here, else a new local one; or the head's address). "
+                   "Latency is still measured here. Needs: pip install \"edgekeras[ray]\".")
 @click.option("--data", type=click.Path(path_type=str),
               help="Training data for --prune/--cluster/--qat: .npz (x, y) or an image folder of class subfolders.")
 @click.option("--val", type=click.Path(path_type=str), help="Validation data for the fine-tuning (same forms).")
@@ -97,8 +101,8 @@ from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_di
 def compress(model, float_io, calib, calib_samples, preprocess, task, onnx, opset, eval_, output_dir, force,
              custom_objects, trust_model, allow_float_fallback, parity_samples, atol, rtol, max_accuracy_drop,
              precision, objective, data, val, prune, prune_schedule, structured, cluster, cluster_init, qat,
-             finetune_epochs, learning_rate, batch_size, keep_frozen, accept_parity_failures, recipe_file, as_json,
-             **mode_flags):
+             finetune_epochs, learning_rate, batch_size, keep_frozen, accept_parity_failures, recipe_file, ray_address,
+             as_json, **mode_flags):
     """Compress MODEL (.h5, .keras or SavedModel folder; tf_keras or Keras 3) into verified .tflite/.onnx files.
 
     A float32 .tflite is always written as the baseline. Every file is run on LiteRT or ONNX Runtime
@@ -127,7 +131,7 @@ def compress(model, float_io, calib, calib_samples, preprocess, task, onnx, opse
         f"no compression mode chosen ({', '.join(m.flag for m in _modes.choosable())}): wrote the float32 baseline")
     with _printed_on_parity_failure(as_json, note):
         report = run(model, calib=calib, eval=eval_, output_dir=output_dir, force=force,
-                     custom_objects=custom_objects, data=data, val=val, **settings_)
+                     custom_objects=custom_objects, data=data, val=val, ray=ray_address, **settings_)
     _print_report(report, as_json, note=note)
 
 

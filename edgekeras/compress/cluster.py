@@ -205,7 +205,7 @@ def _run_config(bundle: Bundle, config: str, finetune_epochs, seed: int, force: 
                     "seconds": time.perf_counter() - started}
         files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and not p.name.startswith(".")}
         return {"files": files, "report_name": Path(report.report).name, "paths": paths, **node,
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "producer": report.producer}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -269,6 +269,7 @@ class Cluster:
         self.address = check_address(address)
         self.debug = debug
         self.connected_here = False
+        self._warned: set[str] = set()  # nodes whose versions differ, said once
 
     def __enter__(self) -> "Cluster":
         ray = self.ray
@@ -342,6 +343,19 @@ class Cluster:
                                    cli_fix="leave --config-gpus out, or pass 0")
         return {"num_cpus": config_cpus, "num_gpus": gpus}
 
+    def _check_versions(self, result: dict) -> None:
+        """A node with other versions than the driver's (edgekeras, TensorFlow, converters) makes other files than a
+        local run would: said once per node."""
+        from ..card import producer_info
+
+        mine, theirs = producer_info(), result.get("producer") or {}
+        differ = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if differ and result["node"] not in self._warned:
+            self._warned.add(result["node"])
+            log.warning("node %s runs %s: its files can differ from the ones this machine would make; install the "
+                        "same versions on every node (%s)", result["node"],
+                        ", ".join(f"{k} {a} (here {b})" for k, (a, b) in differ.items()), INSTALL)
+
     def run(self, bundle: Bundle, jobs: list[tuple[str, bool, dict]], *, finetune_epochs, seed: int, name,
             config_cpus: float, config_gpus, finish: Callable[[str, dict], Outcome]) -> Iterator[Outcome]:
         """Start one task per job (config name, whether it fine-tunes, its compress keywords force), and yield each
@@ -372,6 +386,7 @@ class Cluster:
                                       traceback=result.get("traceback", ""), seconds=result["seconds"],
                                       node=result["node"])
                         continue
+                    self._check_versions(result)
                     outcome = finish(config, result)
                     outcome.seconds, outcome.node = result["seconds"], result["node"]
                     yield outcome
@@ -381,6 +396,65 @@ class Cluster:
                     ray.cancel(r, force=True)
                 except Exception:  # noqa: BLE001 - a task that finished meanwhile
                     pass
+
+
+# -- the precision search's candidates ------------------------------------------------------------------------------
+def _score_candidate(context: dict, recipe: list) -> dict:
+    """One candidate built and scored on a node (`precision.score_candidate`); an error comes back as data."""
+    from .precision import score_candidate
+
+    try:
+        data, value, note = score_candidate(context, recipe)
+    except Exception as e:  # noqa: BLE001 - raised again on the driver, as the local search would raise it
+        return {"error": error_to_dict(e)}
+    return {"data": data, "value": value, "note": note, "node": _node_name()}
+
+
+class CandidateFarm:
+    """The precision search's candidates as Ray tasks (`compress(..., precision="auto", ray="auto")`): the search
+    asks for several independent files at once (its probes), each is built and scored on some node, and the
+    latencies are measured where the search runs. Used as `with CandidateFarm(address) as farm: search_file(...,
+    fan_out=farm.score)`."""
+
+    def __init__(self, address: str, cpus: float = 1):
+        self.cluster = Cluster(address)
+        self.cpus = cpus
+        self._context = None
+        self._ref = None
+        self.nodes: dict[str, int] = {}  # candidates scored per node
+
+    def __enter__(self) -> "CandidateFarm":
+        self.cluster.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cluster.__exit__(*exc)
+
+    def score(self, context: dict, recipes: list[list]) -> list[tuple[bytes, float, str]]:
+        ray = self.cluster.ray
+        if context is not self._context:  # one search: its file, calibration and data go to the store once
+            self._context, self._ref = context, ray.put(context)
+        task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, num_cpus=self.cpus)(_score_candidate)
+        refs = [task.options(name="edgekeras precision candidate").remote(self._ref, r) for r in recipes]
+        try:
+            results = ray.get(refs)
+        except BaseException as e:
+            for r in refs:  # Ctrl-C, or a node lost past the retries: nothing left running
+                try:
+                    ray.cancel(r, force=True)
+                except Exception:  # noqa: BLE001 - finished already
+                    pass
+            if isinstance(e, ray.exceptions.RayError):
+                raise EdgeKerasError(f"a candidate of the precision search was lost on the cluster after "
+                                     f"{MAX_RETRIES} retries: {_first(e)}", fix="run the same command again") from None
+            raise
+        out = []
+        for r in results:
+            if "error" in r:
+                raise EdgeKerasError.from_dict(r["error"])
+            self.nodes[r["node"]] = self.nodes.get(r["node"], 0) + 1
+            out.append((r["data"], r["value"], r["note"]))
+        return out
 
 
 def _node_name() -> str:
@@ -399,5 +473,5 @@ def _first(e: BaseException) -> str:
     return lines[0][:300] if lines else type(e).__name__
 
 
-__all__ = ["Cluster", "Bundle", "Packed", "Outcome", "import_ray", "check_address", "check_resources", "check_model",
-           "commit", "rewrite", "INSTALL"]
+__all__ = ["Cluster", "CandidateFarm", "Bundle", "Packed", "Outcome", "import_ray", "check_address", "check_resources",
+           "check_model", "commit", "rewrite", "INSTALL"]

@@ -238,7 +238,7 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
              cluster_init: str = "kmeans++", qat: bool = False, finetune_epochs: int | None = None,
              learning_rate: float | None = None, batch_size: int = 32, finetune_frozen: bool = True,
              max_accuracy_drop: float | None = None, precision=None, objective: str = "size",
-             accept_parity_failures: bool = False, name: str | None = None) -> CompressReport:
+             accept_parity_failures: bool = False, name: str | None = None, ray: str | None = None) -> CompressReport:
     """Compress a Keras model into verified edge files, each with a model card.
 
     A float32 `.tflite` is always produced as the baseline, then one file per mode. Every file is run on
@@ -304,6 +304,10 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
         name: what the outputs are called (`<name>.int8.tflite`, `<name>.report.json`); default: the model
             file's stem, or a model in memory's own name (Keras' automatic names, such as "sequential", get 8 hex
             digits of the weights' hash: `sequential-1a2b3c4d`, so two models in memory never share files).
+        ray: with `precision`, build and score the search's independent candidates as tasks on a Ray cluster
+            ("auto": RAY_ADDRESS, else a cluster started on this machine, else a new local one; or the head's
+            address); latencies are still measured here, and the search decides as it would alone. Needs the
+            extra: pip install "edgekeras[ray]".
 
     Returns:
         A `CompressReport`; `report.file("int8")` is the int8 .tflite, `report.file("int8", "onnx")` its ONNX twin;
@@ -326,12 +330,12 @@ def compress(model, modes="int8", *, calib=None, eval=None, onnx: bool = False, 
                            fix="change the recipe instead: dataclasses.replace(recipe, "
                                + ", ".join(f"{k}={v!r}" for k, v in sorted(given.items())) + ")")
         recipe = copy.deepcopy(modes)  # runs as written; the caller's object is left alone
-        recipe.force, recipe.isolate = force, isolate
+        recipe.force, recipe.isolate, recipe.ray = force, isolate, ray
         recipe.data, recipe.val = ("given" if data is not None else None), ("given" if val is not None else None)
         return _Run(recipe, model, calib=calib, eval=eval, custom_objects=custom_objects, output_dir=output_dir,
                     data=data, val=val, name=name).execute()
     recipe = make_recipe(modes, **{k: v for k, v in locals().items() if k in _RECIPE_ARGUMENTS}, force=force,
-                         isolate=isolate, data="given" if data is not None else None,
+                         isolate=isolate, ray=ray, data="given" if data is not None else None,
                          val="given" if val is not None else None)
     return _Run(recipe, model, calib=calib, eval=eval, custom_objects=custom_objects, output_dir=output_dir,
                 data=data, val=val, name=name).execute()
@@ -353,7 +357,7 @@ def make_recipe(modes="int8", **settings) -> Recipe:
     Example:
         make_recipe("int8", prune=0.8).techniques.finetune_epochs   # 12
     """
-    s = {name: _DEFAULTS[name] for name in _RECIPE_ARGUMENTS + ("force", "isolate")}
+    s = {name: _DEFAULTS[name] for name in _RECIPE_ARGUMENTS + ("force", "isolate", "ray")}
     unknown = set(settings) - set(s) - {"data", "val"}
     if unknown:
         raise TypeError(f"make_recipe() got unexpected settings: {', '.join(sorted(unknown))}")
@@ -987,7 +991,8 @@ class _Run:
         kinds = {t.name: t.kind for t in meta.outputs}
         return protocol.Gate(max_drop=r.max_accuracy_drop, eval=str(stage.scratch("gate_eval.npz")),
                              output=meta.primary, metric=meta.scored[meta.primary], kind=kinds.get(meta.primary),
-                             precision=list(r.precision) if r.precision is not None else None, objective=r.objective)
+                             precision=list(r.precision) if r.precision is not None else None, objective=r.objective,
+                             ray=r.ray)
 
     def make_report(self, info: ModelInfo, meta: Metadata, data: Prepared, results, keras_scores) -> CompressReport:
         r = self.recipe

@@ -242,7 +242,8 @@ def check_objective(objective: str) -> str:
 
 def search(layers: list[Layer], ranking: list[str], measure: Measure, *, max_drop: float, objective: str = "size",
            precisions: tuple[str, ...] = tuple(PRECISIONS), budget: int = DEFAULT_BUDGET,
-           unit: str = "points", retime: Callable[[dict[str, str]], float] | None = None) -> Outcome:
+           unit: str = "points", retime: Callable[[dict[str, str]], float] | None = None,
+           measure_many: Callable[[list[tuple[dict[str, str], str]]], list[Trial]] | None = None) -> Outcome:
     """The search of the module doc, on any `measure` (tests give it a model of accuracy; the worker real files).
 
     Args:
@@ -253,6 +254,9 @@ def search(layers: list[Layer], ranking: list[str], measure: Measure, *, max_dro
             (`parse_precisions`); budget: candidates at most after plain int8; unit: the drop's unit, for notes.
         retime: times a file measured before once more (ms); a move the size objective would make for speed alone
             is made only when a second timing of both files, back to back, agrees.
+        measure_many: measures several independent assignments at once (the probes of the give-back), as
+            `[measure(a, purpose) for a, purpose in items]` would; the worker gives one that fans them out on a
+            Ray cluster. The decisions are the same either way.
 
     Returns:
         An `Outcome`.
@@ -265,14 +269,16 @@ def search(layers: list[Layer], ranking: list[str], measure: Measure, *, max_dro
         out.precisions  # {"small": "weights-int8", "cat": "float32", "hidden": "int8", ...}
     """
     check_objective(objective)
-    return _Search(layers, ranking, measure, max_drop, objective, precisions, budget, unit, retime).run()
+    return _Search(layers, ranking, measure, max_drop, objective, precisions, budget, unit, retime,
+                   measure_many).run()
 
 
 class _Search:
     """One search's state: the trials so far, the current passing file and its assignment, each layer's reason."""
 
-    def __init__(self, layers, ranking, measure, max_drop, objective, precisions, budget, unit, retime=None):
-        self.retime = retime
+    def __init__(self, layers, ranking, measure, max_drop, objective, precisions, budget, unit, retime=None,
+                 measure_many=None):
+        self.retime, self.measure_many = retime, measure_many
         self.by_name = {layer.name: layer for layer in layers}
         self.layers = layers
         ranked = [name for name in ranking if name in self.by_name]
@@ -300,6 +306,26 @@ class _Search:
             self.seen[key] = self.measure(a, purpose)
             self.trials.append(self.seen[key])
         return self.seen[key]
+
+    def trial_many(self, items: list[tuple[dict[str, str], str]]) -> list[Trial]:
+        """Files for several independent assignments, measured together (`measure_many`, e.g. fanned out on a Ray
+        cluster; else one after another), and recorded in the order `trial` would have recorded them."""
+        keys = []
+        new: dict[tuple, tuple[dict[str, str], str]] = {}
+        for assignment, purpose in items:
+            a = {k: v for k, v in assignment.items() if v != "int8"}
+            key = tuple(sorted(a.items()))
+            keys.append(key)
+            if key not in self.seen and key not in new:
+                new[key] = (a, purpose)
+        if self.measure_many is not None and len(new) > 1:
+            measured = self.measure_many(list(new.values()))
+        else:
+            measured = [self.measure(a, purpose) for a, purpose in new.values()]
+        for key, t in zip(new, measured):
+            self.seen[key] = t
+            self.trials.append(t)
+        return [self.seen[key] for key in keys]
 
     @property
     def spent(self) -> bool:
@@ -437,12 +463,23 @@ class _Search:
     def give_back(self) -> None:
         groups, singles = self.units()
         # probes: groups, then single layers least hurt by int8 first, at most a third of the budget
+        # independent of each other: planned first (the same ones, in the same order, as one at a time), then
+        # measured together
         probes: dict[tuple[str, ...], Trial] = {}
+        planned, count, new = [], len(self.trials), set()
         for unit in groups + singles[::-1]:
-            if len(self.trials) > self.budget // 3 + self.found_at:
+            if count > self.budget // 3 + self.found_at:
                 break
-            probes[unit] = self.trial({**self.state, **{n: "int8" for n in unit}}, f"probe: {' + '.join(unit)} at int8")
-            if not self.accept(probes[unit]):
+            assignment = {**self.state, **{n: "int8" for n in unit}}
+            key = tuple(sorted((k, v) for k, v in assignment.items() if v != "int8"))
+            if key not in self.seen and key not in new:
+                new.add(key)
+                count += 1
+            planned.append((unit, assignment))
+        measured = self.trial_many([(a, f"probe: {' + '.join(unit)} at int8") for unit, a in planned])
+        for (unit, _), t in zip(planned, measured):
+            probes[unit] = t
+            if not self.accept(t):
                 for n in unit:
                     self.verdict(n, "int8", self.refused, joint=len(unit) > 1)
 
@@ -644,6 +681,14 @@ class Builder:
                                        "TFLite converter)") from e
         self.calibration_samples = n
 
+    @classmethod
+    def calibrated(cls, float_data: bytes, qsvs: dict, signature: str, samples: int) -> "Builder":
+        """A builder with the calibration another one made (`builder.qsvs`): a node of a cluster builds the same
+        candidates as the process that calibrated, without calibrating again."""
+        b = cls.__new__(cls)
+        b.float_data, b.qsvs, b.signature, b.calibration_samples = bytes(float_data), qsvs, signature, samples
+        return b
+
     def _new(self, recipe: list[dict]):
         q = _quantizer().Quantizer(bytearray(self.float_data))
         q.load_quantization_recipe(recipe)
@@ -790,7 +835,7 @@ def _counts(precisions: dict[str, str]) -> dict[str, int]:
 def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], eval_x: dict[str, np.ndarray],
                 eval_y: np.ndarray, *, metric: str, kind: str | None, output: str, keras_value: float,
                 max_drop: float, objective: str = "size", precisions="auto", budget: int = DEFAULT_BUDGET,
-                compare: dict[str, bytes] | None = None, progress=None) -> SearchResult:
+                compare: dict[str, bytes] | None = None, progress=None, fan_out=None) -> SearchResult:
     """Search the per-layer precisions of `source`'s float32 file (module doc); runs in the worker.
 
     Args:
@@ -801,6 +846,10 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
         objective: "size" or "latency"; precisions: "auto" or names (`parse_precisions`); budget: candidates at most.
         compare: files measured beside the result in the same run, by name (e.g. {"int8": plain, "float32": f32}).
         progress: called with (candidates measured, candidates at most).
+        fan_out: builds and scores several candidates elsewhere: `fan_out(context, recipes)` returns one
+            (file bytes, metric value, runtime note) per recipe (`cluster.CandidateFarm.score`); `context` holds
+            the float32 file, the calibration result and the evaluation data. Latencies are still measured here,
+            so that every candidate is timed on one machine.
 
     Returns:
         A `SearchResult`.
@@ -849,6 +898,31 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
                 data = plain if not assignment else builder.build(recipe)
                 files[key] = data
             value, latency = measure_bytes(data, "candidate")
+            return record(assignment, purpose, data, value, latency)
+
+        def measure_many(items: list[tuple[dict[str, str], str]]) -> list[Trial]:
+            from ..runtime.session import open_session
+            from .gate import _latency_ms
+
+            recipes = [recipe_for(a, scopes, io) for a, _ in items]
+            scored = fan_out(context, recipes)
+            trials = []
+            for (assignment, purpose), recipe, (data, value, note) in zip(items, recipes, scored):
+                files[json.dumps(recipe, sort_keys=True)] = data
+                if note:
+                    runtime_notes.append(note)
+                path = Path(tmp) / "candidate.tflite"
+                path.write_bytes(data)
+                trials.append(record(assignment, purpose, data, value,
+                                     _latency_ms(open_session(path, threads=MEASURE_THREADS), eval_x)))
+            return trials
+
+        context = None if fan_out is None else {
+            "float_data": float_data, "qsvs": builder.qsvs, "signature": signature,
+            "samples": builder.calibration_samples, "eval_x": eval_x, "eval_y": eval_y, "metric": metric, "kind": kind,
+            "output": output}
+
+        def record(assignment: dict[str, str], purpose: str, data: bytes, value: float, latency: float) -> Trial:
             drop = drop_of(metric, value, keras_value)
             if progress is not None:
                 progress(len(trial_log) + 1, max(most, len(trial_log) + 1))
@@ -867,7 +941,8 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
 
         trial_log: list[Trial] = []
         outcome = search(layers, [name for name, _ in ranking], measure, max_drop=max_drop, objective=objective,
-                         precisions=allowed, budget=budget, unit=unit, retime=retime)
+                         precisions=allowed, budget=budget, unit=unit, retime=retime,
+                         measure_many=measure_many if fan_out is not None else None)
         recipe = recipe_for({k: v for k, v in outcome.chosen.assignment.items() if v != "int8"}, scopes, io)
         data = files[json.dumps(recipe, sort_keys=True)]
         compared = {}
@@ -886,6 +961,21 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
                         metric=metric, max_drop=float(max_drop), objective=objective, precisions_allowed=allowed,
                         ranking=ranking, compared=compared, signature=signature,
                         calibration_samples=builder.calibration_samples, notes=list(dict.fromkeys(notes)))
+
+
+def score_candidate(context: dict, recipe: list[dict]) -> tuple[bytes, float, str]:
+    """One candidate of a fanned-out search, built from `context` (see `search_file`'s fan_out) and scored on its
+    evaluation data with LiteRT's default kernels, as `search_file` scores its own: (file bytes, value, note)."""
+    from .gate import _measure_file
+
+    data = Builder.calibrated(context["float_data"], context["qsvs"], context["signature"],
+                              context["samples"]).build(recipe)
+    with tempfile.TemporaryDirectory(prefix="edgekeras-candidate-") as tmp:
+        path = Path(tmp) / "candidate.tflite"
+        path.write_bytes(data)
+        value, _, note = _measure_file(path, context["eval_x"], context["eval_y"], context["metric"],
+                                       context["kind"], context["output"], MEASURE_THREADS, latency=False)
+    return data, value, note
 
 
 def _summary(outcome: Outcome, what: str, objective: str, unit: str, max_drop: float) -> str:

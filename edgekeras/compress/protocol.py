@@ -32,6 +32,7 @@ class Gate:
     kind: str | None = None
     precision: list[str] | None = None
     objective: str = "size"
+    ray: str | None = None  # the search's candidates fanned out on this Ray cluster
 
 
 @dataclass(frozen=True)

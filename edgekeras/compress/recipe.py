@@ -203,6 +203,7 @@ class Recipe:
     seed: int = 0
     force: bool = False
     isolate: bool = True
+    ray: str | None = None  # the precision search's candidates as tasks on this Ray cluster ("auto", an address)
     model: str = ""
     calib: str | None = None
     eval: str | None = None
@@ -281,6 +282,16 @@ class Recipe:
         elif self.objective != "size":
             raise BadInput("--objective is what the precision search minimizes, and no search was asked for",
                            fix="add --precision auto (with --max-accuracy-drop and --eval)")
+        if self.ray is not None:
+            from .cluster import check_address, import_ray
+
+            if self.precision is None:
+                raise BadInput("ray= fans the precision search's candidates out on a Ray cluster, and no search was "
+                               "asked for", fix="add precision='auto' (with max_accuracy_drop and eval), or drop ray=",
+                               cli_fix="add --precision auto (with --max-accuracy-drop and --eval), or drop --ray "
+                                       "(edgekeras sweep --ray runs whole configs on a cluster)")
+            self.ray = check_address(self.ray)
+            import_ray()
         return self
 
     @property

@@ -826,7 +826,7 @@ def _differences(done: CompressReport, folder: Path, cfg: SweepConfig, plan: _Pl
     if check_modes(have.modes) != check_modes(want.modes):
         diffs.append(f"modes {check_modes(have.modes)} (now {check_modes(want.modes)})")
     for key in want.setting_names():
-        if key in ("modes", "force", "isolate", "techniques"):
+        if key in ("modes", "force", "isolate", "ray", "techniques"):
             continue
         if getattr(have, key) != getattr(want, key):
             diffs.append(f"{key} {getattr(have, key)!r} (now {getattr(want, key)!r})")

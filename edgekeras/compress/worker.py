@@ -241,10 +241,17 @@ class Worker:
                 self.made[mode] = ptq.convert(self.source, mode, calibration=calib).data
             files[mode] = self.made[mode]
         x, y, keras_value = self._gate_data(g)
-        result = search_file(
-            self.source, files[modes.BASELINE], calib, x, y, metric=g.metric, kind=g.kind, output=g.output,
-            keras_value=keras_value, max_drop=float(g.max_drop), objective=g.objective, precisions=g.precision,
-            compare=files, progress=lambda i, n: emit(protocol.Progress("precision search (.tflite)", i, n)))
+        farm = contextlib.nullcontext()
+        if g.ray is not None:
+            from .cluster import CandidateFarm
+
+            farm = CandidateFarm(g.ray)
+        with farm:
+            result = search_file(
+                self.source, files[modes.BASELINE], calib, x, y, metric=g.metric, kind=g.kind, output=g.output,
+                keras_value=keras_value, max_drop=float(g.max_drop), objective=g.objective, precisions=g.precision,
+                compare=files, progress=lambda i, n: emit(protocol.Progress("precision search (.tflite)", i, n)),
+                fan_out=farm.score if g.ray is not None else None)
         self.searched = result  # the ONNX search takes its layers and ranking
         Path(cmd.out).write_bytes(result.data)
         emit(protocol.FileMade(file=Path(cmd.out).name, format="tflite", mode=modes.SEARCHED,

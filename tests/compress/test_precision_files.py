@@ -212,3 +212,26 @@ def test_the_int8_onnx_file_is_searched_too_and_16_bit_activations_run(keras, ca
                               max_drop=0.5, inputs=case["src"].inputs, layers=searched.layers,
                               ranking=searched.ranking, precisions="dynamic")
     assert narrow.allowed == ("int8", "float32") and set(narrow.outcome.precisions.values()) <= {"int8", "float32"}
+
+
+def test_candidates_built_and_scored_elsewhere_give_the_same_file(case, searched):
+    """`fan_out` as the Ray farm does it (the calibration, the float file and the data in a context; each
+    candidate built by `Builder.calibrated` and scored by `score_candidate`), here in this process: the same
+    file, the same trials and values; the latencies are measured where the search runs."""
+    import pickle
+
+    from edgekeras.compress.precision import score_candidate
+
+    calls = []
+
+    def fan_out(context, recipes):
+        context = pickle.loads(pickle.dumps(context))  # what crosses to a node: picklable, and a copy
+        calls.append(len(recipes))
+        return [score_candidate(context, r) for r in recipes]
+
+    r = run(case, fan_out=fan_out)
+    assert calls and all(n > 1 for n in calls)
+    assert r.data == searched.data and r.outcome.precisions == searched.outcome.precisions
+    assert [(t.purpose, t.value, t.bytes) for t in r.outcome.trials] == [
+        (t.purpose, t.value, t.bytes) for t in searched.outcome.trials]
+    assert all(t.latency_ms > 0 for t in r.outcome.trials)

@@ -227,3 +227,39 @@ def test_the_recipe_turns_the_ops_of_a_layer_on_and_off_by_their_scope():
     regex = re.compile(rules[1]["regex"])
     assert regex.search("m/b/MatMul;") and regex.search("m/b/Relu;m/b/BiasAdd;")
     assert not regex.search("m/bb/MatMul;") and not regex.search("m/b/MatMul;m/c/Add;")
+
+
+def test_probes_measured_together_give_the_same_search():
+    """`measure_many` (the probes fanned out, on a Ray cluster in the worker) makes the same trials, in the same
+    order, and the same decisions as measuring them one at a time, on random models and budgets."""
+    import random
+
+    for seed in range(40):
+        rnd = random.Random(seed)
+        n = rnd.randint(3, 12)
+        layers = [Layer(f"l{i}", rnd.choice([0, 50, 500]), (rnd.choice(["CONV_2D", "ADD", "CONCATENATION"]),),
+                        tuple(f"l{j}" for j in range(i) if rnd.random() < 0.3)) for i in range(n)]
+        cost = {(layer.name, p): rnd.choice([0.0, 0.1, 0.4, 2.0, 9.0]) for layer in layers for p in PRECISIONS}
+
+        def model(assignment, layers=layers, cost=cost):
+            return sum(cost[(layer.name, assignment.get(layer.name, "int8"))] for layer in layers
+                       if assignment.get(layer.name, "int8") != "float32")
+
+        ranking = [layer.name for layer in layers]
+        rnd.shuffle(ranking)
+        budget, objective = rnd.choice([6, 40, 120]), rnd.choice(["size", "latency"])
+        alone, together = Files(model=model), Files(model=model)
+        alone.layers = together.layers = layers
+        batches = []
+
+        def many(items, files=together):
+            batches.append(len(items))
+            return [files(a, purpose) for a, purpose in items]
+
+        a = search(layers, ranking, alone, max_drop=0.5, budget=budget, objective=objective)
+        b = search(layers, ranking, together, max_drop=0.5, budget=budget, objective=objective, measure_many=many)
+        assert alone.calls == together.calls, seed
+        assert [(t.assignment, t.purpose) for t in a.trials] == [(t.assignment, t.purpose) for t in b.trials], seed
+        assert a.precisions == b.precisions and a.reasons == b.reasons and a.notes == b.notes, seed
+        assert all(k > 1 for k in batches), seed  # a single new probe is measured as one
+    assert batches  # some search probed several layers at once

@@ -156,6 +156,22 @@ def test_commit_writes_the_drivers_paths_and_the_report_last(tmp_path):
     shutil.rmtree(tmp_path / "sweep")  # stand-ins, not real cards: out of the session's schema check
 
 
+def test_a_node_with_other_versions_is_named_once(caplog):
+    pytest.importorskip("ray")
+    from edgekeras.card import producer_info
+    from edgekeras.compress.cluster import Cluster
+
+    c = Cluster("auto")  # not connected: only the check
+    same = {"node": "a:1", "producer": producer_info()}
+    other = {"node": "b:2", "producer": {**producer_info(), "tensorflow": "2.20.0"}}
+    with caplog.at_level("WARNING", logger="edgekeras"):
+        for result in (same, other, other):
+            c._check_versions(result)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("node b:2 runs tensorflow 2.20.0 (here ")
+    assert INSTALL in said[0]
+
+
 def test_rewrite_prefers_the_longest_node_path():
     paths = {"/t/out": "/a", "/t/out/int8": "/b/int8"}
     assert rewrite({"x": ["/t/out/int8/f", "/t/out/g"], "n": 3}, paths) == {"x": ["/b/int8/f", "/a/g"], "n": 3}
@@ -220,16 +236,24 @@ class LocalCluster:
         self.root = root
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+        # HOME of its own: a head started where ~/.ray/auth_token exists turns token authentication on, which the
+        # joining node and the drivers (Ray reads its settings when imported) would not follow
+        (root / "home").mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        self.env = {**env, "HOME": str(root / "home"), "RAY_health_check_period_ms": "500",
+                    "RAY_health_check_timeout_ms": "1000",
                     "RAY_health_check_failure_threshold": "3", "RAY_USAGE_STATS_ENABLED": "0",
                     "PYTHONPATH": os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]),
                                                               os.environ.get("PYTHONPATH")] if p)}
         self.dirs = {"head": root / "h", "second": root / "w"}  # short: Ray's socket paths have a length limit
 
     def _start(self, *args: str) -> None:
-        subprocess.run([_ray_bin(), "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                        "--object-store-memory=100000000", "--disable-usage-stats"],
-                       env=self.env, check=True, capture_output=True, text=True, timeout=self.START_TIMEOUT)
+        r = subprocess.run([_ray_bin(), "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                            "--object-store-memory=100000000", "--disable-usage-stats"],
+                           env=self.env, capture_output=True, text=True, timeout=self.START_TIMEOUT)
+        if r.returncode != 0:
+            raise RuntimeError(f"ray start {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n"
+                               f"{r.stderr[-3000:]}")
 
     def start(self) -> "LocalCluster":
         self._start("--head", f"--port={self.port}", f"--temp-dir={self.dirs['head']}", "--include-dashboard=false",
@@ -285,7 +309,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.fixture()
-def cluster(tmp_path_factory):
+def cluster():
     pytest.importorskip("ray")
     root = Path(tempfile_short())
     c = LocalCluster(root)
@@ -476,3 +500,45 @@ def test_ctrl_c_cancels_the_tasks_and_keeps_the_finished_configs(cluster, digits
     assert sorted(again.resumed) == finished and sorted(again.ran + again.resumed) == ["dynamic", "float16", "float32",
                                                                               "int8"]
     assert all(r.parity_passed for r in again.rows)
+
+
+def _tasks_run_on(cluster: LocalCluster, node: str, name: str) -> int:
+    """How many tasks called `name` a node ran: Ray marks each task in its worker's log (`:task_name:`)."""
+    count = 0
+    for log_file in cluster.dirs[node].glob("session_*/logs/worker-*.out"):
+        count += log_file.read_text(errors="replace").count(f":task_name:{name}")
+    return count
+
+
+@pytest.mark.slow
+def test_the_precision_search_fans_its_candidates_out_and_finds_the_same_file(cluster, keras, tmp_path):
+    from sklearn.datasets import load_digits
+
+    from edgekeras.compress import compress
+    from test_precision_files import outlier_cnn
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[..., None]
+    model = outlier_cnn(keras, x[:1200])
+    model.fit(x[:1200], d.target[:1200], epochs=20, batch_size=32, verbose=0)
+    model.save(tmp_path / "outlier.keras")
+    np.savez(tmp_path / "eval.npz", x=x[1200:], y=d.target[1200:])
+    np.save(tmp_path / "calib.npy", x[:200])
+    args = dict(calib=tmp_path / "calib.npy", eval=tmp_path / "eval.npz", max_accuracy_drop=0.5, precision="auto",
+                preprocess="unit", accept_parity_failures=True)  # plain int8 of this model collapses: on purpose
+    here = compress(tmp_path / "outlier.keras", "int8", output_dir=tmp_path / "here", **args)
+    there = compress(tmp_path / "outlier.keras", "int8", output_dir=tmp_path / "there", ray=cluster.address, **args)
+    mixed_here, mixed_there = here.file("mixed"), there.file("mixed")
+    assert Path(mixed_here.path).read_bytes() == Path(mixed_there.path).read_bytes()
+    card_here = json.loads(Path(mixed_here.card).read_text())
+    card_there = json.loads(Path(mixed_there.card).read_text())
+    search_here = card_here["steps"][-1]["settings"]["precision_search"]
+    search_there = card_there["steps"][-1]["settings"]["precision_search"]
+    assert [(c["purpose"], c["value"], c["bytes"]) for c in search_here["candidates"]] == [
+        (c["purpose"], c["value"], c["bytes"]) for c in search_there["candidates"]]  # latencies: measured apart
+    probes = sum(c["purpose"].startswith("probe:") for c in search_there["candidates"])
+    assert probes >= 2 and search_here["layers"] == search_there["layers"]
+    assert there.recipe["ray"] == cluster.address and here.recipe["ray"] is None
+    on_head = _tasks_run_on(cluster, "head", "edgekeras precision candidate")
+    on_second = _tasks_run_on(cluster, "second", "edgekeras precision candidate")
+    assert on_head and on_second and on_head + on_second >= probes, (on_head, on_second, probes)
