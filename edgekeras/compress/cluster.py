@@ -31,12 +31,8 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
 import socket
 import tarfile
-import tempfile
-import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -44,41 +40,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .._files import Staging
-from ..errors import BadInput, EdgeKerasError, MissingDependency, error_to_dict
+from ..errors import BadInput, EdgeKerasError, error_to_dict
+from .ray_check import INSTALL, check_address, check_reachable, import_ray
 
 log = logging.getLogger("edgekeras.compress")
 
-INSTALL = 'pip install "edgekeras[ray]"'
 MAX_RETRIES = 3  # Ray's retries of a task whose worker or node died (never of one that raised)
 _WAIT = 0.5  # seconds between checks for finished tasks, so Ctrl-C is handled promptly
 SOURCES = ("eval", "data", "val", "calib")
-
-
-def import_ray():
-    """The `ray` module, or MissingDependency naming the extra to install."""
-    try:
-        import ray
-    except ModuleNotFoundError as e:
-        if e.name != "ray":
-            raise
-        import sys
-
-        raise MissingDependency(
-            f"a sweep on Ray needs the package ray, which {sys.executable or 'python3'} does not have",
-            package="ray", fix=f"{INSTALL} (on the driver and on every node of the cluster), or run the sweep "
-                               "without ray=", cli_fix=f"{INSTALL} (on the driver and on every node of the "
-                                                       "cluster), or run the sweep without --ray") from None
-    return ray
-
-
-def check_address(address) -> str:
-    """`auto` (RAY_ADDRESS, else a cluster started on this machine, else a new local one), `local` (a new local
-    cluster) or a cluster address (`ray://head:10001`, `head:6379`)."""
-    if not isinstance(address, str) or not address.strip():
-        raise BadInput(f"ray must be a cluster address or 'auto', got {address!r}",
-                       fix="pass ray='auto', or the head's address, e.g. ray='ray://head:10001'",
-                       cli_fix="pass --ray (same as --ray auto), or the head's address, e.g. --ray ray://head:10001")
-    return address.strip()
 
 
 def check_resources(config_cpus, config_gpus) -> None:
@@ -121,7 +90,10 @@ class Packed:
             return target
         target.mkdir()
         with tarfile.open(fileobj=io.BytesIO(self.data), mode="r") as tar:
-            tar.extractall(target, filter="data")
+            try:
+                tar.extractall(target, filter="data")
+            except TypeError:  # a Python before 3.10.12 / 3.11.4: no filters (the tar is the driver's own)
+                tar.extractall(target)
         return target
 
 
@@ -145,6 +117,23 @@ class Bundle:
         return cls(Packed.of(Path(model)), packed, Packed.of(card) if card.is_file() and not inside else None)
 
 
+def unpack(bundle: Bundle, root: Path) -> tuple[Path, dict, dict[str, str]]:
+    """On a node: the bundle recreated under `root`, every file with its name (the model's card beside the model).
+    Returns (the model's path, the sources: paths or values, {node path: what it stands for})."""
+    model = bundle.model.unpack(root / "model")
+    if bundle.card is not None:
+        bundle.card.unpack(root / "model")
+    paths = {str(model): "model"}
+    sources = {}
+    for i, (key, value) in enumerate(bundle.sources.items()):
+        if isinstance(value, Packed):
+            sources[key] = value.unpack(root / f"data{i}")
+            paths[str(sources[key])] = key
+        else:
+            sources[key] = tuple(value) if isinstance(value, list) else value
+    return model, sources, paths
+
+
 def check_sendable(sources: dict) -> None:
     """Data a node can be sent: paths, arrays, (x, y) arrays, a dict of arrays; not a function or an iterator."""
     for key, value in sources.items():
@@ -152,12 +141,18 @@ def check_sendable(sources: dict) -> None:
             continue
         if isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
             continue
-        if isinstance(value, (tuple, list)) and all(isinstance(v, np.ndarray) for v in value):
+        if isinstance(value, (tuple, list)) and all(_arrays(v) for v in value):
             continue
         what = "a representative-dataset function" if callable(value) else f"a {type(value).__name__}"
         raise BadInput(f"{key} is {what}, which cannot be sent to the cluster's nodes",
-                       fix=f"save the samples and pass the file instead, e.g. np.save('{key}.npy', x) and "
-                           f"{key}='{key}.npy' (or pass the arrays themselves)")
+                       fix=f"save the samples and pass the file instead: np.save('{key}.npy', x) and {key}='{key}.npy'"
+                           if key == "calib" else f"save them and pass the file instead: np.savez('{key}.npz', x=x, "
+                                                  f"y=y) and {key}='{key}.npz' (or pass the arrays themselves)")
+
+
+def _arrays(v) -> bool:
+    """An array, or a dict of arrays (a model with several inputs)."""
+    return isinstance(v, np.ndarray) or isinstance(v, dict) and all(isinstance(a, np.ndarray) for a in v.values())
 
 
 def check_model(model) -> Path:
@@ -167,47 +162,6 @@ def check_model(model) -> Path:
                        fix="save it first (model.save('model.keras')) and pass the path, or run the sweep without "
                            "ray=")
     return Path(model)
-
-
-# -- the task (runs on a node) --------------------------------------------------------------------------------------
-def _run_config(bundle: Bundle, config: str, finetune_epochs, seed: int, force: bool, name) -> dict:
-    """One config's compress run on this node, in a temporary folder; returns what the driver commits:
-    {"files": {name: bytes}, "report": dict, "paths": {this node's path: what it stands for}, "seconds", "node"}, or
-    {"error": error_to_dict(e), "traceback": str, ...} when compress raised."""
-    from .pipeline import compress
-    from .sweep import CONFIGS
-
-    root = Path(tempfile.mkdtemp(prefix="edgekeras-ray-"))
-    started = time.perf_counter()
-    node = {"node": _node_name(), "pid": os.getpid()}
-    try:
-        model = bundle.model.unpack(root / "model")
-        if bundle.card is not None:
-            bundle.card.unpack(root / "model")
-        paths = {str(model): "model"}
-        sources = {}
-        for i, (key, value) in enumerate(bundle.sources.items()):
-            if isinstance(value, Packed):
-                where = value.unpack(root / f"data{i}")
-                paths[str(where)] = key
-                sources[key] = where
-            else:
-                sources[key] = tuple(value) if isinstance(value, list) else value
-        out = root / "out" / config
-        paths[str(out)] = "output"
-        cfg = CONFIGS[config]
-        try:
-            report = compress(model, cfg.recipe(finetune_epochs, seed), calib=sources.get("calib"),
-                              eval=sources.get("eval"), output_dir=out, force=force, data=sources.get("data"),
-                              val=sources.get("val"), name=name)
-        except Exception as e:  # noqa: BLE001 - every failure of the config is its row's, sent back as data
-            return {"error": error_to_dict(e), "traceback": traceback.format_exc(), **node,
-                    "seconds": time.perf_counter() - started}
-        files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and not p.name.startswith(".")}
-        return {"files": files, "report_name": Path(report.report).name, "paths": paths, **node,
-                "seconds": time.perf_counter() - started, "producer": report.producer}
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- the driver ------------------------------------------------------------------------------------------------------
@@ -270,16 +224,23 @@ class Cluster:
         self.debug = debug
         self.connected_here = False
         self._warned: set[str] = set()  # nodes whose versions differ, said once
+        self._module = self._printer = None  # Ray's printing function, while its messages are logged instead
 
     def __enter__(self) -> "Cluster":
         ray = self.ray
-        if not ray.is_initialized():
+        if ray.is_initialized():
+            if self.address not in ("auto", "local"):
+                log.warning("Ray is already connected in this process: the configs run on that cluster, not at %s "
+                            "(call ray.shutdown() first to use another)", self.address)
+        else:
             target = {"auto": os.environ.get("RAY_ADDRESS") or None, "local": "local"}.get(self.address,
                                                                                          self.address)
+            if target not in (None, "local"):
+                check_reachable(target)
             try:
                 ray.init(address=target, log_to_driver=self.debug, logging_level=logging.WARNING,
                          configure_logging=True, include_dashboard=False if target in (None, "local") else None)
-            except ConnectionError as e:
+            except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
                 raise BadInput(f"cannot connect to the Ray cluster at {self.address}: {e}",
                                fix="start the cluster first (ray start --head, ray up, KubeRay), and pass its "
                                    "address, e.g. ray='ray://head:10001'; or ray='auto' for a local one",
@@ -294,8 +255,6 @@ class Cluster:
             self._module.print_to_stdstream = self._printer
         if self.connected_here:
             self.ray.shutdown()
-
-    _printer = None
 
     def _route_messages(self) -> None:
         """Ray prints the cluster's messages to the driver's stdout ("(raylet) Task _run_config failed... will be
@@ -325,22 +284,21 @@ class Cluster:
         return (f"{len(nodes)} node(s), {res.get('CPU', 0):g} CPU(s)" + (f", {gpus:g} GPU(s)" if gpus else ""))
 
     def resources(self, trains: bool, config_cpus: float, config_gpus) -> dict:
-        res = self.ray.cluster_resources()
-        biggest = max((n.get("Resources", {}).get("CPU", 0) for n in self.ray.nodes() if n.get("Alive")), default=0)
-        if config_cpus > biggest:
+        """What one config's task asks for; refused when no node of the cluster could ever run it."""
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+        gpus_on_a_node = max((n.get("GPU", 0) for n in nodes), default=0)
+        if config_cpus > cpus:
             raise BadInput(f"each config asks for {config_cpus:g} CPU(s), but the cluster's largest node has "
-                           f"{biggest:g}", fix=f"pass config_cpus={biggest:g} or fewer",
-                           cli_fix=f"pass --config-cpus {biggest:g} or fewer")
+                           f"{cpus:g}", fix=f"pass config_cpus={cpus:g} or fewer",
+                           cli_fix=f"pass --config-cpus {cpus:g} or fewer")
         gpus = 0
         if trains:
-            if config_gpus is None:
-                gpus = 1 if res.get("GPU", 0) >= 1 else 0
-            else:
-                gpus = config_gpus
-                if gpus and res.get("GPU", 0) < gpus:
-                    raise BadInput(f"the fine-tuning configs ask for {gpus:g} GPU(s), but the cluster has "
-                                   f"{res.get('GPU', 0):g}", fix="leave config_gpus unset, or pass 0",
-                                   cli_fix="leave --config-gpus out, or pass 0")
+            gpus = (1 if gpus_on_a_node >= 1 else 0) if config_gpus is None else config_gpus
+            if gpus > gpus_on_a_node:
+                raise BadInput(f"the fine-tuning configs ask for {gpus:g} GPU(s) each, but no node of the cluster has "
+                               f"more than {gpus_on_a_node:g}", fix="leave config_gpus unset, or pass 0",
+                               cli_fix="leave --config-gpus out, or pass 0")
         return {"num_cpus": config_cpus, "num_gpus": gpus}
 
     def _check_versions(self, result: dict) -> None:
@@ -356,30 +314,29 @@ class Cluster:
                         "same versions on every node (%s)", result["node"],
                         ", ".join(f"{k} {a} (here {b})" for k, (a, b) in differ.items()), INSTALL)
 
-    def run(self, bundle: Bundle, jobs: list[tuple[str, bool, dict]], *, finetune_epochs, seed: int, name,
-            config_cpus: float, config_gpus, finish: Callable[[str, dict], Outcome]) -> Iterator[Outcome]:
-        """Start one task per job (config name, whether it fine-tunes, its compress keywords force), and yield each
-        config's outcome as it finishes, after `finish(config, result)` committed it. Ctrl-C (or closing the
-        generator) cancels the tasks still running."""
+    def run(self, body: Callable[..., dict], bundle: Bundle, jobs: list[tuple[str, bool, bool]], *, finetune_epochs,
+            seed: int, name, config_cpus: float, config_gpus,
+            finish: Callable[[str, dict], Outcome]) -> Iterator[Outcome]:
+        """Start one task of `body` per job (config name, whether it fine-tunes, force), and yield each config's
+        outcome as it finishes, after `finish(config, result)` committed it. Every task's resources are checked
+        before any starts. Ctrl-C (or closing the generator) cancels the tasks still running."""
         ray = self.ray
-        task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_config)
+        options = {config: self.resources(trains, config_cpus, config_gpus) for config, trains, _ in jobs}
+        task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(body)
         ref = ray.put(bundle)
         pending = {}
-        for config, trains, force in jobs:
-            options = self.resources(trains, config_cpus, config_gpus)
-            pending[task.options(**options, name=f"edgekeras sweep {config}").remote(
-                ref, config, finetune_epochs, seed, force, name)] = config
         try:
+            for config, _, force in jobs:
+                pending[task.options(**options[config], name=f"edgekeras sweep {config}").remote(
+                    ref, config, finetune_epochs, seed, force, name)] = config
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT)
                 for r in done:
                     config = pending.pop(r)
                     try:
                         result = ray.get(r)
-                    except (ray.exceptions.RayError, OSError) as e:  # the node or worker died, past the retries
-                        yield Outcome(config, error=EdgeKerasError(
-                            f"lost on the cluster after {MAX_RETRIES} retries: {_first(e)}",
-                            fix="rerun the same sweep: it redoes only the configs not finished"))
+                    except ray.exceptions.RayError as e:
+                        yield Outcome(config, error=self._lost(e))
                         continue
                     if "error" in result:
                         yield Outcome(config, error=EdgeKerasError.from_dict(result["error"]),
@@ -397,6 +354,18 @@ class Cluster:
                 except Exception:  # noqa: BLE001 - a task that finished meanwhile
                     pass
 
+    def _lost(self, e: BaseException) -> EdgeKerasError:
+        """A task Ray could not finish: its node or worker died past the retries, or it could not run at all."""
+        lost = tuple(getattr(self.ray.exceptions, n) for n in ("NodeDiedError", "WorkerCrashedError", "ObjectLostError",
+                                                                "OwnerDiedError", "TaskCancelledError")
+                     if hasattr(self.ray.exceptions, n))
+        if isinstance(e, lost):
+            return EdgeKerasError(f"lost on the cluster after {MAX_RETRIES} retries: {_first(e)}",
+                                  fix="rerun the same sweep: it redoes only the configs not finished")
+        return EdgeKerasError(f"could not run on the cluster: {_first(e)}",
+                              fix=f"install edgekeras with the driver's versions on every node ({INSTALL}); "
+                                  "--debug shows Ray's messages")
+
 
 # -- the precision search's candidates ------------------------------------------------------------------------------
 def _score_candidate(context: dict, recipe: list) -> dict:
@@ -404,10 +373,10 @@ def _score_candidate(context: dict, recipe: list) -> dict:
     from .precision import score_candidate
 
     try:
-        data, value, note = score_candidate(context, recipe)
+        data, value, note, failed = score_candidate(context, recipe)
     except Exception as e:  # noqa: BLE001 - raised again on the driver, as the local search would raise it
         return {"error": error_to_dict(e)}
-    return {"data": data, "value": value, "note": note, "node": _node_name()}
+    return {"data": data, "value": value, "note": note, "failed": failed, "node": node_name()}
 
 
 class CandidateFarm:
@@ -421,10 +390,13 @@ class CandidateFarm:
         self.cpus = cpus
         self._context = None
         self._ref = None
+        self._task = None
         self.nodes: dict[str, int] = {}  # candidates scored per node
 
     def __enter__(self) -> "CandidateFarm":
         self.cluster.__enter__()
+        self._task = self.cluster.ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False,
+                                             num_cpus=self.cpus)(_score_candidate)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -434,8 +406,7 @@ class CandidateFarm:
         ray = self.cluster.ray
         if context is not self._context:  # one search: its file, calibration and data go to the store once
             self._context, self._ref = context, ray.put(context)
-        task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, num_cpus=self.cpus)(_score_candidate)
-        refs = [task.options(name="edgekeras precision candidate").remote(self._ref, r) for r in recipes]
+        refs = [self._task.options(name="edgekeras precision candidate").remote(self._ref, r) for r in recipes]
         try:
             results = ray.get(refs)
         except BaseException as e:
@@ -453,11 +424,11 @@ class CandidateFarm:
             if "error" in r:
                 raise EdgeKerasError.from_dict(r["error"])
             self.nodes[r["node"]] = self.nodes.get(r["node"], 0) + 1
-            out.append((r["data"], r["value"], r["note"]))
+            out.append((r["data"], r["value"], r["note"], r["failed"]))
         return out
 
 
-def _node_name() -> str:
+def node_name() -> str:
     """This node as the table names it: host and Ray's node id (several nodes may share a host)."""
     try:
         import ray

@@ -757,10 +757,10 @@ def _notes(candidates: list[Candidate], chosen: Candidate, met: bool, max_drop: 
 
 # ------------------------------------------------------------------------------------------------- measuring
 def _measure_file(path: Path, eval_x: dict[str, np.ndarray], eval_y: np.ndarray, metric: str, kind: str | None,
-                  output: str, threads: int | None = None, latency: bool = True) -> tuple[float, float, str]:
+                  output: str, threads: int | None = None, latency: bool = True) -> tuple[float, float | None, str]:
     """(metric on the evaluation data, median one-sample latency in ms, the runtime's note) of a file as
     deployed: `open_session` with its default kernels (and `threads`, default: the runtime's) and its own input
-    quantization. `latency=False`: not timed (0.0)."""
+    quantization. `latency=False`: not timed (None; 0.0 still for a file that failed on the data)."""
     from ..errors import RuntimeFailure
     from ..runtime.session import open_session
 
@@ -775,7 +775,7 @@ def _measure_file(path: Path, eval_x: dict[str, np.ndarray], eval_y: np.ndarray,
         raise UnsupportedModel(f"{path.suffix} candidate has outputs {list(outputs)}, not {output!r}",
                                fix="please report this model")
     value = score(metric, outputs[output], eval_y, kind)
-    return value, _latency_ms(session, eval_x) if latency else 0.0, session.note
+    return value, _latency_ms(session, eval_x) if latency else None, session.note
 
 
 def _latency_ms(session, eval_x: dict[str, np.ndarray]) -> float:

@@ -847,9 +847,9 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
         compare: files measured beside the result in the same run, by name (e.g. {"int8": plain, "float32": f32}).
         progress: called with (candidates measured, candidates at most).
         fan_out: builds and scores several candidates elsewhere: `fan_out(context, recipes)` returns one
-            (file bytes, metric value, runtime note) per recipe (`cluster.CandidateFarm.score`); `context` holds
-            the float32 file, the calibration result and the evaluation data. Latencies are still measured here,
-            so that every candidate is timed on one machine.
+            `score_candidate` result (file bytes, metric value, runtime note, failed) per recipe
+            (`cluster.CandidateFarm.score`); `context` holds the float32 file, the calibration result and the
+            evaluation data. Latencies are still measured here, so that every candidate is timed on one machine.
 
     Returns:
         A `SearchResult`.
@@ -900,28 +900,6 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
             value, latency = measure_bytes(data, "candidate")
             return record(assignment, purpose, data, value, latency)
 
-        def measure_many(items: list[tuple[dict[str, str], str]]) -> list[Trial]:
-            from ..runtime.session import open_session
-            from .gate import _latency_ms
-
-            recipes = [recipe_for(a, scopes, io) for a, _ in items]
-            scored = fan_out(context, recipes)
-            trials = []
-            for (assignment, purpose), recipe, (data, value, note) in zip(items, recipes, scored):
-                files[json.dumps(recipe, sort_keys=True)] = data
-                if note:
-                    runtime_notes.append(note)
-                path = Path(tmp) / "candidate.tflite"
-                path.write_bytes(data)
-                trials.append(record(assignment, purpose, data, value,
-                                     _latency_ms(open_session(path, threads=MEASURE_THREADS), eval_x)))
-            return trials
-
-        context = None if fan_out is None else {
-            "float_data": float_data, "qsvs": builder.qsvs, "signature": signature,
-            "samples": builder.calibration_samples, "eval_x": eval_x, "eval_y": eval_y, "metric": metric, "kind": kind,
-            "output": output}
-
         def record(assignment: dict[str, str], purpose: str, data: bytes, value: float, latency: float) -> Trial:
             drop = drop_of(metric, value, keras_value)
             if progress is not None:
@@ -932,17 +910,16 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
             return t
 
         def retime(assignment: dict[str, str]) -> float:
-            from ..runtime.session import open_session
-            from .gate import _latency_ms
-
-            path = Path(tmp) / "retimed.tflite"
-            path.write_bytes(files[json.dumps(recipe_for(assignment, scopes, io), sort_keys=True)])
-            return _latency_ms(open_session(path, threads=MEASURE_THREADS), eval_x)
+            return _time_file(files[json.dumps(recipe_for(assignment, scopes, io), sort_keys=True)], Path(tmp), eval_x)
 
         trial_log: list[Trial] = []
         outcome = search(layers, [name for name, _ in ranking], measure, max_drop=max_drop, objective=objective,
                          precisions=allowed, budget=budget, unit=unit, retime=retime,
-                         measure_many=measure_many if fan_out is not None else None)
+                         measure_many=None if fan_out is None else _fanned_out(
+                             fan_out, {"float_data": float_data, "qsvs": builder.qsvs, "signature": signature,
+                                       "samples": builder.calibration_samples, "eval_x": eval_x, "eval_y": eval_y,
+                                       "metric": metric, "kind": kind, "output": output},
+                             lambda a: recipe_for(a, scopes, io), files, Path(tmp), record, runtime_notes))
         recipe = recipe_for({k: v for k, v in outcome.chosen.assignment.items() if v != "int8"}, scopes, io)
         data = files[json.dumps(recipe, sort_keys=True)]
         compared = {}
@@ -963,9 +940,39 @@ def search_file(source, float_data: bytes, calibration: dict[str, np.ndarray], e
                         calibration_samples=builder.calibration_samples, notes=list(dict.fromkeys(notes)))
 
 
-def score_candidate(context: dict, recipe: list[dict]) -> tuple[bytes, float, str]:
+def _fanned_out(fan_out, context: dict, recipe_of, files: dict[str, bytes], tmp: Path, record,
+                notes: list[str]):
+    """`search`'s measure_many for `search_file`: the candidates built and scored by `fan_out`, timed here (a
+    candidate that failed on its data is not timed: 0.0, as `_measure_file` gives it)."""
+    def measure_many(items: list[tuple[dict[str, str], str]]) -> list[Trial]:
+        recipes = [recipe_of(a) for a, _ in items]
+        trials = []
+        for (assignment, purpose), recipe, (data, value, note, failed) in zip(items, recipes,
+                                                                             fan_out(context, recipes)):
+            files[json.dumps(recipe, sort_keys=True)] = data
+            if note:
+                notes.append(note)
+            latency = 0.0 if failed else _time_file(data, tmp, context["eval_x"])
+            trials.append(record(assignment, purpose, data, value, latency))
+        return trials
+
+    return measure_many
+
+
+def _time_file(data: bytes, tmp: Path, eval_x: dict[str, np.ndarray]) -> float:
+    """Median one-sample latency (ms) of a file's bytes, as the search times every candidate."""
+    from ..runtime.session import open_session
+    from .gate import _latency_ms
+
+    path = tmp / "timed.tflite"
+    path.write_bytes(data)
+    return _latency_ms(open_session(path, threads=MEASURE_THREADS), eval_x)
+
+
+def score_candidate(context: dict, recipe: list[dict]) -> tuple[bytes, float, str, bool]:
     """One candidate of a fanned-out search, built from `context` (see `search_file`'s fan_out) and scored on its
-    evaluation data with LiteRT's default kernels, as `search_file` scores its own: (file bytes, value, note)."""
+    evaluation data with LiteRT's default kernels, as `search_file` scores its own: (file bytes, value, note,
+    whether it failed on the data: then scored as the worst, and not timed)."""
     from .gate import _measure_file
 
     data = Builder.calibrated(context["float_data"], context["qsvs"], context["signature"],
@@ -973,9 +980,9 @@ def score_candidate(context: dict, recipe: list[dict]) -> tuple[bytes, float, st
     with tempfile.TemporaryDirectory(prefix="edgekeras-candidate-") as tmp:
         path = Path(tmp) / "candidate.tflite"
         path.write_bytes(data)
-        value, _, note = _measure_file(path, context["eval_x"], context["eval_y"], context["metric"],
-                                       context["kind"], context["output"], MEASURE_THREADS, latency=False)
-    return data, value, note
+        value, latency, note = _measure_file(path, context["eval_x"], context["eval_y"], context["metric"],
+                                             context["kind"], context["output"], MEASURE_THREADS, latency=False)
+    return data, value, note, latency is not None  # not timed when it ran: 0.0 when it failed
 
 
 def _summary(outcome: Outcome, what: str, objective: str, unit: str, max_drop: float) -> str:

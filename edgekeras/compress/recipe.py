@@ -283,7 +283,7 @@ class Recipe:
             raise BadInput("--objective is what the precision search minimizes, and no search was asked for",
                            fix="add --precision auto (with --max-accuracy-drop and --eval)")
         if self.ray is not None:
-            from .cluster import check_address, import_ray
+            from .ray_check import check_address, import_ray
 
             if self.precision is None:
                 raise BadInput("ray= fans the precision search's candidates out on a Ray cluster, and no search was "

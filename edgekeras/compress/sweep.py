@@ -503,13 +503,47 @@ def _run_on_ray(plan: _Plan, model, todo: list[tuple[int, SweepConfig]], made: _
             return Outcome(config, folder=folder)
 
         jobs = [(cfg.name, cfg.trains, plan.force or cfg.name in plan.leftovers) for _, cfg in todo]
-        runs = cluster.run(bundle, jobs, finetune_epochs=plan.finetune_epochs, seed=plan.seed, name=name,
+        runs = cluster.run(_config_task, bundle, jobs, finetune_epochs=plan.finetune_epochs, seed=plan.seed, name=name,
                            config_cpus=config_cpus, config_gpus=config_gpus, finish=finish)
         try:
             _collect(plan, runs, made, progress)
         finally:
             runs.close()  # an error here, or Ctrl-C: the tasks still running are cancelled
     made.ran.sort(key=[c.name for c in plan.configs].index)
+
+
+def _config_task(bundle, config: str, finetune_epochs, seed: int, force: bool, name) -> dict:
+    """One config's Ray task, on its node: the compress run a local sweep makes, in a temporary folder; returns what
+    the driver commits: {"files": {name: bytes}, "report_name", "paths": {this node's path: what it stands for},
+    "seconds", "node", "producer"}, or {"error": error_to_dict(e), "traceback", ...} when compress raised."""
+    import shutil
+    import tempfile
+    import traceback
+
+    from ..errors import error_to_dict
+    from .cluster import node_name, unpack
+
+    root = Path(tempfile.mkdtemp(prefix="edgekeras-ray-"))
+    started = time.perf_counter()
+    node = {"node": node_name(), "pid": os.getpid()}
+    try:
+        model, sources, paths = unpack(bundle, root)
+        out = root / "out" / config
+        paths[str(out)] = "output"
+        cfg = CONFIGS[config]
+        try:
+            report = compress(model, cfg.recipe(finetune_epochs, seed), calib=sources.get("calib"),
+                              eval=sources.get("eval"), output_dir=out, force=force,
+                              data=sources.get("data") if cfg.trains else None,
+                              val=sources.get("val") if cfg.trains else None, name=name)
+        except Exception as e:  # noqa: BLE001 - every failure of the config is its row's, sent back as data
+            return {"error": error_to_dict(e), "traceback": traceback.format_exc(), **node,
+                    "seconds": time.perf_counter() - started}
+        files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and not p.name.startswith(".")}
+        return {"files": files, "report_name": Path(report.report).name, "paths": paths, **node,
+                "seconds": time.perf_counter() - started, "producer": report.producer}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _collect(plan: _Plan, runs, made: _Made, progress) -> None:
@@ -527,6 +561,8 @@ def _collect(plan: _Plan, runs, made: _Made, progress) -> None:
             made.errors[cfg.name] = outcome.error
             log.info("[%d/%d] %s: failed on %s (a FAIL row): %s", done, n, cfg.name, outcome.node or "the cluster",
                      _error_text(outcome.error))
+            if outcome.traceback:
+                log.debug("%s on %s:\n%s", cfg.name, outcome.node, outcome.traceback)
             _tell(progress, done, total, f"{cfg.name}: FAILED on {outcome.node or 'the cluster'}")
             continue
         report, why = _finished_run(outcome.folder, plan.report_names[cfg.name], plan.row_names[cfg.name],
@@ -541,8 +577,9 @@ def _collect(plan: _Plan, runs, made: _Made, progress) -> None:
 
 
 def _error_text(e: EdgeKerasError) -> str:
+    """`Type: first line of the message (fix: its fix)`, a FAIL row's reason."""
     first = e.message.splitlines()[0] if e.message else ""
-    return f"{type(e).__name__}: {first}"
+    return f"{type(e).__name__}: {first}" + (f" (fix: {e.fix})" if e.fix else "")
 
 
 # -- plan: everything checked before any run ---------------------------------------------------------------------
@@ -596,7 +633,8 @@ def _plan(model, *, data, eval, calib, output_dir, configs, val, seed, force, fi
           name=None, ray=None, config_cpus=1, config_gpus=None) -> _Plan:
     chosen = select_configs(configs)
     if ray is not None:
-        from .cluster import check_address, check_model, check_resources, check_sendable, import_ray
+        from .cluster import check_model, check_resources, check_sendable
+        from .ray_check import check_address, import_ray
 
         import_ray()
         check_address(ray)

@@ -234,6 +234,7 @@ def test_probes_measured_together_give_the_same_search():
     order, and the same decisions as measuring them one at a time, on random models and budgets."""
     import random
 
+    batches = []
     for seed in range(40):
         rnd = random.Random(seed)
         n = rnd.randint(3, 12)
@@ -250,7 +251,6 @@ def test_probes_measured_together_give_the_same_search():
         budget, objective = rnd.choice([6, 40, 120]), rnd.choice(["size", "latency"])
         alone, together = Files(model=model), Files(model=model)
         alone.layers = together.layers = layers
-        batches = []
 
         def many(items, files=together):
             batches.append(len(items))
@@ -262,4 +262,4 @@ def test_probes_measured_together_give_the_same_search():
         assert [(t.assignment, t.purpose) for t in a.trials] == [(t.assignment, t.purpose) for t in b.trials], seed
         assert a.precisions == b.precisions and a.reasons == b.reasons and a.notes == b.notes, seed
         assert all(k > 1 for k in batches), seed  # a single new probe is measured as one
-    assert batches  # some search probed several layers at once
+    assert len(batches) >= 10  # searches that probed several layers at once
