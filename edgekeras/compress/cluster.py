@@ -1,16 +1,17 @@
 """Running a sweep's configs on a Ray cluster (`edgekeras sweep --ray [ADDRESS]`, `sweep(..., ray="auto")`).
 
-Ray is an optional extra (`pip install "edgekeras[ray]"`): this module imports it only inside `connect`, and
-nothing else in edgekeras imports this module unless a sweep is given `ray=`.
+Ray is an optional extra (`pip install "edgekeras[ray]"`): it is imported only when a `Cluster` is made
+(`ray_check.import_ray`), and nothing in edgekeras makes one unless a run is given `ray=`. The precision search's
+candidates use the same connection (`CandidateFarm`).
 
 What runs where:
 - **The driver** (the machine that runs `edgekeras sweep`) checks everything a local sweep checks, packs the model
   file (or SavedModel folder) and every data file or folder into one `Bundle`, and puts it into Ray's object store
   once. Nothing assumes a shared file system.
-- **Each config is one Ray task** (`_run_config`), with `config_cpus` CPUs and, for the fine-tuning configs, a GPU
-  where the cluster has GPUs (or `config_gpus`). On its node the task unpacks the bundle into a temporary folder,
-  keeping every file's name (the cards name the data files), runs the same `edgekeras.compress` a local sweep
-  runs, and returns the files it made and its report. A config that raises returns its error instead: a FAIL row.
+- **Each config is one Ray task** (`sweep._config_task`), with `config_cpus` CPUs and, for the fine-tuning
+  configs, a GPU where a node has one (or `config_gpus`). On its node the task unpacks the bundle into a temporary
+  folder, keeping every file's name (the cards name the data files), runs the same `edgekeras.compress` a local
+  sweep runs, and returns the files it made and its report. A config that raises returns its error instead: a FAIL row.
 - **The driver commits** each result as it arrives into `output_dir/<config>/`, through the same staging folder and
   atomic moves as compress (`Staging`), after writing the driver's paths into the report where the task's
   temporary ones were: the report has the bytes a local run writes. The report is the last file moved, so an
@@ -257,7 +258,7 @@ class Cluster:
             self.ray.shutdown()
 
     def _route_messages(self) -> None:
-        """Ray prints the cluster's messages to the driver's stdout ("(raylet) Task _run_config failed... will be
+        """Ray prints the cluster's messages to the driver's stdout ("(raylet) Task _config_task failed... will be
         retried"), where the table and --json go. They are logged instead: a warning, shown once after the result."""
         try:
             from ray._private import worker as module
