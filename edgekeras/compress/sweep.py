@@ -484,6 +484,8 @@ def _run_on_ray(plan: _Plan, model, todo: list[tuple[int, SweepConfig]], made: _
     from .. import settings
     from .cluster import Bundle, Cluster, Outcome, commit
 
+    if not todo:  # every config finished by an earlier sweep: no cluster needed (`auto` would start one)
+        return
     bundle = Bundle.of(Path(model), {"eval": plan.eval, "data": plan.data, "val": plan.val, "calib": plan.calib})
     with Cluster(address, debug=settings.current().debug) as cluster:
         made.cluster = {"address": address, "resources": cluster.describe(), "config_cpus": config_cpus,
@@ -491,8 +493,6 @@ def _run_on_ray(plan: _Plan, model, todo: list[tuple[int, SweepConfig]], made: _
         driver = {"model": str(Path(model).resolve()), **{k: str(getattr(plan, k)) for k in ("eval", "data", "val",
                                                                                           "calib")
                                                           if isinstance(getattr(plan, k), (str, os.PathLike))}}
-        if not todo:
-            return
         log.info("on Ray (%s): %d config(s) as tasks of %g CPU(s) each", made.cluster["resources"], len(todo),
                  config_cpus)
 

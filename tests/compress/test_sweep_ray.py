@@ -504,6 +504,7 @@ def test_the_same_sweep_on_two_nodes_gives_the_same_table_and_files(cluster, dig
     # a rerun on the cluster finds every config finished and runs nothing
     again = sweep(m["model"], output_dir=tmp_path / "there", ray=cluster.address, **args)
     assert again.ran == [] and again.resumed == ["float32", "float16", "int8", "prune50"]
+    assert again.cluster is None  # nothing to run: not even connected
 
 
 @pytest.mark.slow
