@@ -442,11 +442,18 @@ def tempfile_short() -> str:
     return tempfile.mkdtemp(prefix="ekr-", dir="/tmp")
 
 
+def _default_sigint() -> None:
+    # A test run started in the background by a shell (`pytest &`, nohup, some CI runners) inherits SIGINT ignored,
+    # and a Python started with it ignored never raises KeyboardInterrupt: the child gets the default back
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _sweep_cli(model, evaluation, calib, out, *extra, configs=CONFIGS, env=None) -> subprocess.Popen:
     return subprocess.Popen([str(Path(sys.executable).with_name("edgekeras")), "sweep", str(model), "--eval",
                              str(evaluation), "--calib", str(calib), "--configs", ",".join(configs), "-o", str(out),
                              *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
 
 
 def _rows_without_timings(table: str) -> list[str]:
