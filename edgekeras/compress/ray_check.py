@@ -63,9 +63,10 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     for an address nothing answers on)."""
     import socket
 
-    if address in ("auto", "local"):
+    try:
+        host, port = _host_port(address, {})
+    except BadInput:  # another form (RAY_ADDRESS may hold one): Ray judges it
         return
-    host, port = _host_port(address, {})
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:

@@ -197,6 +197,11 @@ def test_an_address_nothing_answers_on_is_refused_at_once(digits_model, tmp_path
               output_dir=tmp_path / "s", configs=["int8"], ray=f"127.0.0.1:{port}")
     assert time.monotonic() - started < 30
     assert f"nothing answers at 127.0.0.1:{port}" in e.value.message and "ray start --head" in e.value.fix
+    from edgekeras.compress.ray_check import check_reachable
+
+    check_reachable("auto")  # not host:port (RAY_ADDRESS may say so): left to Ray
+    with pytest.raises(BadInput, match="nothing answers at ray://127.0.0.1"):
+        check_reachable(f"ray://127.0.0.1:{port}")
 
 
 class FakeRay:
