@@ -359,8 +359,8 @@ def sweep(model, *, data, eval, calib=None, output_dir, configs=None, val=None, 
             new local one), "local" (a new local one) or the head's address ("ray://head:10001", "head:6379").
             The model must be a file or folder; data are paths or arrays. Default: run here, one after another.
         config_cpus: CPUs each config's task asks Ray for (with `ray=`).
-        config_gpus: GPUs each fine-tuning config's task asks for (with `ray=`); default: 1 where the cluster has
-            GPUs, else 0. The other configs never ask for one.
+        config_gpus: GPUs each fine-tuning config's task asks for (with `ray=`); default: 1 where a node has a
+            GPU, else 0. The other configs never ask for one.
 
     Returns:
         A `SweepReport`; `report.row("int8")` is the int8 row, `report.pareto("size")` the size front.
