@@ -155,20 +155,28 @@ def test_probes_leave_budget_to_give_layers_back_on_a_deep_model():
     assert "conv299" in lifted and len(lifted) < 50  # given back, not the whole model left lifted
 
 
+def random_model(rnd, fewest: int):
+    """A random model of 'fewest' to 12 layers (with and without weights, some joined by ADD or CONCATENATION) and
+    its drop: each layer's cost at its precision, float32 costing nothing."""
+    n = rnd.randint(fewest, 12)
+    layers = [Layer(f"l{i}", rnd.choice([0, 50, 500]), (rnd.choice(["CONV_2D", "ADD", "CONCATENATION"]),),
+                    tuple(f"l{j}" for j in range(i) if rnd.random() < 0.3)) for i in range(n)]
+    cost = {(layer.name, p): rnd.choice([0.0, 0.1, 0.4, 2.0, 9.0]) for layer in layers for p in PRECISIONS}
+
+    def model(assignment):
+        return sum(cost[(layer.name, assignment.get(layer.name, "int8"))] for layer in layers
+                   if assignment.get(layer.name, "int8") != "float32")
+
+    return layers, model
+
+
 def test_random_models_keep_the_search_s_promises():
     import random
 
     for seed in range(60):
         rnd = random.Random(seed)
-        n = rnd.randint(2, 12)
-        layers = [Layer(f"l{i}", rnd.choice([0, 50, 500]), (rnd.choice(["CONV_2D", "ADD", "CONCATENATION"]),),
-                        tuple(f"l{j}" for j in range(i) if rnd.random() < 0.3)) for i in range(n)]
-        cost = {(layer.name, p): rnd.choice([0.0, 0.1, 0.4, 2.0, 9.0]) for layer in layers for p in PRECISIONS}
-
-        def model(assignment, layers=layers, cost=cost):
-            return sum(cost[(layer.name, assignment.get(layer.name, "int8"))] * (p != "float32")
-                       for layer in layers for p in [assignment.get(layer.name, "int8")])
-
+        layers, model = random_model(rnd, fewest=2)
+        n = len(layers)
         files = Files(model=model, slow={"int16x8": rnd.choice([0.0, 3.0])})
         files.layers = layers
         ranking = [layer.name for layer in layers]
@@ -237,15 +245,7 @@ def test_probes_measured_together_give_the_same_search():
     batches = []
     for seed in range(40):
         rnd = random.Random(seed)
-        n = rnd.randint(3, 12)
-        layers = [Layer(f"l{i}", rnd.choice([0, 50, 500]), (rnd.choice(["CONV_2D", "ADD", "CONCATENATION"]),),
-                        tuple(f"l{j}" for j in range(i) if rnd.random() < 0.3)) for i in range(n)]
-        cost = {(layer.name, p): rnd.choice([0.0, 0.1, 0.4, 2.0, 9.0]) for layer in layers for p in PRECISIONS}
-
-        def model(assignment, layers=layers, cost=cost):
-            return sum(cost[(layer.name, assignment.get(layer.name, "int8"))] for layer in layers
-                       if assignment.get(layer.name, "int8") != "float32")
-
+        layers, model = random_model(rnd, fewest=3)
         ranking = [layer.name for layer in layers]
         rnd.shuffle(ranking)
         budget, objective = rnd.choice([6, 40, 120]), rnd.choice(["size", "latency"])
