@@ -20,7 +20,7 @@ from click.core import ParameterSource
 from .. import modes as _modes
 from ..compress import recipe as _r  # the defaults and valid values of compress' options
 from ..errors import BadInput, EdgeKerasError
-from .base import echo_warnings
+from .base import echo_warnings, ray_option
 from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_dict, _mode_options, _output_options,
                    _run, main)
 
@@ -69,10 +69,9 @@ from .base import (_CHECKPOINTS_KEPT, _NOTHING_WRITTEN, _debug_option, _error_di
                    "the int8 ONNX file is searched the same way).")
 @click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
               help="What --precision minimizes: bytes, or the latency measured on LiteRT.")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
-              help="With --precision: build and score the search's candidates as tasks on a Ray cluster (alone or "
-                   "'auto': RAY_ADDRESS, else a cluster started here, else a new local one; or the head's address). "
-                   "Latency is still measured here. Needs: pip install \"edgekeras[ray]\".")
+@ray_option("With --precision: build and score the search's candidates as tasks on a Ray cluster (alone or "
+            "'auto': RAY_ADDRESS, else a cluster started here, else a new local one; or the head's address). "
+            "Latency is still measured here. Needs: pip install \"edgekeras[ray]\".")
 @click.option("--data", type=click.Path(path_type=str),
               help="Training data for --prune/--cluster/--qat: .npz (x, y) or an image folder of class subfolders.")
 @click.option("--val", type=click.Path(path_type=str), help="Validation data for the fine-tuning (same forms).")

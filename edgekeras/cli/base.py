@@ -146,6 +146,25 @@ def echo_warnings(warnings: list[str], where: str, said_by: dict[str, str] | Non
         _shown.add(w)
 
 
+def ray_option(help_text: str):
+    """--ray [ADDRESS] (alone: "auto"). Checked before the other parameters: `--ray model.h5` takes the model's path
+    as the address, and click would only say that MODEL is missing."""
+
+    def check(ctx, param, value):
+        if value is not None:
+            from ..compress.ray_check import check_address
+            from ..errors import BadInput
+
+            try:
+                check_address(value)
+            except BadInput as e:
+                raise click.BadParameter(f"{e.message}. How to fix: {e.cli_fix or e.fix}") from None
+        return value
+
+    return click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+                        is_eager=True, callback=check, help=help_text)
+
+
 def _debug_option(f):
     """--debug on every command (also accepted before the command name)."""
 

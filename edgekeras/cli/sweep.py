@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .. import settings
-from .base import _debug_option, _output_options, _run, echo_warnings, main
+from .base import _debug_option, _output_options, _run, echo_warnings, main, ray_option
 
 # The names of edgekeras.compress.sweep.GRID, spelled out so that --help imports nothing (a test keeps them equal).
 CONFIG_NAMES = ("float32", "float16", "dynamic", "int8", "searched", "prune50", "prune80", "2of4", "cluster16", "qat",
@@ -41,14 +41,13 @@ CONFIG_NAMES = ("float32", "float16", "dynamic", "int8", "searched", "prune50", 
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of calibration sampling and fine-tuning.")
 @click.option("--force", is_flag=True, help="Rerun every config, replacing the files of earlier runs.")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
-              help="Run the configs as tasks on a Ray cluster: alone (or 'auto'), RAY_ADDRESS, else a cluster started "
-                   "on this machine, else a new local one; or the head's address (ray://head:10001, head:6379). "
-                   "Needs the extra: pip install \"edgekeras[ray]\". Latency is still measured here.")
+@ray_option("Run the configs as tasks on a Ray cluster: alone (or 'auto'), RAY_ADDRESS, else a cluster started "
+            "on this machine, else a new local one; or the head's address (ray://head:10001, head:6379). "
+            "Needs the extra: pip install \"edgekeras[ray]\". Latency is still measured here.")
 @click.option("--config-cpus", type=click.FloatRange(min=0, min_open=True), default=1, show_default=True,
               help="With --ray: CPUs each config's task asks for.")
 @click.option("--config-gpus", type=click.FloatRange(min=0),
-              help="With --ray: GPUs each fine-tuning config's task asks for [default: 1 where the cluster has GPUs, "
+              help="With --ray: GPUs each fine-tuning config's task asks for [default: 1 where a node has a GPU, "
                    "else 0].")
 @_output_options
 @_debug_option

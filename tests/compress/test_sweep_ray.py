@@ -60,6 +60,19 @@ def test_a_missing_ray_is_named_with_its_install_command_before_anything_is_writ
     assert "Traceback" not in r.stderr and not out.exists()
 
 
+def test_a_model_path_taken_as_the_address_is_named_before_click_asks_for_the_model(digits_model, tmp_path):
+    from click.testing import CliRunner
+
+    from edgekeras import cli
+
+    r = CliRunner().invoke(cli.main, ["sweep", "--ray", str(digits_model["model"]), "--eval",
+                                      str(digits_model["eval"]), "-o", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "Missing argument" not in r.output
+    assert "was taken as the Ray cluster's address, and it is a file" in r.output
+    assert "How to fix: pass --ray alone (same as --ray auto, and then after MODEL)" in r.output
+    assert not (tmp_path / "s").exists()
+
+
 def test_the_python_api_raises_missing_dependency(digits_model, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingDependency) as e:
