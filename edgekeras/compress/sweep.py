@@ -724,7 +724,8 @@ def _peek(source) -> tuple[int, tuple, int | None] | None:
         if shapes is None or "x" not in shapes:
             return None
         x = shapes["x"]
-        return (x[0], tuple(x[1:]), shapes["y"][0] if shapes.get("y") else None) if x else None
+        labels = [v for k, v in shapes.items() if k == "y" or k.startswith("y_")]  # y_<output>: a named output's
+        return (x[0], tuple(x[1:]), labels[0][0] if labels and labels[0] else None) if x else None
     return None
 
 
@@ -759,7 +760,8 @@ def _check_data_agree(eval, data, val) -> None:
         n, shape, n_y = peek
         where = f"{flag} {source}" if isinstance(source, Path) else f"{flag.lstrip('-')} (arrays)"
         if n_y is None:
-            raise BadInput(f"{where} has no labels", fix="save inputs and labels together: np.savez(path, x=x, y=y)")
+            raise BadInput(f"{where} has no labels", fix="save inputs and labels together: np.savez(path, x=x, y=y) "
+                                                         "(or y_<output name>=labels for a model with several outputs)")
         if n_y != n:
             raise BadInput(f"{where} has {n} samples but {n_y} labels", fix="give one label per sample")
         seen[flag] = (shape, where)

@@ -333,3 +333,17 @@ def test_a_model_file_named_as_users_name_them(digits_model, tmp_path):
                    configs=["float16"])
     assert [Path(r.path).name for r in report.rows] == ["my model (1).float32.tflite", "my model (1).float16.tflite"]
     assert "1 more" in format_table(report).splitlines()[0]
+
+
+def test_labels_named_after_an_output_count_as_labels(tmp_path):
+    """A model with several outputs takes its labels as y_<output> (compress asks for them so); the sweep's check
+    before any run counted only `y`, and refused such a file as having no labels."""
+    from edgekeras.compress.sweep import _check_data_agree, _peek
+
+    np.savez(tmp_path / "eval.npz", x=np.zeros((5, 3)), y_cls=np.zeros(5))
+    np.savez(tmp_path / "none.npz", x=np.zeros((5, 3)))
+    assert _peek(tmp_path / "eval.npz") == (5, (3,), 5)
+    _check_data_agree(tmp_path / "eval.npz", None, None)
+    with pytest.raises(BadInput, match="has no labels") as e:
+        _check_data_agree(tmp_path / "none.npz", None, None)
+    assert "y_<output name>" in e.value.fix
